@@ -1,6 +1,7 @@
 """The maubot plugin class: wiring only. Handlers and commands delegate to RoomStateService."""
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Dict, Optional, Type
 
 from maubot import MessageEvent, Plugin
@@ -22,6 +23,7 @@ class RoomStateBot(Plugin):
     config: Config
     store: RoomStore
     service: RoomStateService
+    reconciled: asyncio.Task  # the startup reconciliation
 
     @classmethod
     def get_config_class(cls) -> Type[BaseProxyConfig]:
@@ -49,7 +51,8 @@ class RoomStateBot(Plugin):
         )
 
     async def start(self) -> None:
-        self.sched.run_later(0, self.reconcile())
+        # In the background: maubot marks the instance started without waiting for the homeserver.
+        self.reconciled = self.sched.run_later(0, self.reconcile())
         self.sched.run_later(0, self.delete_old_processed_events())
         self.sched.run_periodically(
             self.config.cleanup_interval_seconds, self.delete_old_processed_events

@@ -9,11 +9,19 @@ WHEREIS_VISIBILITY = ("admins", "shared", "everyone")
 STARTUP_SYNC_MODES = ("all", "new")
 
 
+_MISSING = object()
+NULLABLE_KEYS = ("resync_power_level",)
+
+
 class Config(BaseProxyConfig):
     def do_update(self, helper: ConfigUpdateHelper) -> None:
+        # helper.copy() treats an explicit null like a missing key; keep the user's null.
+        for key in NULLABLE_KEYS:
+            value = helper.source.get(key, _MISSING)
+            if value is not _MISSING:
+                helper.base[key] = value
         for key in (
             "admins",
-            "resync_power_level",
             "whereis.visibility",
             "rooms.page_size",
             "sync.on_startup",

@@ -1,0 +1,172 @@
+"""An in-process fake homeserver: real HTTP on 127.0.0.1, so the real mautrix client is used.
+
+It keeps each room's current state, answers the client-server endpoints the plugin calls, records
+the messages the bot sends, and can be told to fail requests. Events it creates are returned as
+raw JSON so tests can deliver them to the plugin the way a /sync would.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import re
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+from aiohttp import web
+
+Event = Dict[str, Any]
+
+
+@dataclass
+class FakeRoom:
+    room_id: str
+    state: Dict[Tuple[str, str], Event] = field(default_factory=dict)
+
+    def membership(self, user_id: str) -> Optional[str]:
+        event = self.state.get(("m.room.member", user_id))
+        return event["content"]["membership"] if event else None
+
+
+@dataclass
+class Failure:
+    pattern: str
+    status: int
+    times: int
+    errcode: str = "M_UNKNOWN"
+
+
+class FakeHomeserver:
+    def __init__(self, bot_user_id: str) -> None:
+        self.bot_user_id = bot_user_id
+        self.rooms: Dict[str, FakeRoom] = {}
+        self.sent: List[Tuple[str, Dict[str, Any]]] = []  # (room_id, content) the bot sent
+        self.requests: List[str] = []
+        self.failures: List[Failure] = []
+        self.delay = 0.0
+        self._ids = itertools.count(1)
+        self._ts = itertools.count(1_700_000_000_000, 1000)
+        self._runner: Optional[web.AppRunner] = None
+        self.url = ""
+
+    # ---- server lifecycle -----------------------------------------------------------------
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+        return self.url
+
+    async def stop(self) -> None:
+        if self._runner:
+            await self._runner.cleanup()
+
+    def fail(self, pattern: str, status: int = 500, times: int = 1, errcode: str = "M_UNKNOWN") -> None:
+        """Make the next ``times`` requests whose path matches ``pattern`` fail."""
+        self.failures.append(Failure(pattern, status, times, errcode))
+
+    # ---- room state -------------------------------------------------------------------------
+
+    def new_event(self, room_id: str, type_: str, sender: str, content: Dict[str, Any],
+                  state_key: Optional[str] = None) -> Event:
+        event: Event = {
+            "type": type_,
+            "room_id": room_id,
+            "sender": sender,
+            "content": content,
+            "event_id": f"$e{next(self._ids)}:fake.test",
+            "origin_server_ts": next(self._ts),
+            "unsigned": {},
+        }
+        if state_key is not None:
+            event["state_key"] = state_key
+            room = self.rooms.setdefault(room_id, FakeRoom(room_id))
+            previous = room.state.get((type_, state_key))
+            if previous is not None:
+                event["unsigned"]["prev_content"] = previous["content"]
+            room.state[(type_, state_key)] = event
+        return event
+
+    def create_room(self, room_id: str, creator: str, name: Optional[str] = None,
+                    members: Tuple[str, ...] = ()) -> List[Event]:
+        """A room created by ``creator`` with ``members`` joined (the bot is not in it)."""
+        self.rooms[room_id] = FakeRoom(room_id)
+        events = [
+            self.new_event(room_id, "m.room.create", creator, {"creator": creator, "room_version": "10"}, ""),
+            self.member(room_id, creator, "join"),
+        ]
+        if name is not None:
+            events.append(self.new_event(room_id, "m.room.name", creator, {"name": name}, ""))
+        events += [self.member(room_id, user, "join") for user in members]
+        return events
+
+    def member(self, room_id: str, user_id: str, membership: str, sender: Optional[str] = None,
+               displayname: Optional[str] = None) -> Event:
+        content: Dict[str, Any] = {"membership": membership}
+        if displayname is None and membership == "join":
+            displayname = user_id[1:].split(":")[0].capitalize()
+        if displayname is not None:
+            content["displayname"] = displayname
+        return self.new_event(room_id, "m.room.member", sender or user_id, content, user_id)
+
+    def state(self, room_id: str, type_: str, content: Dict[str, Any], sender: str = "@admin:fake.test") -> Event:
+        return self.new_event(room_id, type_, sender, content, "")
+
+    def message(self, room_id: str, sender: str, body: str, formatted_body: Optional[str] = None) -> Event:
+        content: Dict[str, Any] = {"msgtype": "m.text", "body": body}
+        if formatted_body is not None:
+            content.update(format="org.matrix.custom.html", formatted_body=formatted_body)
+        return self.new_event(room_id, "m.room.message", sender, content)
+
+    def joined_rooms(self) -> List[str]:
+        return [r.room_id for r in self.rooms.values() if r.membership(self.bot_user_id) == "join"]
+
+    def replies(self, room_id: Optional[str] = None) -> List[str]:
+        return [c.get("body", "") for r, c in self.sent if room_id is None or r == room_id]
+
+    # ---- HTTP -------------------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        path = request.path
+        self.requests.append(f"{request.method} {path}")
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        for failure in self.failures:
+            if failure.times > 0 and re.search(failure.pattern, path):
+                failure.times -= 1
+                return web.json_response({"errcode": failure.errcode, "error": "injected failure"},
+                                         status=failure.status)
+        prefix = "/_matrix/client/v3"
+        if not path.startswith(prefix):
+            return self._error(404, "M_UNRECOGNIZED", "unknown endpoint")
+        path = path[len(prefix):]
+        if path == "/joined_rooms":
+            return web.json_response({"joined_rooms": self.joined_rooms()})
+        if path == "/account/whoami":
+            return web.json_response({"user_id": self.bot_user_id})
+        match = re.fullmatch(r"/rooms/([^/]+)/(state|send)(?:/([^/]+))?(?:/(.*))?", path)
+        if not match:
+            return self._error(404, "M_UNRECOGNIZED", "unknown endpoint")
+        room_id, kind, type_, rest = match.groups()
+        room = self.rooms.get(room_id)
+        if room is None or room.membership(self.bot_user_id) != "join":
+            return self._error(403, "M_FORBIDDEN", "You are not in this room")
+        if kind == "send":
+            content = await request.json()
+            self.sent.append((room_id, content))
+            event = self.new_event(room_id, type_, self.bot_user_id, content)
+            return web.json_response({"event_id": event["event_id"]})
+        if type_ is None:
+            return web.json_response(list(room.state.values()))
+        event = room.state.get((type_, rest or ""))
+        if event is None:
+            return self._error(404, "M_NOT_FOUND", "Event not found")
+        return web.json_response(event["content"])
+
+    @staticmethod
+    def _error(status: int, errcode: str, message: str) -> web.Response:
+        return web.json_response({"errcode": errcode, "error": message}, status=status)

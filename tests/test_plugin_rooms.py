@@ -1,0 +1,196 @@
+"""Room and member tracking through the real plugin: joins, leaves, kicks, info changes, startup."""
+from __future__ import annotations
+
+from mautrix.client import SyncStream
+
+from .conftest import ADMIN, BOT, Harness
+
+ROOM = "!design:fake.test"
+ALICE, BOB, CAROL = "@alice:fake.test", "@bob:fake.test", "@carol:fake.test"
+
+
+async def joined(h: Harness, room_id: str = ROOM) -> list:
+    assert h.bot is not None
+    return [m.user_id for m in await h.bot.store.list_members(room_id, "join")]
+
+
+async def test_first_join_syncs_full_member_list_and_info(harness: Harness) -> None:
+    hs = harness.hs
+    hs.create_room(ROOM, ALICE, name="Design", members=(BOB,))
+    hs.state(ROOM, "m.room.topic", {"topic": "Pixels"})
+    hs.state(ROOM, "m.room.canonical_alias", {"alias": "#design:fake.test"})
+    hs.state(ROOM, "m.room.encryption", {"algorithm": "m.megolm.v1.aes-sha2"})
+    hs.member(ROOM, CAROL, "invite", sender=ALICE)
+    bot = await harness.start()
+    assert await bot.store.list_rooms() == []
+
+    await harness.invite_and_join_bot(ROOM, ALICE)
+
+    assert await joined(harness) == [ALICE, BOB, BOT]
+    room = await bot.store.get_room(ROOM)
+    assert room is not None
+    assert (room.name, room.topic, room.canonical_alias, room.encrypted) == (
+        "Design", "Pixels", "#design:fake.test", True,
+    )
+    assert (room.joined_count, room.invited_count, room.creator, room.room_version) == (3, 1, ALICE, "10")
+    assert [m.user_id for m in await bot.store.list_members(ROOM, "invite")] == [CAROL]
+
+
+async def test_member_changes_are_applied_one_by_one(harness: Harness) -> None:
+    hs = harness.hs
+    hs.create_room(ROOM, ALICE, name="Design", members=(BOB,))
+    await harness.start()
+    await harness.invite_and_join_bot(ROOM, ALICE)
+    state_requests = sum("/state" in r for r in hs.requests)
+
+    await harness.deliver(hs.member(ROOM, CAROL, "invite", sender=ALICE))
+    assert [m.user_id for m in await harness.bot.store.list_members(ROOM, "invite")] == [CAROL]
+    await harness.deliver(hs.member(ROOM, CAROL, "join"))
+    await harness.deliver(hs.member(ROOM, BOB, "leave"))
+    assert await joined(harness) == [ALICE, BOT, CAROL]
+
+    await harness.deliver(hs.member(ROOM, ALICE, "join", displayname="Alice Liddell"))
+    members = {m.user_id: m for m in await harness.bot.store.list_members(ROOM)}
+    assert members[ALICE].displayname == "Alice Liddell"
+    assert await harness.bot.store.user_displayname(ALICE) == "Alice Liddell"
+
+    await harness.deliver(hs.member(ROOM, CAROL, "ban", sender=ALICE))
+    members = {m.user_id: m.membership for m in await harness.bot.store.list_members(ROOM)}
+    assert members == {ALICE: "join", BOT: "join", CAROL: "ban"}
+    room = await harness.bot.store.get_room(ROOM)
+    assert room.joined_count == 2 and room.invited_count == 0
+    # applied incrementally: no further full syncs
+    assert sum("/state" in r for r in hs.requests) == state_requests
+
+
+async def test_an_older_member_event_never_overrides_a_newer_one(harness: Harness) -> None:
+    hs = harness.hs
+    hs.create_room(ROOM, ALICE, members=(BOB,))
+    await harness.start()
+    await harness.invite_and_join_bot(ROOM, ALICE)
+    join = hs.member(ROOM, CAROL, "join")
+    leave = hs.member(ROOM, CAROL, "leave")
+    await harness.deliver(leave)
+    await harness.deliver(join)  # arrives late (handlers run unordered)
+    assert CAROL not in await joined(harness)
+
+
+async def test_room_info_events_update_the_room(harness: Harness) -> None:
+    hs = harness.hs
+    hs.create_room(ROOM, ALICE, name="Design")
+    await harness.start()
+    await harness.invite_and_join_bot(ROOM, ALICE)
+
+    await harness.deliver(
+        hs.state(ROOM, "m.room.name", {"name": "Design Team"}),
+        hs.state(ROOM, "m.room.topic", {"topic": "All things visual"}),
+        hs.state(ROOM, "m.room.canonical_alias", {"alias": "#team:fake.test"}),
+        hs.state(ROOM, "m.room.encryption", {"algorithm": "m.megolm.v1.aes-sha2"}),
+    )
+    room = await harness.bot.store.get_room(ROOM)
+    assert (room.name, room.topic, room.canonical_alias, room.encrypted) == (
+        "Design Team", "All things visual", "#team:fake.test", True,
+    )
+    await harness.deliver(hs.state(ROOM, "m.room.name", {"name": ""}))
+    room = await harness.bot.store.get_room(ROOM)
+    assert room.name is None and room.display_name == "#team:fake.test"
+
+    await harness.deliver(hs.state(ROOM, "m.room.tombstone", {"replacement_room": "!new:fake.test", "body": "moved"}))
+    assert (await harness.bot.store.get_room(ROOM)).replacement_room == "!new:fake.test"
+
+
+async def test_bot_kicked_or_banned_forgets_the_room(harness: Harness) -> None:
+    hs = harness.hs
+    other = "!other:fake.test"
+    hs.create_room(ROOM, ALICE, name="Design", members=(BOB,))
+    hs.create_room(other, BOB, name="Other", members=(ALICE,))
+    await harness.start()
+    await harness.invite_and_join_bot(ROOM, ALICE)
+    await harness.invite_and_join_bot(other, BOB)
+    assert len(await harness.bot.store.list_rooms()) == 2
+
+    await harness.deliver(hs.member(ROOM, BOT, "leave", sender=ALICE), source=SyncStream.LEFT_ROOM | SyncStream.TIMELINE)
+    assert await harness.bot.store.get_room(ROOM) is None
+    assert await harness.bot.store.list_members(ROOM) == []
+    assert [r.room_id for r in await harness.bot.store.joined_rooms_of(ALICE)] == [other]
+
+    await harness.deliver(hs.member(other, BOT, "ban", sender=BOB), source=SyncStream.LEFT_ROOM | SyncStream.TIMELINE)
+    assert await harness.bot.store.list_rooms() == []
+    assert harness.rows("SELECT COUNT(*) FROM roomstate_memberships")[0][0] == 0
+    assert harness.rows("SELECT COUNT(*) FROM roomstate_room_info")[0][0] == 0
+
+
+async def test_rejoin_after_kick_does_not_reprocess_old_events(harness: Harness) -> None:
+    hs = harness.hs
+    hs.create_room(ROOM, ALICE, members=(BOB,))
+    await harness.start()
+    await harness.invite_and_join_bot(ROOM, ALICE)
+    carol_join = hs.member(ROOM, CAROL, "join")
+    await harness.deliver(carol_join)
+    kick = hs.member(ROOM, BOT, "leave", sender=ALICE)
+    await harness.deliver(kick, source=SyncStream.LEFT_ROOM | SyncStream.TIMELINE)
+    carol_leave = hs.member(ROOM, CAROL, "leave")  # while the bot was away
+
+    await harness.invite_and_join_bot(ROOM, ALICE)
+    assert await joined(harness) == [ALICE, BOB, BOT]
+    # the server re-sends history: the old join must not be applied again
+    await harness.deliver(carol_join, carol_leave, kick)
+    assert await joined(harness) == [ALICE, BOB, BOT]
+    assert await harness.bot.store.get_room(ROOM) is not None
+    del carol_leave
+
+
+async def test_sync_gap_resyncs_and_leave_section_forgets(harness: Harness) -> None:
+    hs = harness.hs
+    hs.create_room(ROOM, ALICE, members=(BOB,))
+    await harness.start()
+    await harness.invite_and_join_bot(ROOM, ALICE)
+    hs.member(ROOM, CAROL, "join")  # hidden in a gap: never delivered as an event
+    await harness.bot.service.handle_sync_gaps({"rooms": {"join": {ROOM: {"timeline": {"limited": True}}}}})
+    assert await joined(harness) == [ALICE, BOB, BOT, CAROL]
+
+    hs.member(ROOM, BOT, "leave", sender=ALICE)
+    await harness.bot.service.handle_sync_gaps({"rooms": {"leave": {ROOM: {}}}})
+    assert await harness.bot.store.get_room(ROOM) is None
+
+
+async def test_startup_reconciles_with_joined_rooms(harness: Harness) -> None:
+    hs = harness.hs
+    kept, left, new = "!kept:fake.test", "!left:fake.test", "!new:fake.test"
+    for room in (kept, left):
+        hs.create_room(room, ALICE, name=room[1:5], members=(BOT,))
+    await harness.start()
+    assert {r.room_id for r in await harness.bot.store.list_rooms()} == {kept, left}
+
+    await harness.stop()
+    hs.member(left, BOT, "leave", sender=ALICE)  # while the bot was down
+    hs.member(kept, CAROL, "join")
+    hs.create_room(new, BOB, name="New", members=(BOT,))
+    await harness.restart()
+    assert {r.room_id for r in await harness.bot.store.list_rooms()} == {kept, new}
+    assert CAROL in await joined(harness, kept)
+    assert await harness.bot.store.list_members(left) == []
+
+
+async def test_startup_mode_new_syncs_only_unknown_rooms(harness: Harness) -> None:
+    hs = harness.hs
+    kept, new = "!kept:fake.test", "!new:fake.test"
+    hs.create_room(kept, ALICE, members=(BOT,))
+    await harness.start(**{"sync.on_startup": "new"})
+    await harness.stop()
+    hs.member(kept, CAROL, "join")
+    hs.create_room(new, BOB, members=(BOT,))
+    await harness.restart()
+    assert {r.room_id for r in await harness.bot.store.list_rooms()} == {kept, new}
+    assert CAROL not in await joined(harness, kept)  # known room left as it was
+
+
+async def test_startup_survives_homeserver_errors(harness: Harness) -> None:
+    hs = harness.hs
+    hs.create_room(ROOM, ALICE, members=(BOT,))
+    hs.fail("/joined_rooms", 502)
+    await harness.start()
+    assert await harness.bot.store.list_rooms() == []
+    # the bot keeps running: a later admin resync succeeds
+    replies = await harness.command(ROOM, ADMIN, "!resync all")
+    assert replies and "Resynced 1 room" in replies[0]
