@@ -1,9 +1,12 @@
 """The plugin's configuration (see base-config.yaml for the documented defaults)."""
 from __future__ import annotations
 
-from typing import List, Optional
+import logging
+from typing import Any, Dict, List, Optional
 
 from mautrix.util.config import BaseProxyConfig, ConfigUpdateHelper
+
+log = logging.getLogger("roomstate.config")
 
 WHEREIS_VISIBILITY = ("admins", "shared", "everyone")
 STARTUP_SYNC_MODES = ("all", "new")
@@ -11,6 +14,19 @@ STARTUP_SYNC_MODES = ("all", "new")
 
 _MISSING = object()
 NULLABLE_KEYS = ("resync_power_level",)
+
+# The values of base-config.yaml (a test keeps them equal). Used for keys a config lacks, which
+# happens in standalone mode: maubot.standalone has no base for plugin_config.
+DEFAULTS: Dict[str, Any] = {
+    "admins": [],
+    "resync_power_level": 100,
+    "whereis.visibility": "shared",
+    "rooms.page_size": 20,
+    "sync.on_startup": "all",
+    "sync.concurrency": 4,
+    "dedup.retention_hours": 168,
+    "dedup.cleanup_interval_minutes": 60,
+}
 
 
 class Config(BaseProxyConfig):
@@ -20,48 +36,61 @@ class Config(BaseProxyConfig):
             value = helper.source.get(key, _MISSING)
             if value is not _MISSING:
                 helper.base[key] = value
-        for key in (
-            "admins",
-            "whereis.visibility",
-            "rooms.page_size",
-            "sync.on_startup",
-            "sync.concurrency",
-            "dedup.retention_hours",
-            "dedup.cleanup_interval_minutes",
-        ):
-            helper.copy(key)
+        for key in DEFAULTS:
+            if key not in NULLABLE_KEYS:
+                helper.copy(key)
+
+    def _value(self, key: str) -> Any:
+        value = self.get(key, _MISSING)
+        if value is _MISSING or (value is None and key not in NULLABLE_KEYS):
+            return DEFAULTS[key]
+        return value
+
+    def _number(self, key: str, kind: type, minimum: float) -> Any:
+        value = self._value(key)
+        try:
+            return max(kind(minimum), kind(value))
+        except (TypeError, ValueError):
+            log.warning("Config %s: %r is not a number; using %r", key, value, DEFAULTS[key])
+            return kind(DEFAULTS[key])
+
+    def _choice(self, key: str, choices: tuple) -> str:
+        value = str(self._value(key)).lower()
+        if value not in choices:
+            log.warning("Config %s: %r is not one of %s; using %r", key, value, choices, DEFAULTS[key])
+            return DEFAULTS[key]
+        return value
 
     @property
     def admins(self) -> List[str]:
-        return [str(user) for user in (self["admins"] or [])]
+        return [str(user) for user in (self._value("admins") or [])]
 
     @property
     def resync_power_level(self) -> Optional[int]:
-        level = self["resync_power_level"]
-        return None if level is None else int(level)
+        if self._value("resync_power_level") is None:
+            return None
+        return self._number("resync_power_level", int, -(2**53))
 
     @property
     def whereis_visibility(self) -> str:
-        value = str(self["whereis.visibility"]).lower()
-        return value if value in WHEREIS_VISIBILITY else "shared"
+        return self._choice("whereis.visibility", WHEREIS_VISIBILITY)
 
     @property
     def page_size(self) -> int:
-        return max(1, int(self["rooms.page_size"]))
+        return self._number("rooms.page_size", int, 1)
 
     @property
     def startup_sync(self) -> str:
-        value = str(self["sync.on_startup"]).lower()
-        return value if value in STARTUP_SYNC_MODES else "all"
+        return self._choice("sync.on_startup", STARTUP_SYNC_MODES)
 
     @property
     def sync_concurrency(self) -> int:
-        return max(1, int(self["sync.concurrency"]))
+        return self._number("sync.concurrency", int, 1)
 
     @property
     def retention_seconds(self) -> float:
-        return max(0.0, float(self["dedup.retention_hours"])) * 3600
+        return self._number("dedup.retention_hours", float, 0) * 3600
 
     @property
     def cleanup_interval_seconds(self) -> float:
-        return max(1.0, float(self["dedup.cleanup_interval_minutes"])) * 60
+        return self._number("dedup.cleanup_interval_minutes", float, 1 / 60) * 60
