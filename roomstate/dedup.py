@@ -56,9 +56,11 @@ def deduplicated(func: Any) -> Any:
         key = _event_key(evt)
         if key is None:  # e.g. a stripped invite event: nothing to key on
             return await func(self, evt, *args, **kwargs)
+        logger = getattr(self, "log", log)
         if not await self.ledger.claim_event(*key):
-            getattr(self, "log", log).debug("Skipping %s in %s: already processed", key[1], key[0])
+            logger.debug("Skipping %s in %s: already processed", key[1], key[0])
             return None
+        logger.debug("Processing %s in %s with %s", key[1], key[0], func.__name__)
         try:
             return await func(self, evt, *args, **kwargs)
         except BaseException:

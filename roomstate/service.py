@@ -20,6 +20,8 @@ from .snapshot import member_from_state, room_info_changes
 
 log = logging.getLogger("roomstate.service")
 
+QUERY_WAIT_SECONDS = 20.0  # how long !rooms / !whereis wait for running syncs
+
 
 def _raw(evt: Any) -> Dict[str, Any]:
     """The event as Matrix JSON (mautrix events serialize back to what the server sent)."""
@@ -74,6 +76,9 @@ class RoomStateService:
         self.concurrency = max(1, concurrency)
         self._room_locks: Dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._resync_queued: Set[str] = set()
+        self._syncs_in_flight = 0
+        self._no_syncs_in_flight = asyncio.Event()
+        self._no_syncs_in_flight.set()
 
     # ---- whole rooms ------------------------------------------------------------------------
 
@@ -85,6 +90,25 @@ class RoomStateService:
             return await self._sync_room_locked(room_id)
 
     async def _sync_room_locked(self, room_id: str) -> SyncOutcome:
+        self._syncs_in_flight += 1
+        self._no_syncs_in_flight.clear()
+        try:
+            return await self._fetch_and_replace(room_id)
+        finally:
+            self._syncs_in_flight -= 1
+            if not self._syncs_in_flight:
+                self._no_syncs_in_flight.set()
+
+    async def wait_for_syncs(self, timeout: float = QUERY_WAIT_SECONDS) -> bool:
+        """Wait until no room sync is running (e.g. the first sync after the bot joined a room),
+        so that answers are not computed from a half-known picture. False on timeout."""
+        try:
+            await asyncio.wait_for(self._no_syncs_in_flight.wait(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    async def _fetch_and_replace(self, room_id: str) -> SyncOutcome:
         try:
             snapshot = await self.homeserver.room_snapshot(room_id)
         except HomeserverError as error:
@@ -214,11 +238,13 @@ class RoomStateService:
 
     async def rooms(self) -> List[RoomInfo]:
         """The bot's rooms, sorted by display name."""
+        await self.wait_for_syncs()
         return sorted(await self.store.list_rooms(), key=lambda r: (r.display_name.casefold(), r.room_id))
 
     async def shared_rooms(self, user_id: str, visible_to: Optional[str] = None) -> List[RoomInfo]:
         """Rooms where both the bot and ``user_id`` are joined; if ``visible_to`` is given, only
         those ``visible_to`` is joined to as well."""
+        await self.wait_for_syncs()
         found = await self.store.joined_rooms_of(user_id)
         if visible_to is not None and visible_to != user_id:
             allowed = {room.room_id for room in await self.store.joined_rooms_of(visible_to)}

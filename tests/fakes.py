@@ -42,7 +42,7 @@ class FakeHomeserver:
         self.sent: List[Tuple[str, Dict[str, Any]]] = []  # (room_id, content) the bot sent
         self.requests: List[str] = []
         self.failures: List[Failure] = []
-        self.delay = 0.0
+        self.slow: List[Tuple[str, float]] = []  # (path pattern, seconds)
         self._ids = itertools.count(1)
         self._ts = itertools.count(1_700_000_000_000, 1000)
         self._runner: Optional[web.AppRunner] = None
@@ -133,8 +133,9 @@ class FakeHomeserver:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         path = request.path
         self.requests.append(f"{request.method} {path}")
-        if self.delay:
-            await asyncio.sleep(self.delay)
+        for pattern, seconds in self.slow:
+            if re.search(pattern, path):
+                await asyncio.sleep(seconds)
         for failure in self.failures:
             if failure.times > 0 and re.search(failure.pattern, path):
                 failure.times -= 1

@@ -1,6 +1,8 @@
 """!rooms, !whereis and !resync: replies, permissions and bad input."""
 from __future__ import annotations
 
+import asyncio
+
 from mautrix.client import SyncStream
 
 from .conftest import ADMIN, BOT, Harness
@@ -77,6 +79,17 @@ async def test_whereis_visibility_modes(harness: Harness) -> None:
     await harness.restart(**{"whereis.visibility": "everyone"})
     [reply] = await harness.command(OPS, CAROL, f"!whereis {ADMIN}")
     assert "Design" in reply
+
+
+async def test_queries_wait_for_a_first_join_sync_in_flight(harness: Harness) -> None:
+    harness.hs.create_room(ROOM, ALICE, name="Design", members=(BOB, ADMIN))
+    await harness.start()
+    harness.hs.slow.append((r"/state$", 0.5))
+    join = asyncio.create_task(harness.invite_and_join_bot(ROOM, ALICE))
+    await asyncio.sleep(0.1)  # the join's sync is now waiting for the homeserver
+    [reply] = await harness.command(ROOM, ADMIN, f"!whereis {BOB}")
+    await join
+    assert reply.startswith(f"Bob ({BOB}) shares 1 room with me:") and "Design" in reply
 
 
 async def test_whereis_accepts_pills_and_links(harness: Harness) -> None:

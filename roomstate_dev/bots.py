@@ -1,0 +1,177 @@
+"""maubot processes running roomstate: standalone mode, and the manager with an uploaded .mbp."""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional
+from urllib.parse import quote
+
+from .servers import ROOT, Process, ServerFailed, free_port, http, tail
+
+
+def maubot_python() -> str:
+    """The Python that has maubot (and SQLAlchemy): $MAUBOT_PYTHON, or this one."""
+    return os.environ.get("MAUBOT_PYTHON") or sys.executable
+
+
+def base_plugin_config() -> Dict[str, Any]:
+    from ruamel.yaml import YAML
+
+    with open(ROOT / "base-config.yaml") as file:
+        return json.loads(json.dumps(YAML(typ="safe").load(file)))
+
+
+def _logging(path: Path) -> Dict[str, Any]:
+    return {
+        "version": 1,
+        "formatters": {"normal": {"format": "[%(asctime)s] [%(levelname)s@%(name)s] %(message)s"}},
+        "handlers": {"file": {"class": "logging.FileHandler", "formatter": "normal", "filename": str(path)}},
+        "loggers": {"maubot": {"level": "DEBUG"}, "mau": {"level": "DEBUG"}, "aiohttp": {"level": "INFO"}},
+        "root": {"level": "DEBUG", "handlers": ["file"]},
+    }
+
+
+class StandaloneBot:
+    """``python -m maubot.standalone`` running this checkout's plugin as ``user_id``."""
+
+    def __init__(self, workdir: Path, homeserver: str, user_id: str, token: str,
+                 database: Optional[str] = None, plugin_config: Optional[Dict[str, Any]] = None) -> None:
+        self.dir = workdir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.homeserver, self.user_id, self.token = homeserver, user_id, token
+        self.db_path = self.dir / "bot.db"
+        self.database = database or f"sqlite:///{self.db_path}"  # absolute: sqlite:////...
+        self.plugin_config = {**base_plugin_config(), **(plugin_config or {})}
+        self.log = self.dir / "maubot.log"
+        self.process = Process(
+            "maubot-standalone",
+            [maubot_python(), "-m", "maubot.standalone", "-c", str(self.dir / "config.yaml"), "-m", str(ROOT / "maubot.yaml")],
+            self.dir, self.dir / "maubot.stdout.log",
+        )
+
+    def write_config(self) -> None:
+        config = {
+            "user": {
+                "credentials": {"id": self.user_id, "homeserver": self.homeserver,
+                                "access_token": self.token, "device_id": None},
+                "sync": True, "appservice": False, "hs_token": None, "autojoin": True,
+                "displayname": "roomstate bot", "avatar_url": "disable",
+                "ignore_initial_sync": True,
+                # Deliver what arrived while the bot was down: the dedup table keeps it safe.
+                "ignore_first_sync": False,
+            },
+            "server": {"hostname": "127.0.0.1", "port": free_port(), "base_path": "/", "public_url": "http://127.0.0.1"},
+            "database": self.database,
+            "database_opts": {"min_size": 1, "max_size": 10},
+            "plugin_config": self.plugin_config,
+            "logging": _logging(self.log),
+        }
+        (self.dir / "config.yaml").write_text(json.dumps(config, indent=1))
+
+    def log_text(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def start(self, timeout: float = 120) -> None:
+        """Start and wait for the plugin's startup reconciliation to finish."""
+        self.write_config()
+        before = self.log_text().count("Startup reconciliation:")
+        self.process.start()
+        self.process.wait_until(
+            lambda: self.log_text().count("Startup reconciliation:") > before, "startup reconciliation", timeout
+        )
+
+    def stop(self) -> None:
+        self.process.stop()
+
+    def restart(self, **plugin_config: Any) -> None:
+        self.stop()
+        self.plugin_config.update(plugin_config)
+        self.start()
+
+    def logs(self) -> str:
+        return f"--- maubot.log ---\n{tail(self.log, 80)}\n--- stdout ---\n{tail(self.process.log)}"
+
+
+class ManagerBot:
+    """``python -m maubot`` (manager mode) on loopback, driven through its management API."""
+
+    API = "/_matrix/maubot/v1"
+
+    def __init__(self, workdir: Path, homeserver: str) -> None:
+        self.dir = workdir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.homeserver = homeserver
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.secret = secrets.token_hex(16)
+        self.log = self.dir / "maubot.log"
+        self.token: Optional[str] = None
+        self.process = Process(
+            "maubot-manager", [maubot_python(), "-m", "maubot", "-c", str(self.dir / "config.yaml")],
+            self.dir, self.dir / "maubot.stdout.log",
+        )
+
+    def write_config(self) -> None:
+        for sub in ("plugins", "trash", "dbs"):
+            (self.dir / sub).mkdir(exist_ok=True)
+        config = {
+            "database": f"sqlite:{self.dir / 'maubot.db'}",
+            "crypto_database": "default",
+            "plugin_directories": {"upload": str(self.dir / "plugins"), "load": [str(self.dir / "plugins")],
+                                   "trash": str(self.dir / "trash")},
+            "plugin_databases": {"sqlite": str(self.dir / "dbs"), "postgres": None},
+            "server": {"hostname": "127.0.0.1", "port": self.port, "public_url": self.url,
+                       "ui_base_path": "/_matrix/maubot", "plugin_base_path": "/_matrix/maubot/plugin/",
+                       "override_resource_path": False, "unshared_secret": self.secret},
+            "homeservers": {"local": {"url": self.homeserver, "secret": None}},
+            "admins": {"root": ""},
+            "api_features": {k: True for k in ("login", "plugin", "plugin_upload", "instance", "instance_database",
+                                               "client", "client_proxy", "client_auth", "dev_open", "log")},
+            "logging": _logging(self.log),
+        }
+        (self.dir / "config.yaml").write_text(json.dumps(config, indent=1))
+
+    def start(self, timeout: float = 120) -> None:
+        self.write_config()
+        self.process.start()
+        self.process.wait_until(lambda: http("GET", f"{self.url}{self.API}/version", timeout=2), "management API", timeout)
+        self.token = http("POST", f"{self.url}{self.API}/auth/login", {"secret": self.secret, "user": "root"})["token"]
+
+    def stop(self) -> None:
+        self.process.stop()
+
+    def api(self, method: str, path: str, body: Any = None, raw: Optional[bytes] = None,
+            content_type: str = "application/json") -> Any:
+        return http(method, f"{self.url}{self.API}{path}", body, token=self.token, raw=raw, content_type=content_type)
+
+    def install(self, mbp: Path, user_id: str, access_token: str, instance_id: str = "roomstate") -> Dict[str, Any]:
+        """What an admin does in the web UI: upload the plugin, add the bot's client, create an
+        instance. Returns the instance once maubot reports it started."""
+        plugin = self.api("POST", "/plugins/upload", raw=mbp.read_bytes(), content_type="application/zip")
+        self.api("PUT", f"/client/{quote(user_id)}", {
+            "homeserver": self.homeserver, "access_token": access_token, "autojoin": True,
+            "enabled": True, "started": True, "sync": True,
+        })
+        self.api("PUT", f"/instance/{instance_id}", {
+            "primary_user": user_id, "type": plugin["id"], "enabled": True, "started": True,
+        })
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            instance = self.api("GET", f"/instance/{instance_id}")
+            if instance.get("started"):
+                return instance
+            time.sleep(0.5)
+        raise ServerFailed(f"instance {instance_id} did not start; log:\n{tail(self.log)}")
+
+
+def build_mbp(out_dir: Path) -> Path:
+    result = subprocess.run(["bash", str(ROOT / "build.sh"), str(out_dir)], check=True, capture_output=True, text=True)
+    return Path(result.stdout.strip().splitlines()[-1])
