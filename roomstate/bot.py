@@ -6,7 +6,7 @@ from typing import Any, Dict, Optional, Type
 
 from maubot import MessageEvent, Plugin
 from maubot.handlers import command, event
-from mautrix.client import InternalEventType
+from mautrix.client import InternalEventType, SyncStream
 from mautrix.types import EventType, StateEvent
 from mautrix.util.config import BaseProxyConfig
 
@@ -17,6 +17,12 @@ from .dedup import deduplicated
 from .homeserver import Homeserver
 from .mentions import BadUserArgument, resolve_user
 from .service import RoomStateService
+
+
+def _from_left_room(evt: Any) -> bool:
+    """Whether the event came in the sync's ``leave`` section (a room the bot is not in)."""
+    source = getattr(evt, "source", None)
+    return source is not None and bool(source & SyncStream.LEFT_ROOM)
 
 
 class RoomStateBot(Plugin):
@@ -35,13 +41,13 @@ class RoomStateBot(Plugin):
         return self.store
 
     async def pre_start(self) -> None:
-        # Runs before maubot registers the handlers, so no event can arrive before the store.
+        # maubot registers the handlers right after this, and standalone mode is already syncing:
+        # nothing here may yield to the event loop, or early events reach no handler.
         self.config.load_and_update()
         if self.database is None:
             raise RuntimeError("roomstate needs `database: true` in maubot.yaml")
         self.store = RoomStore(self.database)
-        version = await self.store.open()
-        self.log.debug("roomstate database schema v%d ready", version)
+        self._store_opened = self.store.open_soon()
         self.service = RoomStateService(
             self.store,
             Homeserver(self.client),
@@ -51,6 +57,12 @@ class RoomStateBot(Plugin):
         )
 
     async def start(self) -> None:
+        try:
+            version = await self._store_opened  # a failed migration fails the plugin's start
+        except Exception:
+            await self.store.close()  # maubot does not call stop() after a failed start
+            raise
+        self.log.debug("roomstate database schema v%d ready", version)
         # In the background: maubot marks the instance started without waiting for the homeserver.
         self.reconciled = self.sched.run_later(0, self.reconcile())
         self.sched.run_later(0, self.delete_old_processed_events())
@@ -78,7 +90,7 @@ class RoomStateBot(Plugin):
     @event.on(EventType.ROOM_MEMBER)
     @deduplicated
     async def on_member(self, evt: StateEvent) -> None:
-        await self.service.apply_member_event(evt)
+        await self.service.apply_member_event(evt, may_sync=not _from_left_room(evt))
 
     @event.on(EventType.ROOM_NAME)
     @event.on(EventType.ROOM_TOPIC)
@@ -87,7 +99,7 @@ class RoomStateBot(Plugin):
     @event.on(EventType.ROOM_TOMBSTONE)
     @deduplicated
     async def on_room_info(self, evt: StateEvent) -> None:
-        await self.service.apply_room_state_event(evt)
+        await self.service.apply_room_state_event(evt, may_sync=not _from_left_room(evt))
 
     @event.on(InternalEventType.SYNC_SUCCESSFUL)
     async def on_sync(self, data: Dict[str, Any]) -> None:

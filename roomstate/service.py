@@ -169,9 +169,11 @@ class RoomStateService:
 
     # ---- live events ------------------------------------------------------------------------
 
-    async def apply_member_event(self, evt: Any) -> None:
+    async def apply_member_event(self, evt: Any, may_sync: bool = True) -> None:
         """Apply one m.room.member event. The bot's own join starts a full sync of a room it
-        did not know; its own leave or ban forgets the room."""
+        did not know; its own leave or ban forgets the room. An event for a room that is not
+        tracked yet syncs the room instead (unless ``may_sync`` is False, e.g. for events from
+        rooms the bot has left)."""
         raw = _raw(evt)
         member = member_from_state(raw)
         room_id = raw.get("room_id")
@@ -182,20 +184,23 @@ class RoomStateService:
             await self._apply_own_membership(room_id, member.membership)
             return
         async with self._room_locks[room_id]:
-            applied = await self.store.apply_membership(room_id, member)
-        if applied is None:
-            self.log.debug("Member event in untracked room %s; syncing the room", room_id)
-            await self.sync_room(room_id)
+            # Under the lock: events queued behind a first sync find the room tracked and are
+            # applied (or ignored as older than the snapshot) instead of syncing again.
+            if await self.store.apply_membership(room_id, member) is None and may_sync:
+                self.log.debug("Member event in untracked room %s; syncing the room", room_id)
+                await self._sync_room_locked(room_id)
 
     async def _apply_own_membership(self, room_id: str, membership: str) -> None:
         if membership in (LEAVE, BAN):
             self.log.info("The bot's membership in %s is now %s; forgetting the room", room_id, membership)
             await self.forget_room(room_id)
-        elif membership == JOIN and await self.store.get_room(room_id) is None:
-            await self.sync_room(room_id)
+        elif membership == JOIN:
+            async with self._room_locks[room_id]:
+                if await self.store.get_room(room_id) is None:
+                    await self._sync_room_locked(room_id)
         # join while known = a profile change of the bot; invite/knock: nothing to track yet
 
-    async def apply_room_state_event(self, evt: Any) -> None:
+    async def apply_room_state_event(self, evt: Any, may_sync: bool = True) -> None:
         """Apply a name/topic/alias/encryption/tombstone/create event to the room's info."""
         raw = _raw(evt)
         changes = room_info_changes(raw)
@@ -203,12 +208,12 @@ class RoomStateService:
         if changes is None or not room_id:
             return
         async with self._room_locks[room_id]:
-            tracked = await self.store.update_room_info(room_id, changes)
-        if not tracked:
-            self.log.debug("Room-info event in untracked room %s; syncing the room", room_id)
-            await self.sync_room(room_id)
-        elif changes.get("replacement_room"):
-            self.log.info("%s was upgraded to %s", room_id, changes["replacement_room"])
+            if await self.store.update_room_info(room_id, changes):
+                if changes.get("replacement_room"):
+                    self.log.info("%s was upgraded to %s", room_id, changes["replacement_room"])
+            elif may_sync:
+                self.log.debug("Room-info event in untracked room %s; syncing the room", room_id)
+                await self._sync_room_locked(room_id)
 
     async def handle_sync_gaps(self, sync: Dict[str, Any]) -> None:
         """Use a raw /sync response to catch what no event reports: rooms in the ``leave``

@@ -31,7 +31,7 @@ def _logging(path: Path) -> Dict[str, Any]:
         "version": 1,
         "formatters": {"normal": {"format": "[%(asctime)s] [%(levelname)s@%(name)s] %(message)s"}},
         "handlers": {"file": {"class": "logging.FileHandler", "formatter": "normal", "filename": str(path)}},
-        "loggers": {"maubot": {"level": "DEBUG"}, "mau": {"level": "DEBUG"}, "aiohttp": {"level": "INFO"}},
+        "loggers": {"maubot": {"level": int(os.environ.get("ROOMSTATE_E2E_LOG_LEVEL", "10"))}, "mau": {"level": "DEBUG"}, "aiohttp": {"level": "INFO"}},
         "root": {"level": "DEBUG", "handlers": ["file"]},
     }
 
@@ -60,7 +60,9 @@ class StandaloneBot:
                 "credentials": {"id": self.user_id, "homeserver": self.homeserver,
                                 "access_token": self.token, "device_id": None},
                 "sync": True, "appservice": False, "hs_token": None, "autojoin": True,
-                "displayname": "roomstate bot", "avatar_url": "disable",
+                # "disable": no profile request between the start of syncing and the plugin's
+                # handler registration (events of the first sync would reach no handler).
+                "displayname": "disable", "avatar_url": "disable",
                 "ignore_initial_sync": True,
                 # Deliver what arrived while the bot was down: the dedup table keeps it safe.
                 "ignore_first_sync": False,

@@ -71,10 +71,9 @@ class Harness:
         self.bot: Optional[RoomStateBot] = None
         self.config_overrides: Dict[str, Any] = {}
 
-    async def start(self, **config_overrides: Any) -> RoomStateBot:
-        self.config_overrides.update(config_overrides)
+    def make_bot(self) -> RoomStateBot:
         client = MaubotMatrixClient(mxid=BOT, base_url=self.hs.url, token="token", client_session=self.http)
-        self.bot = RoomStateBot(
+        return RoomStateBot(
             client=client,
             loop=asyncio.get_running_loop(),
             http=self.http,
@@ -86,6 +85,10 @@ class Harness:
             webapp_url=None,
             loader=None,  # type: ignore[arg-type]
         )
+
+    async def start(self, **config_overrides: Any) -> RoomStateBot:
+        self.config_overrides.update(config_overrides)
+        self.bot = self.make_bot()
         await self.bot.internal_start()
         await self.bot.reconciled
         return self.bot

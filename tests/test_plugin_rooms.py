@@ -194,3 +194,58 @@ async def test_startup_survives_homeserver_errors(harness: Harness) -> None:
     # the bot keeps running: a later admin resync succeeds
     replies = await harness.command(ROOM, ADMIN, "!resync all")
     assert replies and "Resynced 1 room" in replies[0]
+
+
+async def test_history_delivered_with_the_bots_join_syncs_the_room_once(harness: Harness) -> None:
+    hs = harness.hs
+    history = hs.create_room(ROOM, ALICE, name="Design", members=(BOB, CAROL))
+    await harness.start()
+    hs.member(ROOM, BOT, "invite", sender=ALICE)
+    join = hs.member(ROOM, BOT, "join")
+    await harness.deliver(*history, join)  # one sync batch: the join's timeline holds the history
+    assert sum(r.endswith("/state") for r in hs.requests) == 1
+    assert await joined(harness) == [ALICE, BOB, BOT, CAROL]
+
+
+async def test_events_from_left_rooms_never_trigger_syncs(harness: Harness) -> None:
+    hs = harness.hs
+    hs.create_room(ROOM, ALICE, members=(BOT,))
+    await harness.start()
+    hs.member(ROOM, BOT, "leave", sender=ALICE)
+    await harness.deliver(hs.member(ROOM, BOT, "leave", sender=ALICE), source=SyncStream.LEFT_ROOM | SyncStream.TIMELINE)
+    before = len(hs.requests)
+    late = [hs.member(ROOM, f"@u{i}:fake.test", "join") for i in range(5)] + [hs.state(ROOM, "m.room.topic", {"topic": "x"})]
+    await harness.deliver(*late, source=SyncStream.LEFT_ROOM | SyncStream.TIMELINE)
+    assert hs.requests[before:] == []
+
+
+async def test_handlers_are_registered_before_start_first_yields(harness: Harness) -> None:
+    """maubot standalone syncs before starting the plugin: a plugin that awaits anything
+    before its handlers are registered loses the events of the first sync."""
+    import asyncio
+
+    from mautrix.types import EventType
+
+    bot = harness.make_bot()
+    registered_at_first_yield: list = []
+    task = asyncio.ensure_future(bot.internal_start())
+    # runs right after the task's first step, i.e. at its first yield to the loop
+    asyncio.get_running_loop().call_soon(
+        lambda: registered_at_first_yield.append(EventType.ROOM_MEMBER in bot.client.event_handlers)
+    )
+    await task
+    await bot.reconciled
+    harness.bot = bot
+    assert registered_at_first_yield == [True]
+
+
+async def test_a_failed_migration_fails_the_start(harness: Harness) -> None:
+    import pytest
+
+    harness.rows("SELECT 1")  # create the database file
+    with harness.engine.begin() as conn:
+        conn.execute(__import__("sqlalchemy").text("CREATE TABLE roomstate_schema_version (version INTEGER NOT NULL)"))
+        conn.execute(__import__("sqlalchemy").text("INSERT INTO roomstate_schema_version VALUES (99)"))
+    with pytest.raises(RuntimeError, match="newer than this plugin"):
+        await harness.start()
+    harness.bot = None

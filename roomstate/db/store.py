@@ -98,14 +98,20 @@ class RoomStore:
 
     # ---- lifecycle -------------------------------------------------------------------------
 
-    @off_loop
-    def open(self) -> int:
-        """Prepare the connection settings and run migrations; returns the schema version."""
+    def _open(self) -> int:
         if self.engine.dialect.name == "sqlite":
             # WAL is a property of the database file: readers never see a half-written sync.
             with self.engine.begin() as conn:
                 conn.execute(sa.text("PRAGMA journal_mode=WAL"))
         return schema.upgrade(self.engine)
+
+    open = off_loop(_open)
+    open.__doc__ = """Set up the database file and run migrations; returns the schema version."""
+
+    def open_soon(self) -> "asyncio.Future[int]":
+        """Like ``open()``, but queued on the worker thread before this returns, without yielding
+        to the event loop: every store call made afterwards runs after the migrations."""
+        return asyncio.wrap_future(self._executor.submit(self._open))
 
     async def close(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown)

@@ -1,0 +1,169 @@
+"""End-to-end fixtures: one Synapse and one maubot-standalone bot per test session.
+
+Synapse runs from $SYNAPSE_PYTHON (its own virtualenv); maubot from $MAUBOT_PYTHON or the Python
+running pytest. Without Synapse the suite is skipped, unless ROOMSTATE_E2E_REQUIRED=1 (as
+scripts/test.sh sets), which makes that an error. Every server's PID is stopped at the end and the
+temp directory removed, unless a test failed or ROOMSTATE_E2E_KEEP=1.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Set
+
+import pytest
+import sqlalchemy as sa
+
+from roomstate_dev.bots import StandaloneBot
+from roomstate_dev.client import MatrixUser
+from roomstate_dev.servers import Synapse, synapse_python
+
+pytestmark = pytest.mark.e2e
+
+# Everything started in this session, for logs in failure reports.
+RUNNING: Dict[str, Any] = {}
+
+
+def pytest_collection_modifyitems(items: List[pytest.Item]) -> None:
+    for item in items:
+        if "/e2e/" in str(item.fspath):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and "/e2e/" in str(item.fspath):
+        for name, server in RUNNING.items():
+            report.sections.append((f"{name} logs", server.logs()))
+
+
+def synapse_available() -> bool:
+    return subprocess.run([synapse_python(), "-c", "import synapse"], capture_output=True).returncode == 0
+
+
+@pytest.fixture(scope="session")
+def e2e_dir(request: pytest.FixtureRequest) -> Iterator[Path]:
+    if not synapse_available():
+        message = f"matrix-synapse is not importable by {synapse_python()} (set SYNAPSE_PYTHON; scripts/test.sh does)"
+        if os.environ.get("ROOMSTATE_E2E_REQUIRED") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    path = Path(tempfile.mkdtemp(prefix="roomstate-e2e-"))
+    yield path
+    if request.session.testsfailed or os.environ.get("ROOMSTATE_E2E_KEEP") == "1":
+        print(f"\ne2e files kept in {path}")
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def synapse(e2e_dir: Path) -> Iterator[Synapse]:
+    server = Synapse(e2e_dir / "synapse")
+    RUNNING["synapse"] = server
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        RUNNING.pop("synapse", None)
+
+
+class People:
+    def __init__(self, synapse: Synapse) -> None:
+        self.synapse = synapse
+        self.admin = self._user("admin")
+        self.alice = self._user("alice", "Alice")
+        self.bob = self._user("bob", "Bob")
+        self.carol = self._user("carol", "Carol")
+        self.dave = self._user("dave", "Dave")
+
+    def _user(self, localpart: str, displayname: Optional[str] = None) -> MatrixUser:
+        user_id, token = self.synapse.register(localpart, admin=localpart == "admin")
+        user = MatrixUser(self.synapse.url, user_id, token)
+        if displayname:
+            user.set_displayname(displayname)
+        return user
+
+
+@pytest.fixture(scope="session")
+def people(synapse: Synapse) -> People:
+    return People(synapse)
+
+
+class BotDatabase:
+    """Reads (and for corruption tests, writes) the plugin's tables in the bot's database."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = sa.create_engine(url)
+
+    def rows(self, sql: str, **params: Any) -> List[Any]:
+        with self.engine.begin() as conn:
+            return list(conn.execute(sa.text(sql), params))
+
+    def execute(self, sql: str, **params: Any) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(sa.text(sql), params)
+
+    def members(self, room_id: str, membership: str = "join") -> Set[str]:
+        return {row[0] for row in self.rows(
+            "SELECT u.user_id FROM roomstate_memberships m "
+            "JOIN roomstate_users u ON u.user_nid = m.user_nid "
+            "JOIN roomstate_rooms r ON r.room_nid = m.room_nid "
+            "WHERE r.room_id = :room AND m.membership = :membership", room=room_id, membership=membership)}
+
+    def room(self, room_id: str) -> Optional[Any]:
+        found = self.rows(
+            "SELECT i.* FROM roomstate_room_info i JOIN roomstate_rooms r ON r.room_nid = i.room_nid "
+            "WHERE r.room_id = :room", room=room_id)
+        return found[0] if found else None
+
+    def room_ids(self) -> Set[str]:
+        return {row[0] for row in self.rows(
+            "SELECT r.room_id FROM roomstate_room_info i JOIN roomstate_rooms r ON r.room_nid = i.room_nid")}
+
+    def member_rows(self, room_id: str) -> int:
+        return self.rows(
+            "SELECT COUNT(*) FROM roomstate_memberships m JOIN roomstate_rooms r ON r.room_nid = m.room_nid "
+            "WHERE r.room_id = :room", room=room_id)[0][0]
+
+    def processed_ids(self, room_id: str) -> Set[str]:
+        return {row[0] for row in self.rows(
+            "SELECT p.event_id FROM roomstate_processed_events p JOIN roomstate_rooms r ON r.room_nid = p.room_nid "
+            "WHERE r.room_id = :room", room=room_id)}
+
+
+@pytest.fixture(scope="session")
+def bot(e2e_dir: Path, synapse: Synapse, people: People) -> Iterator[StandaloneBot]:
+    user_id, token = synapse.register("bot")
+    database = os.environ.get("ROOMSTATE_E2E_DATABASE")  # e.g. a PostgreSQL URL
+    runner = StandaloneBot(e2e_dir / "bot", synapse.url, user_id, token, database=database,
+                           plugin_config={"admins": [people.admin.user_id]})
+    RUNNING["maubot"] = runner
+    try:
+        runner.start()
+        yield runner
+    finally:
+        runner.stop()
+        RUNNING.pop("maubot", None)
+
+
+@pytest.fixture(scope="session")
+def bot_db(bot: StandaloneBot) -> Iterator[BotDatabase]:
+    db = BotDatabase(bot.database)
+    yield db
+    db.engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def control_room(people: People, bot: StandaloneBot, bot_db: BotDatabase) -> str:
+    """A room with the admin and the bot, for asking about other rooms."""
+    from roomstate_dev.client import eventually
+
+    room = people.admin.create_room("Control", invite=[bot.user_id])
+    eventually(lambda: room in bot_db.room_ids(), what="bot joined the control room")
+    return room
