@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Dict, Optional, Type
+from typing import Any, Dict, Optional, Set, Type
 
 from maubot import MessageEvent, Plugin
 from maubot.handlers import command, event
@@ -19,6 +19,9 @@ from .mentions import BadUserArgument, resolve_user
 from .service import RoomStateService
 
 
+STOP_TIMEOUT_SECONDS = 15
+
+
 def _from_left_room(evt: Any) -> bool:
     """Whether the event came in the sync's ``leave`` section (a room the bot is not in)."""
     source = getattr(evt, "source", None)
@@ -30,6 +33,7 @@ class RoomStateBot(Plugin):
     store: RoomStore
     service: RoomStateService
     reconciled: asyncio.Task  # the startup reconciliation
+    running_handlers: Set[asyncio.Task]  # registered by @deduplicated
 
     @classmethod
     def get_config_class(cls) -> Type[BaseProxyConfig]:
@@ -46,6 +50,7 @@ class RoomStateBot(Plugin):
         self.config.load_and_update()
         if self.database is None:
             raise RuntimeError("roomstate needs `database: true` in maubot.yaml")
+        self.running_handlers = set()
         self.store = RoomStore(self.database)
         self._store_opened = self.store.open_soon()
         self.service = RoomStateService(
@@ -71,6 +76,15 @@ class RoomStateBot(Plugin):
         )
 
     async def stop(self) -> None:
+        """maubot has removed the handlers; let running ones finish (or cancel them, which
+        releases their claims) before the store closes."""
+        if self.running_handlers:
+            _, pending = await asyncio.wait(set(self.running_handlers), timeout=STOP_TIMEOUT_SECONDS)
+            if pending:
+                self.log.warning("Cancelling %d handlers still running after %ss", len(pending), STOP_TIMEOUT_SECONDS)
+                for task in pending:
+                    task.cancel()
+                await asyncio.wait(pending)
         await self.store.close()
 
     async def reconcile(self) -> None:

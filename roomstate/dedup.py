@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from typing import Any, Awaitable, Callable, Optional, Protocol, TypeVar
+from typing import Any, Awaitable, Callable, Optional, Protocol, Set, TypeVar
 
 from maubot.handlers.command import CommandHandler
 
@@ -35,9 +35,12 @@ class EventLedger(Protocol):
 
 
 class HasLedger(Protocol):
-    """What ``@deduplicated`` needs from the object whose methods it wraps."""
+    """What ``@deduplicated`` needs from the object whose methods it wraps: the ledger, and a set
+    in which running handlers are registered, so that the owner can let them finish before it
+    closes the ledger."""
 
     ledger: EventLedger
+    running_handlers: Set["asyncio.Task[Any]"]
 
 
 def _event_key(evt: Any) -> Optional[tuple]:
@@ -61,11 +64,15 @@ def deduplicated(func: Any) -> Any:
             logger.debug("Skipping %s in %s: already processed", key[1], key[0])
             return None
         logger.debug("Processing %s in %s with %s", key[1], key[0], func.__name__)
+        task = asyncio.current_task()
+        self.running_handlers.add(task)
         try:
             return await func(self, evt, *args, **kwargs)
         except BaseException:
             # shield: a cancelled handler must still release its claim
             await asyncio.shield(self.ledger.release_event(*key))
             raise
+        finally:
+            self.running_handlers.discard(task)
 
     return wrapper

@@ -30,6 +30,7 @@ class Recorder:
 
     def __init__(self, store: RoomStore) -> None:
         self.ledger = store
+        self.running_handlers: set = set()
         self.calls: List[str] = []
         self.fail_next = 0
         self.gate: asyncio.Event = asyncio.Event()

@@ -249,3 +249,24 @@ async def test_a_failed_migration_fails_the_start(harness: Harness) -> None:
     with pytest.raises(RuntimeError, match="newer than this plugin"):
         await harness.start()
     harness.bot = None
+
+
+async def test_stop_lets_running_handlers_finish(harness: Harness) -> None:
+    import asyncio
+
+    hs = harness.hs
+    hs.create_room(ROOM, ALICE, members=(BOT,))
+    bot = await harness.start(**{"sync.on_startup": "new"})
+    await bot.service.forget_room(ROOM)  # the next member event must sync the room
+    hs.slow.append((r"/state$", 0.5))
+    join = hs.member(ROOM, CAROL, "join")
+    delivery = asyncio.create_task(harness.deliver(join))
+    await asyncio.sleep(0.1)
+    assert bot.running_handlers
+    await harness.stop()  # while the handler waits for the homeserver
+    await delivery
+    harness.engine.dispose()
+    rows = harness.rows(
+        "SELECT COUNT(*) FROM roomstate_memberships m JOIN roomstate_users u ON u.user_nid = m.user_nid "
+        "WHERE u.user_id = :u", u=CAROL)
+    assert rows[0][0] == 1

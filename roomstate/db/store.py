@@ -16,6 +16,7 @@ from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional, Seq
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.pool import NullPool, SingletonThreadPool
 
 from ..models import INVITE, JOIN, Member, MemberDiff, RoomInfo, RoomSnapshot
 from . import schema
@@ -73,6 +74,37 @@ i.room_nid IN (
 """
 
 
+# Statements used per event, built once (building and cache-keying a statement costs more than
+# running it on SQLite).
+_SELECT_ROOM_NID = select(rooms.c.room_nid).where(rooms.c.room_id == sa.bindparam("b_room_id"))
+_INSERT_ROOM = rooms.insert()
+_INSERT_PROCESSED = processed_events.insert()
+_DELETE_PROCESSED = processed_events.delete().where(
+    sa.and_(
+        processed_events.c.room_nid == sa.bindparam("b_room_nid"),
+        processed_events.c.event_id == sa.bindparam("b_event_id"),
+    )
+)
+_SELECT_USER = select(users.c.user_nid, users.c.displayname).where(users.c.user_id == sa.bindparam("b_user_id"))
+_INSERT_USER = users.insert()
+_RENAME_USER = (
+    users.update().where(users.c.user_nid == sa.bindparam("b_nid")).values(displayname=sa.bindparam("b_name"))
+)
+_SELECT_HAS_INFO = select(room_info.c.room_nid).where(room_info.c.room_nid == sa.bindparam("b_room_nid"))
+_MEMBER_KEY = sa.and_(
+    memberships.c.room_nid == sa.bindparam("b_room_nid"),
+    memberships.c.user_nid == sa.bindparam("b_user_nid"),
+)
+_SELECT_MEMBER_TS = select(memberships.c.event_ts).where(_MEMBER_KEY)
+_INSERT_MEMBER = memberships.insert()
+_UPDATE_MEMBER = memberships.update().where(_MEMBER_KEY)
+_TOUCH_ROOM = (
+    room_info.update()
+    .where(room_info.c.room_nid == sa.bindparam("b_room_nid"))
+    .values(updated_at=sa.bindparam("b_now"))
+)
+
+
 def _room_from_row(row: Any) -> RoomInfo:
     return RoomInfo(
         room_id=row.room_id,
@@ -89,19 +121,47 @@ def _room_from_row(row: Any) -> RoomInfo:
     )
 
 
+def _tune_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
+    """synchronous=NORMAL (with WAL): commits stop waiting for fsync. The database stays
+    consistent; a power cut may lose the last commits, which the next resync restores. The
+    same settings as mautrix's own SQLite databases."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _usable_engine(engine: Engine) -> Engine:
+    """The engine to run queries on. On SQLite, SQLAlchemy 1.3 (maubot's legacydb extra) uses a
+    NullPool, which opens the file anew for every transaction; a pooled engine on the same file
+    is several times faster. Anything else is used as maubot made it."""
+    if engine.dialect.name == "sqlite" and isinstance(engine.pool, NullPool):
+        engine = sa.create_engine(
+            engine.url, poolclass=SingletonThreadPool, connect_args={"check_same_thread": False}
+        )
+    if engine.dialect.name == "sqlite":
+        sa.event.listen(engine, "connect", _tune_sqlite_connection)
+    return engine
+
+
 class RoomStore:
     """Rooms, members and processed events in the plugin's SQLAlchemy database."""
 
     def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+        self.engine = _usable_engine(engine)
+        self._own_engine = self.engine is not engine
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="roomstate-db")
+        # room_id -> room_nid. Nids are never deleted or reused, so entries never go stale. Only
+        # nids read from the database are cached, never one created in a transaction that may
+        # still roll back.
+        self._room_nids: Dict[str, int] = {}
 
     # ---- lifecycle -------------------------------------------------------------------------
 
     def _open(self) -> int:
         if self.engine.dialect.name == "sqlite":
-            # WAL is a property of the database file: readers never see a half-written sync.
+            self.engine.dispose()  # pooled connections made before our listener: drop them
             with self.engine.begin() as conn:
+                # a property of the file: readers never see a half-written sync
                 conn.execute(sa.text("PRAGMA journal_mode=WAL"))
         return schema.upgrade(self.engine)
 
@@ -114,15 +174,23 @@ class RoomStore:
         return asyncio.wrap_future(self._executor.submit(self._open))
 
     async def close(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown)
+        """Finish queued work, then release the worker thread (and our own engine, if any)."""
+        loop = asyncio.get_running_loop()
+        if self._own_engine:
+            await loop.run_in_executor(self._executor, self.engine.dispose)
+        await loop.run_in_executor(None, self._executor.shutdown)
 
     # ---- ID interning (callers hold a transaction) ------------------------------------------
 
-    @staticmethod
-    def _room_nid(conn: Connection, room_id: str, create: bool) -> Optional[int]:
-        nid = conn.execute(select(rooms.c.room_nid).where(rooms.c.room_id == room_id)).scalar()
-        if nid is None and create:
-            nid = conn.execute(rooms.insert().values(room_id=room_id)).inserted_primary_key[0]
+    def _room_nid(self, conn: Connection, room_id: str, create: bool) -> Optional[int]:
+        nid = self._room_nids.get(room_id)
+        if nid is not None:
+            return nid
+        nid = conn.execute(_SELECT_ROOM_NID, {"b_room_id": room_id}).scalar()
+        if nid is not None:
+            self._room_nids[room_id] = nid
+        elif create:
+            nid = conn.execute(_INSERT_ROOM, {"room_id": room_id}).inserted_primary_key[0]
         return nid
 
     @staticmethod
@@ -146,13 +214,18 @@ class RoomStore:
                 query = select(users.c.user_nid, users.c.user_id).where(users.c.user_id.in_(chunk))
                 found.update((row.user_id, row.user_nid) for row in conn.execute(query))
         if renamed:
-            rename = (
-                users.update()
-                .where(users.c.user_nid == sa.bindparam("b_nid"))
-                .values(displayname=sa.bindparam("b_name"))
-            )
-            conn.execute(rename, renamed)
+            conn.execute(_RENAME_USER, renamed)
         return found
+
+    @staticmethod
+    def _intern_user(conn: Connection, user_id: str, displayname: Optional[str]) -> int:
+        """One user's nid (created if new; displayname refreshed if given and changed)."""
+        row = conn.execute(_SELECT_USER, {"b_user_id": user_id}).first()
+        if row is None:
+            return conn.execute(_INSERT_USER, {"user_id": user_id, "displayname": displayname}).inserted_primary_key[0]
+        if displayname is not None and displayname != row.displayname:
+            conn.execute(_RENAME_USER, {"b_nid": row.user_nid, "b_name": displayname})
+        return row.user_nid
 
     @staticmethod
     def _joined_user_ids(conn: Connection, room_nid: int) -> set:
@@ -167,8 +240,7 @@ class RoomStore:
     def _has_info(conn: Connection, room_nid: Optional[int]) -> bool:
         if room_nid is None:
             return False
-        query = select(room_info.c.room_nid).where(room_info.c.room_nid == room_nid)
-        return conn.execute(query).first() is not None
+        return conn.execute(_SELECT_HAS_INFO, {"b_room_nid": room_nid}).first() is not None
 
     # ---- processed events (dedup) -----------------------------------------------------------
 
@@ -180,11 +252,12 @@ class RoomStore:
             with self.engine.begin() as conn:
                 room_nid = self._room_nid(conn, room_id, create=True)
                 conn.execute(
-                    processed_events.insert().values(
-                        room_nid=room_nid,
-                        event_id=event_id,
-                        processed_ts=processed_ts if processed_ts is not None else now_ms(),
-                    )
+                    _INSERT_PROCESSED,
+                    {
+                        "room_nid": room_nid,
+                        "event_id": event_id,
+                        "processed_ts": processed_ts if processed_ts is not None else now_ms(),
+                    },
                 )
         except IntegrityError:
             return False
@@ -196,14 +269,7 @@ class RoomStore:
         with self.engine.begin() as conn:
             room_nid = self._room_nid(conn, room_id, create=False)
             if room_nid is not None:
-                conn.execute(
-                    processed_events.delete().where(
-                        sa.and_(
-                            processed_events.c.room_nid == room_nid,
-                            processed_events.c.event_id == event_id,
-                        )
-                    )
-                )
+                conn.execute(_DELETE_PROCESSED, {"b_room_nid": room_nid, "b_event_id": event_id})
 
     @off_loop
     def is_processed(self, room_id: str, event_id: str) -> bool:
@@ -304,21 +370,21 @@ class RoomStore:
             room_nid = self._room_nid(conn, room_id, create=False)
             if not self._has_info(conn, room_nid):
                 return None
-            user_nid = self._intern_users(conn, {member.user_id: member.displayname})[member.user_id]
-            key = sa.and_(memberships.c.room_nid == room_nid, memberships.c.user_nid == user_nid)
-            stored_ts = conn.execute(select(memberships.c.event_ts).where(key)).scalar()
+            user_nid = self._intern_user(conn, member.user_id, member.displayname)
+            key = {"b_room_nid": room_nid, "b_user_nid": user_nid}
+            stored_ts = conn.execute(_SELECT_MEMBER_TS, key).scalar()
             values = {
                 "membership": member.membership,
                 "displayname": member.displayname,
                 "event_ts": member.event_ts,
             }
             if stored_ts is None:
-                conn.execute(memberships.insert().values(room_nid=room_nid, user_nid=user_nid, **values))
+                conn.execute(_INSERT_MEMBER, {"room_nid": room_nid, "user_nid": user_nid, **values})
             elif stored_ts > member.event_ts:
                 return False
             else:
-                conn.execute(memberships.update().where(key).values(**values))
-            conn.execute(room_info.update().where(room_info.c.room_nid == room_nid).values(updated_at=now_ms()))
+                conn.execute(_UPDATE_MEMBER, {**key, **values})
+            conn.execute(_TOUCH_ROOM, {"b_room_nid": room_nid, "b_now": now_ms()})
             return True
 
     @off_loop

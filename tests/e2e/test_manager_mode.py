@@ -1,0 +1,44 @@
+"""How users install it: the .mbp from build.sh uploaded to a maubot manager through its API."""
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from roomstate_dev.bots import ManagerBot, build_mbp
+from roomstate_dev.client import eventually
+from roomstate_dev.servers import Synapse
+
+from .conftest import RUNNING, People
+
+
+def test_uploaded_mbp_runs_in_the_maubot_manager(e2e_dir: Path, synapse: Synapse, people: People) -> None:
+    mbp = build_mbp(e2e_dir / "dist")
+    manager = ManagerBot(e2e_dir / "manager", synapse.url)
+    RUNNING["maubot-manager"] = manager
+    bot_id, bot_token = synapse.register("managerbot")
+    try:
+        manager.start()
+        instance = manager.install(mbp, bot_id, bot_token)
+        assert instance["type"] == "org.roomstate.roomstate" and instance["started"]
+        assert instance["database"] is True and instance["database_interface"] == "sqlalchemy"
+
+        alice, bob = people.alice, people.bob
+        room = alice.create_room("Manager mode", invite=[bob.user_id, bot_id])
+        bob.join(room)
+        eventually(lambda: bot_id in alice.call("GET", f"{alice.room(room)}/joined_members")["joined"],
+                   what="manager bot joined")
+        reply = alice.ask(room, bot_id, "!rooms")
+        assert reply.splitlines()[0] == "I'm in 1 room:" and "**Manager mode** (3 members)" in reply
+
+        # the instance database is the SQLite file maubot made for it, holding our tables
+        [db_file] = list((e2e_dir / "manager" / "dbs").glob("*.db"))
+        with sqlite3.connect(db_file) as conn:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            assert {"roomstate_rooms", "roomstate_memberships", "roomstate_processed_events"} <= tables
+            assert conn.execute("SELECT COUNT(*) FROM roomstate_memberships").fetchone()[0] == 3
+        # and the manager's database viewer can read them
+        viewer = manager.api("GET", "/instance/roomstate/database")
+        assert {"roomstate_rooms", "roomstate_memberships"} <= set(viewer)
+    finally:
+        manager.stop()
+        RUNNING.pop("maubot-manager", None)
