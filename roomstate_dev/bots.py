@@ -144,8 +144,11 @@ class ManagerBot:
     def start(self, timeout: float = 120) -> None:
         self.write_config()
         self.process.start()
-        self.process.wait_until(lambda: http("GET", f"{self.url}{self.API}/version", timeout=2), "management API", timeout)
-        self.token = http("POST", f"{self.url}{self.API}/auth/login", {"secret": self.secret, "user": "root"})["token"]
+        self.process.wait_until(self._login, "management API login", timeout)
+
+    def _login(self) -> bool:
+        self.token = http("POST", f"{self.url}{self.API}/auth/login", {"secret": self.secret, "user": "root"}, timeout=2)["token"]
+        return True
 
     def stop(self) -> None:
         self.process.stop()

@@ -33,6 +33,11 @@ def server_members(user: MatrixUser, room_id: str) -> Set[str]:
     return set(user.call("GET", f"{user.room(room_id)}/joined_members")["joined"])
 
 
+def member_event_id(user: MatrixUser, room_id: str, member: str) -> str:
+    state = user.call("GET", f"{user.room(room_id)}/state")
+    return next(e["event_id"] for e in state if e["type"] == "m.room.member" and e["state_key"] == member)
+
+
 def bot_joined(user: MatrixUser, room_id: str, bot: StandaloneBot) -> bool:
     return bot.user_id in server_members(user, room_id)
 
@@ -154,6 +159,10 @@ def test_6_resync_repairs_corruption_and_refuses_non_admins(people: People, bot:
     admin.join(room)
     bob.join(room)
     eventually(lambda: len(bot_db.members(room)) == 4, what="bot joined")
+    # stop only once the bot has handled Bob's join event itself, or it would apply it after the
+    # restart and repair the corruption before !resync does
+    bob_join = member_event_id(alice, room, bob.user_id)
+    eventually(lambda: bob_join in bot_db.processed_ids(room), what="bob's join processed")
 
     bot.stop()
     nid = "(SELECT room_nid FROM roomstate_rooms WHERE room_id = :r)"
