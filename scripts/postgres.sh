@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Start a throwaway PostgreSQL server for the tests (Debian's postgresql package).
-#   scripts/postgres.sh start DIR   -> prints a database URL; installs postgresql with apt if needed
+#   scripts/postgres.sh start DIR   -> prints two database URLs (unit tests, e2e), one per line;
+#                                      installs postgresql with apt if needed
 #   scripts/postgres.sh stop DIR
 set -euo pipefail
 cmd="${1:?start|stop}"; dir="${2:?data directory}"
@@ -19,8 +20,10 @@ case "$cmd" in
     as_pg "$bin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 >"$dir/initdb.log" 2>&1
     as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w \
       -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off" start >&2
-    as_pg "$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -qc "CREATE DATABASE roomstate_test" >&2
-    echo "postgresql://postgres@127.0.0.1:$port/roomstate_test"
+    for db in roomstate_test roomstate_e2e; do
+      as_pg "$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -qc "CREATE DATABASE $db" >&2
+      echo "postgresql://postgres@127.0.0.1:$port/$db"
+    done
     ;;
   stop)
     as_pg "$bin/pg_ctl" -D "$dir/data" -m fast stop >&2 || true

@@ -3,7 +3,9 @@
 # end-to-end suite (real Synapse + maubot). Extra arguments go to every pytest run.
 #   scripts/test.sh            everything
 #   scripts/test.sh --unit     unit tests only (no Synapse)
-# Env: ROOMSTATE_TEST_DATABASE=postgresql://...  also runs the unit suite on that database.
+# Env: ROOMSTATE_TEST_DATABASE=postgresql://...  also runs the unit suite on that database;
+#      ROOMSTATE_E2E_DATABASE=postgresql://...   also runs the e2e scenarios with maubot standalone
+#                                                on that database (it is wiped first).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/bootstrap.sh"
@@ -36,8 +38,13 @@ done
 if [[ $run_e2e == 1 ]]; then
   bootstrap_synapse
   echo "== end-to-end tests (Synapse $("$VENVS/synapse/bin/python" -c 'import synapse; print(synapse.__version__)'), maubot standalone + manager, SQLAlchemy 1.3.24)"
-  SYNAPSE_PYTHON="$VENVS/synapse/bin/python" ROOMSTATE_E2E_REQUIRED=1 \
+  SYNAPSE_PYTHON="$VENVS/synapse/bin/python" ROOMSTATE_E2E_REQUIRED=1 ROOMSTATE_E2E_DATABASE= \
     pytest_run "$VENVS/sa13/bin/python" -m e2e tests/e2e "$@" || status=1
+  if [[ -n "${ROOMSTATE_E2E_DATABASE:-}" ]]; then
+    echo "== end-to-end scenarios, maubot standalone on $ROOMSTATE_E2E_DATABASE"
+    SYNAPSE_PYTHON="$VENVS/synapse/bin/python" ROOMSTATE_E2E_REQUIRED=1 \
+      pytest_run "$VENVS/sa13/bin/python" -m e2e tests/e2e/test_scenarios.py -k "not two_thousand" "$@" || status=1
+  fi
 fi
 
 # One closing line over all runs ("N passed, N failed, N skipped").

@@ -137,10 +137,21 @@ class BotDatabase:
             "WHERE r.room_id = :room", room=room_id)}
 
 
+def wipe_postgres(url: str) -> None:
+    """Start the standalone bot on an empty database (maubot's tables and ours)."""
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP SCHEMA public CASCADE"))
+        conn.execute(sa.text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
 @pytest.fixture(scope="session")
 def bot(e2e_dir: Path, synapse: Synapse, people: People) -> Iterator[StandaloneBot]:
     user_id, token = synapse.register("bot")
-    database = os.environ.get("ROOMSTATE_E2E_DATABASE")  # e.g. a PostgreSQL URL
+    database = os.environ.get("ROOMSTATE_E2E_DATABASE")  # a PostgreSQL URL; wiped first
+    if database:
+        wipe_postgres(database)
     runner = StandaloneBot(e2e_dir / "bot", synapse.url, user_id, token, database=database,
                            plugin_config={"admins": [people.admin.user_id]})
     RUNNING["maubot"] = runner
