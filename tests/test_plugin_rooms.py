@@ -270,3 +270,25 @@ async def test_stop_lets_running_handlers_finish(harness: Harness) -> None:
         "SELECT COUNT(*) FROM roomstate_memberships m JOIN roomstate_users u ON u.user_nid = m.user_nid "
         "WHERE u.user_id = :u", u=CAROL)
     assert rows[0][0] == 1
+
+
+async def test_sync_successful_handler_resyncs_gaps_but_ignores_the_first_sync(harness: Harness) -> None:
+    import asyncio
+
+    from mautrix.client import InternalEventType
+
+    hs = harness.hs
+    hs.create_room(ROOM, ALICE, members=(BOT,))
+    bot = await harness.start()
+    hs.member(ROOM, CAROL, "join")  # hidden in the gap
+    gap = {"rooms": {"join": {ROOM: {"timeline": {"limited": True, "events": []}}}}}
+
+    async def dispatch(sync: dict) -> None:
+        tasks = bot.client.dispatch_manual_event(
+            InternalEventType.SYNC_SUCCESSFUL, {"data": sync, "source": SyncStream.INTERNAL}, force_synchronous=True)
+        await asyncio.gather(*tasks)
+
+    await dispatch({**gap, "net.maunium.mautrix": {"is_first": True, "is_initial": False}})
+    assert CAROL not in await joined(harness)
+    await dispatch({**gap, "net.maunium.mautrix": {"is_first": False, "is_initial": False}})
+    assert CAROL in await joined(harness)
