@@ -146,15 +146,10 @@ class RoomStateBot(Plugin):
         except BadUserArgument as error:
             await evt.reply(str(error))
             return
-        is_admin = evt.sender in self.config.admins
-        visibility = self.config.whereis_visibility
-        if visibility == "admins" and not is_admin:
-            await evt.reply(replies.whereis_refused())
-            return
-        only_yours = visibility == "shared" and not is_admin and user_id != evt.sender
-        rooms = await self.service.shared_rooms(user_id, visible_to=evt.sender if only_yours else None)
-        name = await self.store.user_displayname(user_id)
-        await evt.reply(replies.whereis(user_id, name, rooms, only_yours))
+        answer = await self.service.whereis(
+            user_id, evt.sender, evt.sender in self.config.admins, self.config.whereis_visibility
+        )
+        await evt.reply(replies.whereis(answer))
 
     @command.new("resync", help="Re-fetch this room's members and info (`!resync all`: every room)")
     @command.argument("scope", required=False)

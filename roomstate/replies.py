@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import List, Optional, Sequence
 
 from .models import MemberDiff, RoomInfo
-from .service import ResyncReport, SyncOutcome
+from .service import ResyncReport, SyncOutcome, WhereisAnswer
 
 NAMES_SHOWN = 10  # user IDs listed per added/removed group before "and N more"
 
@@ -51,17 +51,16 @@ def bad_page(argument: str) -> str:
     return f"`{_esc(argument[:50])}` is not a page number. Usage: `!rooms [page]`"
 
 
-def whereis(user_id: str, displayname: Optional[str], rooms: Sequence[RoomInfo], only_yours: bool) -> str:
-    who = f"{_esc(displayname)} ({user_id})" if displayname else user_id
-    scope = " that you are in too" if only_yours else ""
-    if not rooms:
+def whereis(answer: WhereisAnswer) -> str:
+    if answer.refused:
+        return "Sorry, only the bot's admins may ask where other users are."
+    user_id, name = answer.user_id, answer.displayname
+    who = f"{_esc(name)} ({user_id})" if name else user_id
+    scope = " that you are in too" if answer.only_rooms_of_asker else ""
+    if not answer.rooms:
         return f"I don't share any rooms{scope} with {who}."
-    header = f"{who} shares {_plural(len(rooms), 'room')}{scope} with me:"
-    return "\n".join([header] + [room_line(room) for room in rooms])
-
-
-def whereis_refused() -> str:
-    return "Sorry, only the bot's admins may ask where other users are."
+    header = f"{who} shares {_plural(len(answer.rooms), 'room')}{scope} with me:"
+    return "\n".join([header] + [room_line(room) for room in answer.rooms])
 
 
 def resync_refused() -> str:

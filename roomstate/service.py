@@ -60,6 +60,17 @@ class ResyncReport:
         return sum(len(o.diff.removed) for o in self.synced if o.diff)
 
 
+@dataclass
+class WhereisAnswer:
+    """The answer to "where is user X?" for one asker."""
+
+    user_id: str
+    displayname: Optional[str] = None
+    rooms: List[RoomInfo] = field(default_factory=list)
+    only_rooms_of_asker: bool = False  # rooms were limited to those the asker is in too
+    refused: bool = False
+
+
 class RoomStateService:
     def __init__(
         self,
@@ -255,6 +266,16 @@ class RoomStateService:
             allowed = {room.room_id for room in await self.store.joined_rooms_of(visible_to)}
             found = [room for room in found if room.room_id in allowed]
         return sorted(found, key=lambda r: (r.display_name.casefold(), r.room_id))
+
+    async def whereis(self, user_id: str, asker: str, asker_is_admin: bool, visibility: str) -> WhereisAnswer:
+        """Rooms ``user_id`` shares with the bot, as far as ``asker`` may know (config
+        ``whereis.visibility``: admins / shared / everyone; admins always see everything)."""
+        if visibility == "admins" and not asker_is_admin:
+            return WhereisAnswer(user_id, refused=True)
+        limited = visibility == "shared" and not asker_is_admin and user_id != asker
+        rooms = await self.shared_rooms(user_id, visible_to=asker if limited else None)
+        name = await self.store.user_displayname(user_id)
+        return WhereisAnswer(user_id, name, rooms, only_rooms_of_asker=limited)
 
     async def may_resync(
         self, room_id: str, user_id: str, admins: Iterable[str], min_power_level: Optional[int]
