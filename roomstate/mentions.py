@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any, List, Optional
+from typing import Any, List
 from urllib.parse import unquote
 
 from .snapshot import is_user_id

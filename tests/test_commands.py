@@ -98,7 +98,7 @@ async def test_whereis_accepts_pills_and_links(harness: Harness) -> None:
     [reply] = await harness.command(ROOM, ADMIN, "!whereis Alice", formatted_body=f"!whereis {pill}")
     assert reply.startswith(f"Alice ({ALICE}) shares 2 rooms")
     [reply] = await harness.command(ROOM, ADMIN, "!whereis https://matrix.to/#/%40bob%3Afake.test")
-    assert reply.startswith(f"Bob (@bob:fake.test) shares 2 rooms")
+    assert reply.startswith("Bob (@bob:fake.test) shares 2 rooms")
 
 
 async def test_whereis_bad_input(harness: Harness) -> None:
