@@ -39,11 +39,11 @@ if [[ $run_e2e == 1 ]]; then
   bootstrap_synapse
   echo "== end-to-end tests (Synapse $("$VENVS/synapse/bin/python" -c 'import synapse; print(synapse.__version__)'), maubot standalone + manager, SQLAlchemy 1.3.24)"
   SYNAPSE_PYTHON="$VENVS/synapse/bin/python" ROOMSTATE_E2E_REQUIRED=1 ROOMSTATE_E2E_DATABASE= \
-    pytest_run "$VENVS/sa13/bin/python" -m e2e tests/e2e "$@" || status=1
+    pytest_run "$VENVS/sa13/bin/python" -m e2e -v --durations=0 tests/e2e "$@" || status=1
   if [[ -n "${ROOMSTATE_E2E_DATABASE:-}" ]]; then
     echo "== end-to-end scenarios, maubot standalone on $ROOMSTATE_E2E_DATABASE"
     SYNAPSE_PYTHON="$VENVS/synapse/bin/python" ROOMSTATE_E2E_REQUIRED=1 \
-      pytest_run "$VENVS/sa13/bin/python" -m e2e tests/e2e/test_scenarios.py -k "not two_thousand" "$@" || status=1
+      pytest_run "$VENVS/sa13/bin/python" -m e2e -v --durations=0 tests/e2e/test_scenarios.py -k "not two_thousand" "$@" || status=1
   fi
 fi
 
