@@ -23,6 +23,10 @@ log = logging.getLogger("roomstate.service")
 QUERY_WAIT_SECONDS = 20.0  # how long !rooms / !whereis wait for running syncs
 
 
+def _by_name(room: RoomInfo) -> tuple:
+    return (room.display_name.casefold(), room.room_id)
+
+
 def _raw(evt: Any) -> Dict[str, Any]:
     """The event as Matrix JSON (mautrix events serialize back to what the server sent)."""
     return evt if isinstance(evt, dict) else evt.serialize()
@@ -207,7 +211,7 @@ class RoomStateService:
             await self.forget_room(room_id)
         elif membership == JOIN:
             async with self._room_locks[room_id]:
-                if await self.store.get_room(room_id) is None:
+                if not await self.store.is_tracked(room_id):
                     await self._sync_room_locked(room_id)
         # join while known = a profile change of the bot; invite/knock: nothing to track yet
 
@@ -239,7 +243,7 @@ class RoomStateService:
         for room_id in gaps:
             # Untracked rooms are synced by their own join event; a resync already waiting for
             # the room's lock will see this gap too.
-            if room_id in self._resync_queued or await self.store.get_room(room_id) is None:
+            if room_id in self._resync_queued or not await self.store.is_tracked(room_id):
                 continue
             self._resync_queued.add(room_id)
             try:
@@ -255,7 +259,7 @@ class RoomStateService:
     async def rooms(self) -> List[RoomInfo]:
         """The bot's rooms, sorted by display name."""
         await self.wait_for_syncs()
-        return sorted(await self.store.list_rooms(), key=lambda r: (r.display_name.casefold(), r.room_id))
+        return sorted(await self.store.list_rooms(), key=_by_name)
 
     async def shared_rooms(self, user_id: str, visible_to: Optional[str] = None) -> List[RoomInfo]:
         """Rooms where both the bot and ``user_id`` are joined; if ``visible_to`` is given, only
@@ -265,7 +269,7 @@ class RoomStateService:
         if visible_to is not None and visible_to != user_id:
             allowed = {room.room_id for room in await self.store.joined_rooms_of(visible_to)}
             found = [room for room in found if room.room_id in allowed]
-        return sorted(found, key=lambda r: (r.display_name.casefold(), r.room_id))
+        return sorted(found, key=_by_name)
 
     async def whereis(self, user_id: str, asker: str, asker_is_admin: bool, visibility: str) -> WhereisAnswer:
         """Rooms ``user_id`` shares with the bot, as far as ``asker`` may know (config

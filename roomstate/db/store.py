@@ -49,21 +49,21 @@ def _chunks(items: Sequence[T], size: int = CHUNK) -> Iterable[Sequence[T]]:
         yield items[start : start + size]
 
 
-_ROOM_COLUMNS = """
-    r.room_id, i.name, i.topic, i.canonical_alias, i.encrypted, i.creator, i.room_version,
-    i.replacement_room, i.updated_at,
-    COALESCE(c.joined, 0) AS joined_count, COALESCE(c.invited, 0) AS invited_count
-"""
+def _count_members(membership: str) -> str:
+    # Correlated per room: a range scan of the memberships primary key (room_nid, user_nid), so
+    # reading one room never aggregates the members of every other room.
+    return (
+        "(SELECT COUNT(*) FROM roomstate_memberships m"
+        f" WHERE m.room_nid = i.room_nid AND m.membership = '{membership}')"
+    )
+
+
 _ROOMS_QUERY = f"""
-SELECT {_ROOM_COLUMNS}
+SELECT r.room_id, i.name, i.topic, i.canonical_alias, i.encrypted, i.creator, i.room_version,
+       i.replacement_room, i.updated_at,
+       {_count_members(JOIN)} AS joined_count, {_count_members(INVITE)} AS invited_count
 FROM roomstate_room_info i
 JOIN roomstate_rooms r ON r.room_nid = i.room_nid
-LEFT JOIN (
-    SELECT room_nid,
-           SUM(CASE WHEN membership = '{JOIN}' THEN 1 ELSE 0 END) AS joined,
-           SUM(CASE WHEN membership = '{INVITE}' THEN 1 ELSE 0 END) AS invited
-    FROM roomstate_memberships GROUP BY room_nid
-) c ON c.room_nid = i.room_nid
 """
 _JOINED_ROOMS_OF_USER = """
 i.room_nid IN (
@@ -406,6 +406,12 @@ class RoomStore:
             return True
 
     # ---- reads ------------------------------------------------------------------------------
+
+    @off_loop
+    def is_tracked(self, room_id: str) -> bool:
+        """Whether the room is tracked (the bot is in it, as far as the store knows)."""
+        with self.engine.begin() as conn:
+            return self._has_info(conn, self._room_nid(conn, room_id, create=False))
 
     @off_loop
     def get_room(self, room_id: str) -> Optional[RoomInfo]:
