@@ -60,18 +60,19 @@ def deduplicated(func: Any) -> Any:
         if key is None:  # e.g. a stripped invite event: nothing to key on
             return await func(self, evt, *args, **kwargs)
         logger = getattr(self, "log", log)
-        if not await self.ledger.claim_event(*key):
-            logger.debug("Skipping %s in %s: already processed", key[1], key[0])
-            return None
-        logger.debug("Processing %s in %s with %s", key[1], key[0], func.__name__)
         task = asyncio.current_task()
-        self.running_handlers.add(task)
+        self.running_handlers.add(task)  # from the claim on: the ledger must stay open for us
         try:
-            return await func(self, evt, *args, **kwargs)
-        except BaseException:
-            # shield: a cancelled handler must still release its claim
-            await asyncio.shield(self.ledger.release_event(*key))
-            raise
+            if not await self.ledger.claim_event(*key):
+                logger.debug("Skipping %s in %s: already processed", key[1], key[0])
+                return None
+            logger.debug("Processing %s in %s with %s", key[1], key[0], func.__name__)
+            try:
+                return await func(self, evt, *args, **kwargs)
+            except BaseException:
+                # shield: a cancelled handler must still release its claim
+                await asyncio.shield(self.ledger.release_event(*key))
+                raise
         finally:
             self.running_handlers.discard(task)
 

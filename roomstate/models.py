@@ -1,7 +1,7 @@
 """Plain data objects the plugin hands around. They carry Matrix IDs only, never database IDs."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Optional
 
 JOIN = "join"
@@ -42,9 +42,6 @@ class RoomInfo:
     def display_name(self) -> str:
         """The room's name, else its canonical alias, else its ID."""
         return self.name or self.canonical_alias or self.room_id
-
-    def with_changes(self, **changes: object) -> "RoomInfo":
-        return replace(self, **changes)
 
 
 @dataclass(frozen=True)

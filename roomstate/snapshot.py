@@ -8,7 +8,6 @@ from .models import LEAVE, MEMBERSHIPS, Member, RoomInfo, RoomSnapshot
 
 # https://spec.matrix.org/latest/appendices/#user-identifiers (historical chars tolerated)
 USER_ID_RE = re.compile(r"^@[^:\s]+:[A-Za-z0-9.\-]+(:[0-9]{1,5})?$|^@[^:\s]+:\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
-ROOM_ID_RE = re.compile(r"^![^:\s]+(:\S+)?$")
 
 ROOM_INFO_EVENT_TYPES = (
     "m.room.create",

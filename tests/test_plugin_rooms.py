@@ -292,3 +292,22 @@ async def test_sync_successful_handler_resyncs_gaps_but_ignores_the_first_sync(h
     assert CAROL not in await joined(harness)
     await dispatch({**gap, "net.maunium.mautrix": {"is_first": False, "is_initial": False}})
     assert CAROL in await joined(harness)
+
+
+async def test_stop_waits_for_handlers_whose_claim_is_still_queued(harness: Harness) -> None:
+    import asyncio
+    import time
+
+    hs = harness.hs
+    hs.create_room(ROOM, ALICE, members=(BOT,))
+    bot = await harness.start()
+    busy = asyncio.get_running_loop().run_in_executor(bot.store._executor, time.sleep, 0.3)
+    delivery = asyncio.create_task(harness.deliver(hs.member(ROOM, CAROL, "join")))
+    await asyncio.sleep(0.05)  # the handler now waits for its claim behind the busy worker
+    await harness.stop()
+    await asyncio.gather(busy, delivery)
+    harness.engine.dispose()
+    rows = harness.rows(
+        "SELECT m.membership FROM roomstate_memberships m JOIN roomstate_users u ON u.user_nid = m.user_nid "
+        "WHERE u.user_id = :u", u=CAROL)
+    assert rows == [("join",)]
