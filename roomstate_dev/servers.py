@@ -10,7 +10,6 @@ import hmac
 import json
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -20,6 +19,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
+from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVER_NAME = "localhost"
@@ -223,12 +223,5 @@ class Synapse:
         return f"@{localpart}:{SERVER_NAME}"
 
     def join_as_load_user(self, user_id: str, room_id: str) -> None:
-        from urllib.parse import quote
         http("POST", f"{self.url}/_matrix/client/v3/join/{quote(room_id)}?user_id={quote(user_id)}", {}, token=AS_TOKEN)
 
-
-def copy_logs(dest: Path, *paths: Path) -> None:
-    dest.mkdir(parents=True, exist_ok=True)
-    for path in paths:
-        if path.exists():
-            shutil.copy(path, dest / path.name)

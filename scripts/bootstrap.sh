@@ -11,7 +11,8 @@ PYTHON="${PYTHON:-python3}"
 make_venv() {  # name, pip requirements...
   local name="$1"; shift
   local dir="$VENVS/$name" stamp="$VENVS/$name/.roomstate-installed"
-  local want="$*"
+  # what the venv was made from: the arguments, and the content of any requirements file
+  local want="$* $(cat "$ROOT/requirements-dev.txt" | sha256sum | cut -c1-16)"
   if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then return; fi
   echo "== setting up $dir" >&2
   rm -rf "$dir"

@@ -27,10 +27,11 @@ bootstrap_sa2
 status=0
 for version in sa13 sa2; do
   py="$VENVS/$version/bin/python"
-  echo "== unit tests, SQLite, SQLAlchemy $("$py" -c 'import sqlalchemy; print(sqlalchemy.__version__)')"
+  sa_version="$("$py" -c 'import sqlalchemy; print(sqlalchemy.__version__)')"
+  echo "== unit tests, SQLite, SQLAlchemy $sa_version"
   ROOMSTATE_TEST_DATABASE= pytest_run "$py" -m "not e2e" "$@" || status=1
   if [[ -n "${ROOMSTATE_TEST_DATABASE:-}" ]]; then
-    echo "== unit tests, $ROOMSTATE_TEST_DATABASE, SQLAlchemy $("$py" -c 'import sqlalchemy; print(sqlalchemy.__version__)')"
+    echo "== unit tests, $ROOMSTATE_TEST_DATABASE, SQLAlchemy $sa_version"
     pytest_run "$py" -m "not e2e" "$@" || status=1
   fi
 done
