@@ -1,175 +1,177 @@
 """The maubot plugin class: wiring only. Handlers and commands delegate to RoomStateService."""
+
 from __future__ import annotations
 
-import asyncio
-from typing import Any, Dict, Optional, Set, Type
+import re
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
-from maubot import MessageEvent, Plugin
 from maubot.handlers import command, event
+from maubot.matrix import MaubotMessageEvent as MessageEvent
+from maubot.plugin_base import Plugin
 from mautrix.client import InternalEventType, SyncStream
-from mautrix.types import EventType, StateEvent
+from mautrix.types import EventType, Format, MessageType, StateEvent, TextMessageEventContent
 from mautrix.util.config import BaseProxyConfig
+from sqlalchemy.engine import Engine
 
 from . import replies
 from .config import Config
 from .db import RoomStore
-from .dedup import deduplicated
-from .homeserver import Homeserver
-from .mentions import BadUserArgument, resolve_user
+from .dedup import Deduplicator, EventClaim, deduplicated, deduplicated_with_claim
+from .homeserver import REQUEST_ERRORS, Homeserver
+from .mentions import BadUserArgument, Problem, resolve_user
+from .models import Applied
+from .ratelimit import Verdict
 from .service import RoomStateService
 
-
+F = TypeVar("F", bound=Callable[..., Any])
 STOP_TIMEOUT_SECONDS = 15
+PAGE_RE = re.compile(r"[0-9]{1,6}")  # ASCII digits only: "²".isdigit() is True
 
 
-def _from_left_room(evt: Any) -> bool:
-    """Whether the event came in the sync's ``leave`` section (a room the bot is not in)."""
+def on(event_type: EventType | InternalEventType) -> Callable[[F], F]:
+    """maubot's ``event.on(event_type)``, typed (maubot declares a union of return types)."""
+    return cast("Callable[[F], F]", event.on(event_type))
+
+
+def _outside_joined_room(evt: StateEvent) -> bool:
+    """Whether the event came in the sync's ``leave`` or ``invite`` section: from a room the bot
+    is not in, which must never start tracking it."""
     source = getattr(evt, "source", None)
-    return source is not None and bool(source & SyncStream.LEFT_ROOM)
+    return isinstance(source, SyncStream) and bool(source & (SyncStream.LEFT_ROOM | SyncStream.INVITED_ROOM))
 
 
 class RoomStateBot(Plugin):
     config: Config
-    store: RoomStore
     service: RoomStateService
-    reconciled: asyncio.Task  # the startup reconciliation
-    running_handlers: Set[asyncio.Task]  # registered by @deduplicated
+    dedup: Deduplicator  # what @deduplicated and @deduplicated_with_claim use
 
     @classmethod
-    def get_config_class(cls) -> Type[BaseProxyConfig]:
+    def get_config_class(cls) -> type[BaseProxyConfig]:
         return Config
-
-    @property
-    def ledger(self) -> RoomStore:
-        """Where ``@deduplicated`` records processed events."""
-        return self.store
 
     async def pre_start(self) -> None:
         # maubot registers the handlers right after this, and standalone mode is already syncing:
         # nothing here may yield to the event loop, or early events reach no handler.
         self.config.load_and_update()
-        if self.database is None:
-            raise RuntimeError("roomstate needs `database: true` in maubot.yaml")
-        self.running_handlers = set()
-        self.store = RoomStore(self.database)
-        self._store_opened = self.store.open_soon()
-        self.service = RoomStateService(
-            self.store,
-            Homeserver(self.client),
-            self.client.mxid,
-            concurrency=self.config.sync_concurrency,
-            logger=self.log,
-        )
+        if not isinstance(self.database, Engine):
+            raise RuntimeError("roomstate needs `database: true` (type sqlalchemy) in maubot.yaml")
+        store = RoomStore(self.database)
+        self._store_opened = store.open_soon()  # queued before any other database work
+        self.service = RoomStateService(store, Homeserver(self.client), self.client.mxid, self.config, self.log)
+        self.dedup = self.service.dedup
 
     async def start(self) -> None:
         try:
             version = await self._store_opened  # a failed migration fails the plugin's start
         except Exception:
-            await self.store.close()  # maubot does not call stop() after a failed start
+            await self.service.stop(0)  # maubot does not call stop() after a failed start
             raise
         self.log.debug("roomstate database schema v%d ready", version)
-        # In the background: maubot marks the instance started without waiting for the homeserver.
-        self.reconciled = self.sched.run_later(0, self.reconcile())
-        self.sched.run_later(0, self.delete_old_processed_events())
-        self.sched.run_periodically(
-            self.config.cleanup_interval_seconds, self.delete_old_processed_events
-        )
+        self.service.start()
 
     async def stop(self) -> None:
-        """maubot has removed the handlers; let running ones finish (or cancel them, which
-        releases their claims) before the store closes."""
-        if self.running_handlers:
-            _, pending = await asyncio.wait(set(self.running_handlers), timeout=STOP_TIMEOUT_SECONDS)
-            if pending:
-                self.log.warning("Cancelling %d handlers still running after %ss", len(pending), STOP_TIMEOUT_SECONDS)
-                for task in pending:
-                    task.cancel()
-                await asyncio.wait(pending)
-        await self.store.close()
+        await self.service.stop(STOP_TIMEOUT_SECONDS)
 
-    async def reconcile(self) -> None:
-        """Startup: forget rooms the bot has left, sync joined rooms (all, or only new ones)."""
-        report = await self.service.resync_all(only_new=self.config.startup_sync == "new")
-        self.log.info(
-            "Startup reconciliation: %d rooms synced, %d forgotten, %d failed%s",
-            len(report.synced), len(report.forgotten), len(report.failed),
-            f" ({report.error})" if report.error else "",
-        )
-
-    async def delete_old_processed_events(self) -> None:
-        await self.service.delete_old_processed_events(self.config.retention_seconds)
+    def on_external_config_update(self) -> None:
+        self.config.load_and_update()
+        self.service.config_changed()
 
     # ---- room events ------------------------------------------------------------------------
 
-    @event.on(EventType.ROOM_MEMBER)
-    @deduplicated
-    async def on_member(self, evt: StateEvent) -> None:
-        await self.service.apply_member_event(evt, may_sync=not _from_left_room(evt))
+    @on(EventType.ROOM_MEMBER)
+    @deduplicated_with_claim
+    async def on_member(self, evt: StateEvent, claim: EventClaim | None) -> Applied | None:
+        return await self.service.member_event(evt, claim, outside_joined_room=_outside_joined_room(evt))
 
-    @event.on(EventType.ROOM_NAME)
-    @event.on(EventType.ROOM_TOPIC)
-    @event.on(EventType.ROOM_CANONICAL_ALIAS)
-    @event.on(EventType.ROOM_ENCRYPTION)
-    @event.on(EventType.ROOM_TOMBSTONE)
-    @deduplicated
-    async def on_room_info(self, evt: StateEvent) -> None:
-        await self.service.apply_room_state_event(evt, may_sync=not _from_left_room(evt))
+    @on(EventType.ROOM_NAME)
+    @on(EventType.ROOM_TOPIC)
+    @on(EventType.ROOM_CANONICAL_ALIAS)
+    @on(EventType.ROOM_ENCRYPTION)
+    @on(EventType.ROOM_TOMBSTONE)
+    @on(EventType.ROOM_CREATE)
+    @deduplicated_with_claim
+    async def on_room_info(self, evt: StateEvent, claim: EventClaim | None) -> Applied | None:
+        return await self.service.room_info_event(evt, claim, outside_joined_room=_outside_joined_room(evt))
 
-    @event.on(InternalEventType.SYNC_SUCCESSFUL)
-    async def on_sync(self, data: Dict[str, Any]) -> None:
-        """Gaps (``limited`` timelines) can hide member events, and a room can vanish into the
-        sync's ``leave`` section without any event: resync or forget such rooms."""
-        sync = data.get("data") or {}
-        if (sync.get("net.maunium.mautrix") or {}).get("is_first"):
-            return  # the startup reconciliation covers whatever the first sync carries
-        await self.service.handle_sync_gaps(sync)
+    @on(InternalEventType.SYNC_SUCCESSFUL)
+    async def on_sync(self, data: dict[str, Any]) -> None:
+        """Runs before the sync's events are dispatched (and holds up the sync loop): only
+        schedules work."""
+        sync = data.get("data")
+        if isinstance(sync, dict):
+            is_first = bool((sync.get("net.maunium.mautrix") or {}).get("is_first"))
+            not_dispatched = is_first and self.client.ignore_first_sync
+            if is_first:
+                note = " (not dispatched: resyncing its rooms)" if not_dispatched else ""
+                self.log.info("First sync since the start%s", note)
+            self.service.sync_response(sync, events_not_dispatched=not_dispatched)
 
     # ---- commands ---------------------------------------------------------------------------
+
+    async def _allowed(self, evt: MessageEvent) -> bool:
+        verdict = self.service.check_rate(evt.sender)
+        if verdict is Verdict.SLOW_DOWN:
+            await self._reply(evt, replies.reply(replies.SLOW_DOWN))
+        return verdict is Verdict.ALLOW
+
+    async def _reply(self, evt: MessageEvent, answer: replies.Reply) -> None:
+        content = TextMessageEventContent(
+            msgtype=MessageType.NOTICE, body=answer.plain, format=Format.HTML, formatted_body=answer.html
+        )
+        try:
+            # "force": a real reply relation, never maubot's fallback that pills the sender
+            await evt.respond(content, reply="force", extra_content={"m.mentions": {}})
+        except REQUEST_ERRORS as error:
+            self.log.warning("Could not reply to %s in %s: %s", evt.event_id, evt.room_id, error)
 
     @command.new("rooms", help="List the rooms I'm in, with member counts")
     @command.argument("page", required=False)
     @deduplicated
-    async def rooms_command(self, evt: MessageEvent, page: Optional[str] = None) -> None:
-        page = (page or "1").strip()
-        if not page.isdigit():
-            await evt.reply(replies.bad_page(page))
+    async def rooms_command(self, evt: MessageEvent, page: str | None = None) -> None:
+        if not await self._allowed(evt):
             return
-        rooms = await self.service.rooms()
-        await evt.reply(replies.rooms_page(rooms, int(page), self.config.page_size))
+        page = (page or "1").strip()
+        if not PAGE_RE.fullmatch(page):
+            await self._reply(evt, replies.bad_page(page))
+            return
+        answer = await self.service.rooms_for(evt.sender)
+        await self._reply(evt, replies.rooms_page(answer, int(page), self.config.page_size))
 
     @command.new("whereis", help="List the rooms a user shares with me")
     @command.argument("user", required=False, pass_raw=True)
     @deduplicated
-    async def whereis_command(self, evt: MessageEvent, user: Optional[str] = None) -> None:
-        try:
-            user_id = resolve_user(user or "", evt.content, self.client.mxid)
-        except BadUserArgument as error:
-            await evt.reply(str(error))
+    async def whereis_command(self, evt: MessageEvent, user: str | None = None) -> None:
+        if not await self._allowed(evt):
             return
-        answer = await self.service.whereis(
-            user_id, evt.sender, evt.sender in self.config.admins, self.config.whereis_visibility
-        )
-        await evt.reply(replies.whereis(answer))
+        try:
+            user_id = resolve_user(user, evt.content, self.client.mxid)
+        except BadUserArgument as error:
+            if error.problem is Problem.MISSING:
+                await self._reply(evt, replies.reply(replies.WHEREIS_USAGE))
+            elif error.problem is Problem.NOT_A_USER_ID:
+                await self._reply(evt, replies.not_a_user_id(error.argument))
+            else:
+                await self._reply(evt, replies.unknown_user_argument(error.argument))
+            return
+        answer = await self.service.whereis(user_id, evt.sender, evt.room_id)
+        await self._reply(evt, replies.whereis(answer))
 
     @command.new("resync", help="Re-fetch this room's members and info (`!resync all`: every room)")
     @command.argument("scope", required=False)
     @deduplicated
-    async def resync_command(self, evt: MessageEvent, scope: Optional[str] = None) -> None:
+    async def resync_command(self, evt: MessageEvent, scope: str | None = None) -> None:
+        if not await self._allowed(evt):
+            return
         scope = (scope or "").strip().lower()
         if scope not in ("", "all"):
-            await evt.reply("Usage: `!resync` (this room) or `!resync all` (every room)")
-            return
-        admins = self.config.admins
-        if scope == "all" and evt.sender not in admins:
-            await evt.reply(replies.resync_refused())
-            return
-        if scope == "" and not await self.service.may_resync(
-            evt.room_id, evt.sender, admins, self.config.resync_power_level
-        ):
-            await evt.reply(replies.resync_refused())
-            return
-        if scope == "all":
-            await evt.reply(replies.resync_all(await self.service.resync_all()))
-            return
-        outcome = await self.service.sync_room(evt.room_id)
-        await evt.reply(replies.resync_room(outcome, await self.store.get_room(evt.room_id)))
+            await self._reply(evt, replies.reply(replies.RESYNC_USAGE))
+        elif scope == "all":
+            if not self.service.may_resync_all(evt.sender):
+                await self._reply(evt, replies.reply(replies.RESYNC_ALL_REFUSED))
+                return
+            await self._reply(evt, replies.resync_all(await self.service.resync_all()))
+        elif not await self.service.may_resync(evt.room_id, evt.sender):
+            await self._reply(evt, replies.reply(replies.RESYNC_REFUSED))
+        else:
+            await self._reply(evt, replies.resync_room(await self.service.sync_room(evt.room_id)))

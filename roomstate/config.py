@@ -1,83 +1,106 @@
-"""The plugin's configuration (see base-config.yaml for the documented defaults)."""
+"""The plugin's configuration (see base-config.yaml for the documented defaults).
+
+Values are read on every use, so a change made in the maubot manager takes effect at once.
+Missing or invalid values fall back to the defaults with a warning (maubot standalone has no base
+config for ``plugin_config``, so a partial config is normal there).
+"""
+
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from mautrix.util.config import BaseProxyConfig, ConfigUpdateHelper
 
 log = logging.getLogger("roomstate.config")
 
-WHEREIS_VISIBILITY = ("admins", "shared", "everyone")
+VISIBILITY = ("admins", "shared", "everyone")
 STARTUP_SYNC_MODES = ("all", "new")
-
 
 _MISSING = object()
 NULLABLE_KEYS = ("resync_power_level",)
+RENAMED_KEYS = {"visibility": "whereis.visibility"}  # new key: key in 0.1.0 configs
 
-# The values of base-config.yaml (a test keeps them equal). Used for keys a config lacks, which
-# happens in standalone mode: maubot.standalone has no base for plugin_config.
-DEFAULTS: Dict[str, Any] = {
+# The values of base-config.yaml (a test keeps them equal).
+DEFAULTS: dict[str, Any] = {
     "admins": [],
     "resync_power_level": 100,
-    "whereis.visibility": "shared",
+    "visibility": "shared",
     "rooms.page_size": 20,
     "sync.on_startup": "all",
     "sync.concurrency": 4,
+    "sync.retry_min_seconds": 5,
+    "sync.retry_max_seconds": 3600,
     "dedup.retention_hours": 168,
     "dedup.cleanup_interval_minutes": 60,
+    "commands.rate_limit": 10,
+    "commands.rate_period_seconds": 60,
+    "memory.idle_hours": 24,
 }
 
 
 class Config(BaseProxyConfig):
     def do_update(self, helper: ConfigUpdateHelper) -> None:
+        for new, old in RENAMED_KEYS.items():
+            if new not in helper.source and old in helper.source:
+                helper.base[new] = helper.source[old]
+            elif new in helper.source:
+                helper.copy(new)
         # helper.copy() treats an explicit null like a missing key; keep the user's null.
         for key in NULLABLE_KEYS:
             value = helper.source.get(key, _MISSING)
             if value is not _MISSING:
                 helper.base[key] = value
         for key in DEFAULTS:
-            if key not in NULLABLE_KEYS:
+            if key not in NULLABLE_KEYS and key not in RENAMED_KEYS:
                 helper.copy(key)
 
     def _value(self, key: str) -> Any:
         value = self.get(key, _MISSING)
+        if value is _MISSING and key in RENAMED_KEYS:
+            value = self.get(RENAMED_KEYS[key], _MISSING)
         if value is _MISSING or (value is None and key not in NULLABLE_KEYS):
             return DEFAULTS[key]
         return value
 
-    def _number(self, key: str, kind: type, minimum: float) -> Any:
+    def _number(self, key: str, kind: type, minimum: float, maximum: float = float("inf")) -> Any:
         value = self._value(key)
         try:
-            return max(kind(minimum), kind(value))
-        except (TypeError, ValueError):
+            if isinstance(value, bool):
+                raise TypeError
+            return kind(min(max(kind(minimum), kind(value)), maximum))
+        except (TypeError, ValueError, OverflowError):
             log.warning("Config %s: %r is not a number; using %r", key, value, DEFAULTS[key])
             return kind(DEFAULTS[key])
 
-    def _choice(self, key: str, choices: tuple) -> str:
+    def _choice(self, key: str, choices: tuple[str, ...]) -> str:
         value = str(self._value(key)).lower()
         if value not in choices:
             log.warning("Config %s: %r is not one of %s; using %r", key, value, choices, DEFAULTS[key])
-            return DEFAULTS[key]
+            return str(DEFAULTS[key])
         return value
 
     @property
-    def admins(self) -> List[str]:
-        return [str(user) for user in (self._value("admins") or [])]
+    def admins(self) -> frozenset[str]:
+        value = self._value("admins")
+        return frozenset(str(user) for user in value) if isinstance(value, list) else frozenset()
+
+    def is_admin(self, user_id: str) -> bool:
+        return user_id in self.admins
 
     @property
-    def resync_power_level(self) -> Optional[int]:
+    def resync_power_level(self) -> int | None:
         if self._value("resync_power_level") is None:
             return None
-        return self._number("resync_power_level", int, -(2**53))
+        return int(self._number("resync_power_level", int, -(2**53), 2**53))
 
     @property
-    def whereis_visibility(self) -> str:
-        return self._choice("whereis.visibility", WHEREIS_VISIBILITY)
+    def visibility(self) -> str:
+        return self._choice("visibility", VISIBILITY)
 
     @property
     def page_size(self) -> int:
-        return self._number("rooms.page_size", int, 1)
+        return int(self._number("rooms.page_size", int, 1, 100))
 
     @property
     def startup_sync(self) -> str:
@@ -85,12 +108,32 @@ class Config(BaseProxyConfig):
 
     @property
     def sync_concurrency(self) -> int:
-        return self._number("sync.concurrency", int, 1)
+        return int(self._number("sync.concurrency", int, 1, 64))
+
+    @property
+    def retry_min_seconds(self) -> float:
+        return float(self._number("sync.retry_min_seconds", float, 0.1))
+
+    @property
+    def retry_max_seconds(self) -> float:
+        return float(max(self._number("sync.retry_max_seconds", float, 0.1), self.retry_min_seconds))
 
     @property
     def retention_seconds(self) -> float:
-        return self._number("dedup.retention_hours", float, 0) * 3600
+        return float(self._number("dedup.retention_hours", float, 0)) * 3600
 
     @property
     def cleanup_interval_seconds(self) -> float:
-        return self._number("dedup.cleanup_interval_minutes", float, 1 / 60) * 60
+        return float(self._number("dedup.cleanup_interval_minutes", float, 1 / 60)) * 60
+
+    @property
+    def rate_limit(self) -> int:
+        return int(self._number("commands.rate_limit", int, 0))
+
+    @property
+    def rate_period_seconds(self) -> float:
+        return float(self._number("commands.rate_period_seconds", float, 0.001))
+
+    @property
+    def idle_seconds(self) -> float:
+        return float(self._number("memory.idle_hours", float, 0)) * 3600

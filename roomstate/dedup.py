@@ -1,79 +1,158 @@
 """Process every Matrix event at most once, across restarts, re-joins and resyncs.
 
-``@deduplicated`` wraps an async handler method ``(self, evt, ...)``. Before the handler runs it
-claims ``(evt.room_id, evt.event_id)`` in the processed-events table with one atomic INSERT; if the
-event was claimed before (a replay, or a concurrent duplicate still running), the handler is
-skipped. Failure semantics: if the handler raises (or is cancelled), the claim is released and
-the error propagates, so a later delivery of the same event is processed again. A process that
-dies in the middle of a handler keeps the claim: delivery is at-most-once, and the state it would
-have written is restored by the next resync.
+Two decorators, for the two kinds of handlers:
 
-The decorator works above or below ``@event.on`` / ``@command.new``: on a maubot
-``CommandHandler`` it wraps the command function and returns the handler itself, and on a plain
-function ``functools.wraps`` carries maubot's ``__mb_*`` markers over to the wrapper.
+``@deduplicated`` (commands: their effect is a reply, a side effect no transaction can undo)
+    claims ``(room, event_id)`` in its own transaction before the handler runs; a replay finds the
+    claim and is skipped. At most once: once the handler has started, the claim stays, whatever
+    happens. A handler cancelled while its claim is being recorded never runs, so its claim is
+    released. The handler runs after everything delivered before it in the room has been applied.
+
+``@deduplicated_with_claim`` (state events: their effect is a database change)
+    hands the handler an ``EventClaim``, which the logic layer passes to the store, which records
+    the claim in the same transaction as the state change. After a crash or a failure an event is
+    either applied and claimed, or neither (and a later delivery applies it).
+
+Both sit directly above ``def`` (below ``@command.argument`` / ``@event.on``), which then mark the
+wrapper: ``functools.wraps`` keeps the function's name and docstring.
 """
+
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
-from typing import Any, Awaitable, Callable, Optional, Protocol, Set, TypeVar
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
-from maubot.handlers.command import CommandHandler
+from .db import RoomStore
+from .models import Applied
+from .ordering import RoomQueue
 
-F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
-
+P = ParamSpec("P")
+R = TypeVar("R")
 log = logging.getLogger("roomstate.dedup")
 
 
-class EventLedger(Protocol):
-    """Where claims are recorded (the RoomStore implements this)."""
+class RoomEvent(Protocol):
+    """What a deduplicated event has (mautrix's events do)."""
 
-    async def claim_event(self, room_id: str, event_id: str) -> bool: ...
+    @property
+    def room_id(self) -> str: ...
 
-    async def release_event(self, room_id: str, event_id: str) -> None: ...
-
-
-class HasLedger(Protocol):
-    """What ``@deduplicated`` needs from the object whose methods it wraps: the ledger, and a set
-    in which running handlers are registered, so that the owner can let them finish before it
-    closes the ledger."""
-
-    ledger: EventLedger
-    running_handlers: Set["asyncio.Task[Any]"]
+    @property
+    def event_id(self) -> str: ...
 
 
-def _event_key(evt: Any) -> Optional[tuple]:
-    room_id, event_id = getattr(evt, "room_id", None), getattr(evt, "event_id", None)
-    return (room_id, event_id) if room_id and event_id else None
+E = TypeVar("E", bound=RoomEvent)
 
 
-def deduplicated(func: Any) -> Any:
-    """Skip the wrapped handler for events it has already processed. See module docstring."""
-    if isinstance(func, CommandHandler):
-        func.__mb_func__ = deduplicated(func.__mb_func__)
-        return func
+@dataclass(frozen=True, slots=True)
+class EventClaim:
+    """Permission to apply one event, recorded by the store together with the change."""
 
-    @functools.wraps(func)
-    async def wrapper(self: HasLedger, evt: Any, *args: Any, **kwargs: Any) -> Any:
-        key = _event_key(evt)
-        if key is None:  # e.g. a stripped invite event: nothing to key on
-            return await func(self, evt, *args, **kwargs)
-        logger = getattr(self, "log", log)
+    room_id: str
+    event_id: str
+
+
+class Deduplicator:
+    """The claims ledger, the rooms' order and the handlers still running (so that ``stop()``
+    can let them finish before the database closes)."""
+
+    def __init__(self, store: RoomStore, queue: RoomQueue, logger: logging.Logger = log) -> None:
+        self.store = store
+        self.queue = queue
+        self.log = logger
+        self.running: set[asyncio.Task[Any]] = set()
+
+    @contextlib.contextmanager
+    def running_handler(self) -> Iterator[None]:
         task = asyncio.current_task()
-        self.running_handlers.add(task)  # from the claim on: the ledger must stay open for us
+        if task is None:  # pragma: no cover - handlers always run in tasks
+            yield
+            return
+        self.running.add(task)
         try:
-            if not await self.ledger.claim_event(*key):
-                logger.debug("Skipping %s in %s: already processed", key[1], key[0])
-                return None
-            logger.debug("Processing %s in %s with %s", key[1], key[0], func.__name__)
-            try:
-                return await func(self, evt, *args, **kwargs)
-            except BaseException:
-                # shield: a cancelled handler must still release its claim
-                await asyncio.shield(self.ledger.release_event(*key))
-                raise
+            yield
         finally:
-            self.running_handlers.discard(task)
+            self.running.discard(task)
 
+    async def claim(self, room_id: str, event_id: str) -> bool:
+        """Record the event as processed; False if it was already. If the caller is cancelled
+        meanwhile, a claim that went through is released again."""
+        pending = self.store.claim(room_id, event_id)
+        try:
+            return await asyncio.shield(pending)
+        except asyncio.CancelledError:
+
+            def release_if_claimed(done: asyncio.Future[bool]) -> None:
+                if not done.cancelled() and done.exception() is None and done.result():
+                    self.store.release(room_id, event_id)
+
+            pending.add_done_callback(release_if_claimed)
+            raise
+
+
+class HasDeduplicator(Protocol):
+    dedup: Deduplicator
+
+
+H = TypeVar("H", bound=HasDeduplicator)
+
+
+def _key(evt: Any) -> tuple[str, str] | None:
+    room_id, event_id = getattr(evt, "room_id", None), getattr(evt, "event_id", None)
+    if isinstance(room_id, str) and isinstance(event_id, str) and room_id and event_id:
+        return room_id, event_id
+    return None
+
+
+def deduplicated(
+    func: Callable[Concatenate[H, E, P], Awaitable[R]],
+) -> Callable[Concatenate[H, E, P], Awaitable[R | None]]:
+    """At most once per event; see the module docstring."""
+
+    async def wrapper(self: H, evt: E, /, *args: P.args, **kwargs: P.kwargs) -> R | None:
+        key = _key(evt)
+        if key is None:  # nothing to key on
+            return await func(self, evt, *args, **kwargs)
+        dedup = self.dedup
+        earlier = dedup.queue.barrier(key[0])  # fixed now, before the first await
+        with dedup.running_handler():
+            if not await dedup.claim(*key):
+                dedup.log.debug("Skipping %s in %s: already processed", key[1], key[0])
+                return None
+            try:
+                await earlier
+            except asyncio.CancelledError:
+                dedup.store.release(*key)  # not run: a later delivery may run it
+                raise
+            dedup.log.debug("Processing %s in %s with %s", key[1], key[0], func.__name__)
+            return await func(self, evt, *args, **kwargs)
+
+    functools.update_wrapper(wrapper, func)
+    return wrapper
+
+
+def deduplicated_with_claim(
+    func: Callable[[H, E, EventClaim | None], Awaitable[Applied | None]],
+) -> Callable[[H, E], Awaitable[None]]:
+    """Exactly one application per event, claim and change in one transaction; see the module
+    docstring. The handler must schedule its work before its first ``await``."""
+
+    async def wrapper(self: H, evt: E, /) -> None:
+        key = _key(evt)
+        dedup = self.dedup
+        with dedup.running_handler():
+            outcome = await func(self, evt, EventClaim(*key) if key else None)
+        if key is None or outcome is None:
+            return
+        if outcome is Applied.DUPLICATE:
+            dedup.log.debug("Skipping %s in %s: already processed", key[1], key[0])
+        else:
+            dedup.log.debug("Processing %s in %s with %s: %s", key[1], key[0], func.__name__, outcome.value)
+
+    functools.update_wrapper(wrapper, func)
     return wrapper

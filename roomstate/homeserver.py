@@ -1,21 +1,36 @@
-"""What the logic layer asks the homeserver, through the bot's mautrix client."""
+"""What the logic layer asks the homeserver, through the bot's mautrix client.
+
+Every failure mode of a request (an HTTP error, a dropped or refused connection, a timeout, a
+malformed answer) becomes one ``HomeserverError`` whose ``str()`` is fit for a chat reply. No
+request retries by itself: the caller decides (commands answer at once; the repairer backs off).
+"""
+
 from __future__ import annotations
 
 import asyncio
-from typing import Any, List, Optional
+import json
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+from urllib.parse import quote
 
-from aiohttp import ClientError
+from aiohttp import ClientError, ClientResponse
 from mautrix.api import Method, Path
 from mautrix.client import Client
-from mautrix.errors import MatrixRequestError, MatrixResponseError, MForbidden, MNotFound
-from mautrix.types import EventType, PowerLevelStateEventContent, RoomID
+from mautrix.errors import MatrixError, MatrixRequestError, MForbidden, MNotFound
+from mautrix.types import RoomID
 
+from .aio import with_timeout
 from .models import RoomSnapshot
-from .snapshot import snapshot_from_state
+from .parsing import MalformedResponse, joined_rooms, state_snapshot
+
+T = TypeVar("T")
+
+MAX_ERROR_BODY = 64 * 1024
 
 
 class HomeserverError(Exception):
-    """A request to the homeserver failed; ``str()`` is a reason fit for a chat reply."""
+    """A request to the homeserver failed; ``str()`` is a reason fit for a chat reply.
+    ``not_in_room``: the homeserver says the bot may not see the room (403/404)."""
 
     def __init__(self, reason: str, *, not_in_room: bool = False) -> None:
         super().__init__(reason)
@@ -23,52 +38,90 @@ class HomeserverError(Exception):
 
 
 def _describe(error: BaseException) -> HomeserverError:
+    if isinstance(error, HomeserverError):
+        return error
     if isinstance(error, (MForbidden, MNotFound)):
         return HomeserverError(f"the homeserver refused: {error.message}", not_in_room=True)
     if isinstance(error, MatrixRequestError):
-        code = getattr(error, "errcode", None) or getattr(error, "http_status", "?")
-        return HomeserverError(f"the homeserver answered {code}: {error.message}")
+        code = error.errcode or f"HTTP {error.http_status}"
+        return HomeserverError(f"the homeserver answered {code}: {error.message or 'no details'}")
     if isinstance(error, asyncio.TimeoutError):
         return HomeserverError("the homeserver did not answer in time")
+    if isinstance(error, (MalformedResponse, ValueError)):
+        return HomeserverError(f"the homeserver sent a malformed answer ({error})")
     return HomeserverError(f"could not reach the homeserver ({type(error).__name__}: {error})")
 
 
-REQUEST_ERRORS = (MatrixRequestError, MatrixResponseError, ClientError, asyncio.TimeoutError, ValueError)
+# What a request can fail with, besides cancellation: mautrix's errors (HTTP, connection,
+# response), aiohttp's, timeouts, and bad JSON (ValueError covers JSONDecodeError).
+REQUEST_ERRORS = (MatrixError, ClientError, asyncio.TimeoutError, OSError, ValueError)
 
 
 class Homeserver:
-    """Reads room state from the homeserver; every failure becomes a HomeserverError."""
+    """Reads rooms and state from the homeserver for the bot."""
 
     def __init__(self, client: Client, timeout: float = 60.0) -> None:
         self.client = client
         self.timeout = timeout
 
-    async def _call(self, coro: Any) -> Any:
+    async def _call(self, request: Awaitable[T]) -> T:
         try:
-            return await asyncio.wait_for(coro, self.timeout)
+            return await with_timeout(request, self.timeout)
         except REQUEST_ERRORS as error:
             raise _describe(error) from error
 
-    async def joined_rooms(self) -> List[str]:
-        return [str(room_id) for room_id in await self._call(self.client.get_joined_rooms())]
+    def _get(self, path: Any) -> Awaitable[Any]:
+        return self.client.api.request(Method.GET, path, retry_count=0)
 
-    async def room_snapshot(self, room_id: str) -> RoomSnapshot:
+    async def joined_rooms(self) -> list[str]:
+        """The rooms the homeserver says the bot is joined to."""
+        return await self._call(self._parse_joined(self._get(Path.v3.joined_rooms)))
+
+    @staticmethod
+    async def _parse_joined(request: Awaitable[Any]) -> list[str]:
+        return joined_rooms(await request)
+
+    async def room_snapshot(self, room_id: str) -> tuple[RoomSnapshot, str | None]:
         """The room's full current state from one ``GET /rooms/{id}/state`` (one consistent
-        snapshot of members and room info; parsed from raw JSON, which is much faster than
-        deserializing thousands of member events into objects)."""
-        raw = await self._call(self.client.api.request(Method.GET, Path.v3.rooms[RoomID(room_id)].state))
-        if not isinstance(raw, list):
-            raise HomeserverError("the homeserver sent a malformed room state")
-        return snapshot_from_state(room_id, raw)
-
-    async def power_level(self, room_id: str, user_id: str) -> Optional[int]:
-        """``user_id``'s power level in the room, or None if it cannot be read."""
+        snapshot of members and room info), and the bot's own membership in it (None if the
+        state lacks a valid member event for the bot). The body is read as bytes and parsed on
+        a worker thread one event at a time, so a 100k-member room never blocks the loop."""
+        body = await self._call(self._get_bytes(f"/_matrix/client/v3/rooms/{quote(room_id, safe='')}/state"))
         try:
-            levels = await self._call(
-                self.client.get_state_event(RoomID(room_id), EventType.ROOM_POWER_LEVELS)
-            )
-        except HomeserverError:
-            return None
-        if not isinstance(levels, PowerLevelStateEventContent):
-            return None
-        return levels.get_user_level(user_id)
+            return await asyncio.to_thread(state_snapshot, room_id, body, str(self.client.mxid))
+        except MalformedResponse as error:
+            raise _describe(error) from error
+
+    async def _get_bytes(self, path: str) -> bytes:
+        api = self.client.api
+        params = {"user_id": api.as_user_id} if api.as_user_id else {}
+        headers = {"Authorization": f"Bearer {api.token}"} if api.token else {}
+        url = str(api.base_url).rstrip("/") + path
+        async with api.session.get(url, params=params, headers=headers) as response:
+            if response.status != 200:
+                raise await self._http_error(response)
+            return await response.read()
+
+    @staticmethod
+    async def _http_error(response: ClientResponse) -> HomeserverError:
+        text = (await response.content.read(MAX_ERROR_BODY)).decode("utf-8", "replace")
+        try:
+            body = json.loads(text)
+            errcode, message = str(body.get("errcode")), str(body.get("error"))
+        except (ValueError, AttributeError):
+            errcode, message = f"HTTP {response.status}", "no details"
+        if response.status in (403, 404) and errcode in ("M_FORBIDDEN", "M_NOT_FOUND"):
+            return HomeserverError(f"the homeserver refused: {message}", not_in_room=True)
+        return HomeserverError(f"the homeserver answered {errcode}: {message}")
+
+    async def state_content(self, room_id: str, event_type: str) -> dict[str, Any] | None:
+        """The content of a room's state event (state key ""), or None if there is none."""
+        try:
+            content = await self._call(self._get(Path.v3.rooms[RoomID(room_id)].state[event_type]))
+        except HomeserverError as error:
+            if isinstance(error.__cause__, MNotFound):
+                return None
+            raise
+        if not isinstance(content, dict):
+            raise HomeserverError("the homeserver sent a malformed state event")
+        return content

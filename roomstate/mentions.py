@@ -1,23 +1,35 @@
 """Finding the user a command argument means: a plain MXID, a pill, or a matrix.to/matrix: link."""
+
 from __future__ import annotations
 
+import enum
 import re
-from typing import Any, List
 from urllib.parse import unquote
 
-from .snapshot import is_user_id
+from mautrix.types import MessageEventContent
 
-_LINKED_USER_RE = re.compile(
-    r"""(?:https://matrix\.to/#/|matrix:u/)(@?[^"'\s<>?/]+)""", re.IGNORECASE
-)
+from .parsing import is_user_id
+
+_LINKED_USER_RE = re.compile(r"""(?:https://matrix\.to/#/|matrix:u/)(@?[^"'\s<>?/]+)""", re.IGNORECASE)
+
+
+class Problem(enum.Enum):
+    MISSING = "missing"
+    NOT_A_USER_ID = "not a user ID"
+    UNKNOWN = "unknown"
 
 
 class BadUserArgument(ValueError):
-    """The argument does not name a user; ``str()`` is the reply to send."""
+    """The argument does not name a user."""
+
+    def __init__(self, problem: Problem, argument: str) -> None:
+        super().__init__(f"{problem.value}: {argument!r}")
+        self.problem = problem
+        self.argument = argument
 
 
-def _linked_users(text: str) -> List[str]:
-    found = []
+def _linked_users(text: str) -> list[str]:
+    found: list[str] = []
     for match in _LINKED_USER_RE.finditer(text or ""):
         user_id = unquote(match.group(1))
         user_id = user_id if user_id.startswith("@") else "@" + user_id
@@ -26,25 +38,23 @@ def _linked_users(text: str) -> List[str]:
     return found
 
 
-def resolve_user(argument: str, content: Any, bot_user_id: str) -> str:
-    """The user ID a command argument refers to. Raises BadUserArgument with a readable reason."""
+def resolve_user(argument: str | None, content: MessageEventContent | None, bot_user_id: str) -> str:
+    """The user ID a command argument refers to; raises BadUserArgument."""
     argument = (argument or "").strip()
     first = argument.split()[0] if argument else ""
     if is_user_id(first):
         return first
-    linked = _linked_users(first) or _linked_users(getattr(content, "formatted_body", None) or "")
-    mentions = getattr(content, "mentions", None)
-    linked += [u for u in (getattr(mentions, "user_ids", None) or []) if u not in linked]
+    formatted = getattr(content, "formatted_body", None)
+    linked = _linked_users(first) or _linked_users(formatted if isinstance(formatted, str) else "")
+    mentions = content.get("m.mentions") if content is not None else None
+    mentioned = mentions.get("user_ids") if isinstance(mentions, dict) else None
+    if isinstance(mentioned, list):
+        linked += [u for u in mentioned if is_user_id(u) and u not in linked]
     linked = [u for u in linked if u != bot_user_id] or linked
     if linked:
         return linked[0]
     if not argument:
-        raise BadUserArgument("Whom should I look for? Usage: `!whereis @name:server.org`")
+        raise BadUserArgument(Problem.MISSING, argument)
     if first.startswith("@"):
-        raise BadUserArgument(
-            f"`{first[:100]}` is not a valid Matrix user ID. Use the form `@name:server.org`."
-        )
-    raise BadUserArgument(
-        f"I can't tell which user `{argument[:100]}` is. Give a Matrix ID like `@name:server.org`"
-        " or mention (pill) the user."
-    )
+        raise BadUserArgument(Problem.NOT_A_USER_ID, first)
+    raise BadUserArgument(Problem.UNKNOWN, argument)

@@ -1,8 +1,12 @@
-"""Plain data objects the plugin hands around. They carry Matrix IDs only, never database IDs."""
+"""The plugin's shared vocabulary: plain data that flows between the layers.
+
+Everything here carries Matrix IDs only, never the database's numeric IDs.
+"""
+
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
-from typing import Optional
 
 JOIN = "join"
 INVITE = "invite"
@@ -11,32 +15,47 @@ BAN = "ban"
 KNOCK = "knock"
 MEMBERSHIPS = frozenset({JOIN, INVITE, LEAVE, BAN, KNOCK})
 
+NAMES_SAMPLED = 10  # user IDs a MemberDiff keeps per direction, for replies
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, slots=True)
 class Member:
-    """One user's membership in one room, as of the member event with ``event_ts``."""
+    """One user's membership in one room, with the display name they use there."""
 
     user_id: str
     membership: str
-    displayname: Optional[str] = None
-    event_ts: int = 0
+    displayname: str | None = None
 
 
-@dataclass(frozen=True)
-class RoomInfo:
-    """What a room is. Member counts are filled in when read from the store."""
+@dataclass(frozen=True, slots=True)
+class MemberChange:
+    """One m.room.member event, validated: who, what, by whom (for kicks and bans) and when."""
 
     room_id: str
-    name: Optional[str] = None
-    topic: Optional[str] = None
-    canonical_alias: Optional[str] = None
+    event_id: str
+    member: Member
+    sender: str
+    reason: str | None = None
+    origin_ts: int | None = None  # the sender's clock: shown, never used for ordering
+
+
+@dataclass(frozen=True, slots=True)
+class RoomInfo:
+    """What a room is. Counts and times are filled in by the store."""
+
+    room_id: str
+    name: str | None = None
+    topic: str | None = None
+    canonical_alias: str | None = None
     encrypted: bool = False
-    creator: Optional[str] = None
-    room_version: Optional[str] = None
-    replacement_room: Optional[str] = None
+    creator: str | None = None
+    room_version: str | None = None
+    replacement_room: str | None = None
     joined_count: int = 0
     invited_count: int = 0
     updated_at: int = 0
+    synced_at: int = 0
+    needs_resync: bool = False  # a failed sync or event left it possibly out of date
 
     @property
     def display_name(self) -> str:
@@ -44,29 +63,136 @@ class RoomInfo:
         return self.name or self.canonical_alias or self.room_id
 
 
-@dataclass(frozen=True)
+# The RoomInfo fields that room-state events set (and a full sync replaces).
+ROOM_INFO_FIELDS = (
+    "name",
+    "topic",
+    "canonical_alias",
+    "encrypted",
+    "creator",
+    "room_version",
+    "replacement_room",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RoomInfoChange:
+    """One room-info state event (name, topic, alias, encryption, create, tombstone), validated."""
+
+    room_id: str
+    event_id: str
+    changes: tuple[tuple[str, str | bool | None], ...]  # (field in ROOM_INFO_FIELDS, value)
+
+
+@dataclass(frozen=True, slots=True)
 class RoomSnapshot:
     """A room's full current state as fetched from the homeserver in one request."""
 
     info: RoomInfo
-    members: tuple = field(default_factory=tuple)  # tuple[Member, ...], leaves excluded
+    members: tuple[Member, ...] = ()  # leaves excluded; one entry per user
 
-    def membership_of(self, user_id: str) -> Optional[str]:
+    def membership_of(self, user_id: str) -> str | None:
         for member in self.members:
             if member.user_id == user_id:
                 return member.membership
         return None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MemberDiff:
-    """Joined members a sync added and removed compared with what the store had."""
+    """How a full sync changed a room's joined members compared with what was stored."""
 
     room_id: str
-    added: tuple = ()  # tuple[str, ...] user IDs
-    removed: tuple = ()
+    added_count: int = 0
+    removed_count: int = 0
+    added: tuple[str, ...] = ()  # up to NAMES_SAMPLED user IDs, sorted
+    removed: tuple[str, ...] = ()
+    rows_written: int = 0  # membership rows inserted, updated or deleted
     was_known: bool = True
 
     @property
     def changed(self) -> bool:
-        return bool(self.added or self.removed)
+        return bool(self.added_count or self.removed_count)
+
+
+class Applied(enum.Enum):
+    """What happened to one state event."""
+
+    APPLIED = "applied"  # stored state changed
+    UNCHANGED = "unchanged"  # processed; the stored state already said so
+    DUPLICATE = "duplicate"  # processed before: skipped
+    NOT_TRACKED = "not tracked"  # the room is not tracked; it was queued for a resync instead
+
+
+@dataclass(frozen=True, slots=True)
+class StaleRoom:
+    """A room in the durable resync queue."""
+
+    room_id: str
+    reason: str
+    queued_at: int
+    attempts: int
+    next_attempt_at: int
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SyncOutcome:
+    """What syncing one room did."""
+
+    room_id: str
+    diff: MemberDiff | None = None  # set when the room was (re)written
+    room: RoomInfo | None = None  # the room as stored afterwards
+    forgotten: bool = False  # the bot turned out not to be in the room
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True, slots=True)
+class ResyncReport:
+    """What syncing many rooms did."""
+
+    synced: tuple[SyncOutcome, ...] = ()
+    forgotten: tuple[str, ...] = ()
+    failed: tuple[SyncOutcome, ...] = ()
+    error: str | None = None  # the room list itself could not be fetched
+
+    @property
+    def added(self) -> int:
+        return sum(o.diff.added_count for o in self.synced if o.diff)
+
+    @property
+    def removed(self) -> int:
+        return sum(o.diff.removed_count for o in self.synced if o.diff)
+
+
+@dataclass(frozen=True, slots=True)
+class SharedRoom:
+    """A room another user is in, with the display name they use there."""
+
+    room: RoomInfo
+    displayname: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WhereisAnswer:
+    """The answer to "where is user X?" for one asker."""
+
+    user_id: str
+    displayname: str | None = None  # from a room the asker may see
+    rooms: tuple[RoomInfo, ...] = ()
+    only_rooms_of_asker: bool = False  # rooms were limited to those the asker is in too
+    refused: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RoomsAnswer:
+    """The rooms one asker may see (``!rooms``)."""
+
+    rooms: tuple[RoomInfo, ...] = ()
+    only_rooms_of_asker: bool = False
+    refused: bool = False
+    waiting_for_resync: tuple[StaleRoom, ...] = field(default=())  # shown to admins only

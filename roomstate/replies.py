@@ -1,113 +1,280 @@
-"""The text of the bot's chat replies (markdown)."""
+"""The bot's chat replies, built so that other people's strings cannot take them over.
+
+Room names, aliases, display names and command arguments are written by other users. Every such
+string is cleaned (control, bidi and zero-width characters and line breaks removed, whitespace
+collapsed), shortened, HTML-escaped in ``formatted_body``, and defanged where a client would turn
+it into a link; IDs are shown as code. ``body`` is plain text without markdown syntax, and every
+reply carries ``"m.mentions": {}``, so nobody is ever pinged. A reply never exceeds REPLY_BUDGET
+bytes (events may have 64 KiB; escaping can make a name several times longer).
+"""
+
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+import html
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from .models import MemberDiff, RoomInfo
-from .service import ResyncReport, SyncOutcome, WhereisAnswer
+from .models import MemberDiff, ResyncReport, RoomInfo, RoomsAnswer, SyncOutcome, WhereisAnswer
 
-NAMES_SHOWN = 10  # user IDs listed per added/removed group before "and N more"
+REPLY_BUDGET = 30_000  # bytes of body + formatted_body
+NAME_LIMIT = 80
+ARGUMENT_LIMIT = 60
+ERROR_LIMIT = 300
+
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200b\u200c\u200e\u200f\u2028-\u202e\u2060-\u2069\ufeff]+")
+_LINKISH = re.compile(r"://|www\.|\w\.\w|@\w|#\w|!\w", re.IGNORECASE)
+_LINK_PUNCTUATION = re.compile(r"([.:/@#!])")
+ZERO_WIDTH_SPACE = "\u200b"
 
 
-def _esc(text: str) -> str:
-    """Neutralize markdown in names that come from other users."""
-    for char in "\\`*_[]<>#|~":
-        text = text.replace(char, "\\" + char)
+def clean(text: str, limit: int = NAME_LIMIT) -> str:
+    """One safe line of someone else's text: no controls, no line breaks, at most ``limit``
+    characters, and no run of characters a client would turn into a link or a pill."""
+    text = " ".join(_UNSAFE.sub(" ", text).split())
+    if len(text) > limit:
+        text = text[: limit - 1].rstrip() + "…"
+    if _LINKISH.search(text):
+        text = _LINK_PUNCTUATION.sub("\\1" + ZERO_WIDTH_SPACE, text)
     return text
 
 
-def _plural(count: int, word: str) -> str:
+@dataclass(frozen=True)
+class Text:
+    """A piece of reply in both forms."""
+
+    plain: str
+    html: str
+
+    def __add__(self, other: Text | str) -> Text:
+        other = other if isinstance(other, Text) else literal(other)
+        return Text(self.plain + other.plain, self.html + other.html)
+
+    def __radd__(self, other: str) -> Text:
+        return literal(other) + self
+
+
+def literal(text: str) -> Text:
+    """Our own words (still escaped: they may quote numbers and fixed words only)."""
+    return Text(text, html.escape(text, quote=False))
+
+
+def name(text: str, limit: int = NAME_LIMIT) -> Text:
+    """Someone else's text, shown in bold."""
+    safe = clean(text, limit)
+    return Text(safe, f"<b>{html.escape(safe)}</b>")
+
+
+def quoted(text: str, limit: int = ARGUMENT_LIMIT) -> Text:
+    """Someone else's text, quoted (e.g. a command argument)."""
+    safe = clean(text, limit)
+    return Text(f"“{safe}”", f"“{html.escape(safe)}”")
+
+
+def code(identifier: str) -> Text:
+    """An ID (validated by the caller): code in HTML (clients neither link nor pill code), and
+    defanged like other text in the plain body."""
+    safe = clean(identifier, 255)
+    return Text(safe, f"<code>{html.escape(safe.replace(ZERO_WIDTH_SPACE, ''))}</code>")
+
+
+def plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
-def room_line(room: RoomInfo) -> str:
-    parts = [_plural(room.joined_count, "member")]
+@dataclass(frozen=True)
+class Reply:
+    """A finished reply: a header line and list items, within REPLY_BUDGET."""
+
+    plain: str
+    html: str
+
+    def content(self) -> dict[str, Any]:
+        """The event content, as JSON."""
+        return {
+            "msgtype": "m.notice",
+            "body": self.plain,
+            "format": "org.matrix.custom.html",
+            "formatted_body": self.html,
+            "m.mentions": {},
+        }
+
+
+def _size(text: Text) -> int:
+    """Bytes the text takes in the event's JSON (escaped as mautrix sends it)."""
+    return len(json.dumps(text.plain)) + len(json.dumps(text.html))
+
+
+def reply(header: Text | str, items: Sequence[Text] = (), footer: Text | str | None = None) -> Reply:
+    """Header, a bulleted list, and a footer; list items that do not fit are counted instead."""
+    header = header if isinstance(header, Text) else literal(header)
+    footer = footer if isinstance(footer, Text) or footer is None else literal(footer)
+    plain, markup = [header.plain], [header.html]
+    used = _size(header) + 200
+    if footer is not None:
+        used += _size(footer)
+    shown: list[Text] = []
+    for item in items:
+        size = _size(item) + 16
+        if used + size > REPLY_BUDGET:
+            break
+        used += size
+        shown.append(item)
+    if shown:
+        plain += [f"• {item.plain}" for item in shown]
+        markup.append("<ul>" + "".join(f"<li>{item.html}</li>" for item in shown) + "</ul>")
+    if len(shown) < len(items):
+        more = literal(f"… and {len(items) - len(shown)} more (too long for one message)")
+        plain.append(more.plain)
+        markup.append(f"<p>{more.html}</p>")
+    if footer is not None:
+        plain.append(footer.plain)
+        markup.append(f"<p>{footer.html}</p>")
+    if shown or len(markup) > 1:
+        markup[0] = f"<p>{markup[0]}</p>"
+    return Reply("\n".join(plain), "".join(markup))
+
+
+# ---- rooms ------------------------------------------------------------------------------------
+
+
+def room_line(room: RoomInfo) -> Text:
+    parts = [plural(room.joined_count, "member")]
     if room.invited_count:
         parts.append(f"{room.invited_count} invited")
     if room.encrypted:
         parts.append("encrypted")
+    if room.needs_resync:
+        parts.append("waiting for a resync")
+    line = name(room.display_name) + f" ({', '.join(parts)}) " + code(room.room_id)
     if room.replacement_room:
-        parts.append(f"upgraded to {room.replacement_room}")
-    return f"- **{_esc(room.display_name)}** ({', '.join(parts)}) `{room.room_id}`"
+        line = line + ", upgraded to " + code(room.replacement_room)
+    return line
 
 
-def rooms_page(rooms: Sequence[RoomInfo], page: int, page_size: int) -> str:
+def rooms_page(answer: RoomsAnswer, page: int, page_size: int) -> Reply:
+    if answer.refused:
+        return reply(REFUSED_VISIBILITY)
+    rooms = answer.rooms
+    scope = " that you are in too" if answer.only_rooms_of_asker else ""
     if not rooms:
-        return "I'm not in any rooms yet."
+        return reply(f"I'm not in any rooms{scope} yet." if scope else "I'm not in any rooms yet.")
     pages = (len(rooms) + page_size - 1) // page_size
     if page < 1 or page > pages:
-        return f"There is no page {page}; I have {_plural(pages, 'page')} of rooms (`!rooms 1` to `!rooms {pages}`)."
+        return reply(
+            f"There is no page {page}; there {'is' if pages == 1 else 'are'} {plural(pages, 'page')}"
+            f" of rooms (!rooms 1 to !rooms {pages})."
+        )
     start = (page - 1) * page_size
     shown = rooms[start : start + page_size]
-    lines = [f"I'm in {_plural(len(rooms), 'room')}:"] + [room_line(room) for room in shown]
+    footer = None
     if pages > 1:
         rest = len(rooms) - start - len(shown)
-        more = f", {rest} more: `!rooms {page + 1}`" if rest else ""
-        lines.append(f"\nPage {page} of {pages}{more}")
-    return "\n".join(lines)
+        footer = f"Page {page} of {pages}" + (f", {rest} more: !rooms {page + 1}" if rest else "")
+    if answer.waiting_for_resync:
+        waiting = f"{plural(len(answer.waiting_for_resync), 'room')} waiting for a resync."
+        footer = waiting if footer is None else f"{footer}. {waiting}"
+    header = f"I'm in {plural(len(rooms), 'room')}{scope}:"
+    return reply(header, [room_line(room) for room in shown], footer)
 
 
-def bad_page(argument: str) -> str:
-    return f"`{_esc(argument[:50])}` is not a page number. Usage: `!rooms [page]`"
+def bad_page(argument: str) -> Reply:
+    return reply(quoted(argument) + " is not a page number. Usage: !rooms [page]")
 
 
-def whereis(answer: WhereisAnswer) -> str:
+# ---- whereis ----------------------------------------------------------------------------------
+
+
+def whereis(answer: WhereisAnswer) -> Reply:
     if answer.refused:
-        return "Sorry, only the bot's admins may ask where other users are."
-    user_id, name = answer.user_id, answer.displayname
-    who = f"{_esc(name)} ({user_id})" if name else user_id
+        return reply(REFUSED_VISIBILITY)
+    who = (
+        code(answer.user_id) if not answer.displayname else name(answer.displayname) + " (" + code(answer.user_id) + ")"
+    )
     scope = " that you are in too" if answer.only_rooms_of_asker else ""
     if not answer.rooms:
-        return f"I don't share any rooms{scope} with {who}."
-    header = f"{who} shares {_plural(len(answer.rooms), 'room')}{scope} with me:"
-    return "\n".join([header] + [room_line(room) for room in answer.rooms])
+        return reply("I don't share any rooms" + scope + " with " + who + ".")
+    header = who + f" shares {plural(len(answer.rooms), 'room')}{scope} with me:"
+    return reply(header, [room_line(room) for room in answer.rooms])
 
 
-def resync_refused() -> str:
-    return "Sorry, only the bot's admins (or room moderators with enough power) may resync."
+WHEREIS_USAGE = "Whom should I look for? Usage: !whereis @name:server.org"
 
 
-def _names(user_ids: Sequence[str]) -> str:
-    shown = ", ".join(user_ids[:NAMES_SHOWN])
-    rest = len(user_ids) - NAMES_SHOWN
-    return shown + (f" and {rest} more" if rest > 0 else "")
+def not_a_user_id(argument: str) -> Reply:
+    return reply(quoted(argument) + " is not a valid Matrix user ID. Use the form @name:server.org.")
 
 
-def diff_summary(diff: MemberDiff) -> str:
-    if not diff.changed:
-        return "no member changes"
-    parts: List[str] = []
-    if diff.added:
-        parts.append(f"+{len(diff.added)} ({_names(diff.added)})")
-    if diff.removed:
-        parts.append(f"-{len(diff.removed)} ({_names(diff.removed)})")
-    return "members " + ", ".join(parts)
-
-
-def resync_room(outcome: SyncOutcome, room: Optional[RoomInfo]) -> str:
-    if outcome.error:
-        return f"Could not resync this room: {outcome.error}. Nothing was changed."
-    if outcome.forgotten or outcome.diff is None or room is None:
-        return "I'm not in this room any more, so I forgot it."
-    return (
-        f"Resynced **{_esc(room.display_name)}**: {diff_summary(outcome.diff)};"
-        f" now {_plural(room.joined_count, 'member')}."
+def unknown_user_argument(argument: str) -> Reply:
+    return reply(
+        "I can't tell which user " + quoted(argument) + " is. Give a Matrix ID like @name:server.org"
+        " or mention (pill) the user."
     )
 
 
-def resync_all(report: ResyncReport) -> str:
+# ---- resync -----------------------------------------------------------------------------------
+
+RESYNC_USAGE = "Usage: !resync (this room) or !resync all (every room)"
+RESYNC_REFUSED = "Sorry, only the bot's admins (or room moderators with enough power) may resync."
+RESYNC_ALL_REFUSED = "Sorry, only the bot's admins may resync every room."
+REFUSED_VISIBILITY = "Sorry, only the bot's admins may ask which rooms the bot is in."
+SLOW_DOWN = "You are sending commands too fast; I'll ignore them for a little while."
+NAMES_SHOWN = 10
+
+
+def _user_ids(user_ids: Sequence[str], total: int) -> Text:
+    text = literal("")
+    for index, user_id in enumerate(user_ids[:NAMES_SHOWN]):
+        text = text + (", " if index else "") + code(user_id)
+    rest = total - min(len(user_ids), NAMES_SHOWN)
+    return text + (f" and {rest} more" if rest > 0 else "")
+
+
+def diff_summary(diff: MemberDiff) -> Text:
+    if not diff.changed:
+        return literal("no member changes")
+    parts: list[Text] = []
+    if diff.added_count:
+        parts.append(f"+{diff.added_count} (" + _user_ids(diff.added, diff.added_count) + ")")
+    if diff.removed_count:
+        parts.append(f"-{diff.removed_count} (" + _user_ids(diff.removed, diff.removed_count) + ")")
+    summary = literal("members ")
+    for index, part in enumerate(parts):
+        summary = summary + (", " if index else "") + part
+    return summary
+
+
+def resync_room(outcome: SyncOutcome) -> Reply:
+    if outcome.error:
+        return reply(
+            "Could not resync this room: " + clean(outcome.error, ERROR_LIMIT) + ". Nothing was changed;"
+            " I'll keep trying in the background."
+        )
+    if outcome.forgotten or outcome.diff is None or outcome.room is None:
+        return reply("I'm not in this room any more, so I forgot it.")
+    room = outcome.room
+    return reply(
+        "Resynced "
+        + name(room.display_name)
+        + ": "
+        + diff_summary(outcome.diff)
+        + f"; now {plural(room.joined_count, 'member')}."
+    )
+
+
+def resync_all(report: ResyncReport) -> Reply:
     if report.error:
-        return f"Could not resync: {report.error}. Nothing was changed."
-    lines = [
-        f"Resynced {_plural(len(report.synced), 'room')}: "
-        f"+{report.added} -{report.removed} members."
+        return reply("Could not resync: " + clean(report.error, ERROR_LIMIT) + ". Nothing was changed.")
+    header = f"Resynced {plural(len(report.synced), 'room')}: +{report.added} -{report.removed} members."
+    items = [
+        code(o.room_id) + ": " + diff_summary(o.diff) for o in report.synced if o.diff is not None and o.diff.changed
     ]
-    for outcome in report.synced:
-        if outcome.diff is not None and outcome.diff.changed:
-            lines.append(f"- `{outcome.room_id}`: {diff_summary(outcome.diff)}")
+    items += [
+        code(o.room_id) + ": failed (" + clean(o.error or "", ERROR_LIMIT) + "), will retry" for o in report.failed
+    ]
+    footer = None
     if report.forgotten:
-        lines.append(f"Forgot {_plural(len(report.forgotten), 'room')} I'm no longer in.")
-    if report.failed:
-        lines.append(f"{_plural(len(report.failed), 'room')} failed (kept as they were):")
-        lines += [f"- `{o.room_id}`: {o.error}" for o in report.failed]
-    return "\n".join(lines)
+        footer = f"Forgot {plural(len(report.forgotten), 'room')} I'm no longer in."
+    return reply(header, items, footer)

@@ -1,78 +1,82 @@
 """The business-logic layer: the one place that decides how rooms and members change.
 
 Event handlers, commands and startup all go through RoomStateService. It reads the homeserver
-through ``Homeserver`` and writes through ``RoomStore``. Work on one room is serialized by a
-per-room lock, so a live member event can never be overwritten by an older full-sync snapshot.
+through ``Homeserver``, writes through ``RoomStore``, and keeps each room's work in delivery order
+through ``RoomQueue``. Event methods are plain (not ``async``) methods that schedule their work
+before returning, so the position of an event is fixed when its handler first runs.
+
+Failure semantics: a state event that cannot be applied, or a sync that fails, leaves its room in
+the durable resync queue (``roomstate_resync_queue``), and ``Repairer`` syncs it again with
+exponential backoff until it succeeds. Nothing is lost silently.
 """
+
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from collections import defaultdict
-from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Optional, Set
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
+from mautrix.types import Event, StateEvent
+
+from . import parsing, power
+from .aio import sleep_unless
+from .caches import IdleCache
+from .config import Config
 from .db import RoomStore
+from .dedup import Deduplicator, EventClaim
 from .homeserver import Homeserver, HomeserverError
-from .models import BAN, JOIN, LEAVE, MemberDiff, RoomInfo
-from .snapshot import member_from_state, room_info_changes
+from .limits import Limiter
+from .models import (
+    BAN,
+    JOIN,
+    LEAVE,
+    Applied,
+    MemberChange,
+    ResyncReport,
+    RoomInfo,
+    RoomsAnswer,
+    SyncOutcome,
+    WhereisAnswer,
+)
+from .ordering import RoomQueue
+from .ratelimit import RateLimiter, Verdict
+from .repair import Repairer
 
+T = TypeVar("T")
 log = logging.getLogger("roomstate.service")
 
-QUERY_WAIT_SECONDS = 20.0  # how long !rooms / !whereis wait for running syncs
+SUPERSEDED_ROOMS_REMEMBERED = 32  # rooms whose just-synced event IDs are kept in memory
+SUPERSEDED_IDLE_SECONDS = 600
+HANDLED_STATE_TYPES = frozenset({"m.room.member", *parsing.ROOM_INFO_EVENT_TYPES})
 
 
-def _by_name(room: RoomInfo) -> tuple:
+def by_name(room: RoomInfo) -> tuple[str, str]:
     return (room.display_name.casefold(), room.room_id)
 
 
-def _raw(evt: Any) -> Dict[str, Any]:
+def _done(value: T) -> asyncio.Future[T]:
+    future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+    future.set_result(value)
+    return future
+
+
+def _raw(evt: Event | StateEvent | Mapping[str, Any]) -> Mapping[str, Any]:
     """The event as Matrix JSON (mautrix events serialize back to what the server sent)."""
-    return evt if isinstance(evt, dict) else evt.serialize()
+    if isinstance(evt, Mapping):
+        return evt
+    try:
+        raw = evt.serialize()
+    except Exception:  # mautrix could not make sense of it either
+        return {}
+    return raw if isinstance(raw, Mapping) else {}
 
 
-@dataclass
-class SyncOutcome:
-    """What syncing one room did."""
-
-    room_id: str
-    diff: Optional[MemberDiff] = None  # set when the room was (re)written
-    forgotten: bool = False  # the bot turned out not to be in the room
-    error: Optional[str] = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
-@dataclass
-class ResyncReport:
-    """What syncing many rooms did."""
-
-    synced: List[SyncOutcome] = field(default_factory=list)
-    forgotten: List[str] = field(default_factory=list)
-    failed: List[SyncOutcome] = field(default_factory=list)
-    error: Optional[str] = None  # the room list itself could not be fetched
-
-    @property
-    def added(self) -> int:
-        return sum(len(o.diff.added) for o in self.synced if o.diff)
-
-    @property
-    def removed(self) -> int:
-        return sum(len(o.diff.removed) for o in self.synced if o.diff)
-
-
-@dataclass
-class WhereisAnswer:
-    """The answer to "where is user X?" for one asker."""
-
-    user_id: str
-    displayname: Optional[str] = None
-    rooms: List[RoomInfo] = field(default_factory=list)
-    only_rooms_of_asker: bool = False  # rooms were limited to those the asker is in too
-    refused: bool = False
+def _events(section: Any) -> list[Any]:
+    events = section.get("events") if isinstance(section, Mapping) else None
+    return events if isinstance(events, list) else []
 
 
 class RoomStateService:
@@ -81,222 +85,463 @@ class RoomStateService:
         store: RoomStore,
         homeserver: Homeserver,
         bot_user_id: str,
-        concurrency: int = 4,
-        logger: Optional[logging.Logger] = None,
+        config: Config,
+        logger: logging.Logger = log,
     ) -> None:
-        self.log = logger or log
+        self.log = logger
         self.store = store
         self.homeserver = homeserver
         self.bot_user_id = bot_user_id
-        self.concurrency = max(1, concurrency)
-        self._room_locks: Dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._resync_queued: Set[str] = set()
-        self._syncs_in_flight = 0
-        self._no_syncs_in_flight = asyncio.Event()
-        self._no_syncs_in_flight.set()
+        self.config = config
+        self.queue = RoomQueue()
+        self.dedup = Deduplicator(store, self.queue, logger)
+        self.fetches = Limiter(lambda: self.config.sync_concurrency)
+        self.rate_limiter = RateLimiter()
+        self.repairer = Repairer(self)
+        # room -> event IDs that its last full sync recorded as processed (they were delivered
+        # before the sync was requested): their handlers skip without a database round trip.
+        self._superseded: IdleCache[str, frozenset[str]] = IdleCache(
+            SUPERSEDED_ROOMS_REMEMBERED, SUPERSEDED_IDLE_SECONDS
+        )
+        self._background: set[asyncio.Task[Any]] = set()
+        self._wake_cleanup = asyncio.Event()
 
-    # ---- whole rooms ------------------------------------------------------------------------
+    # ---- lifecycle ----------------------------------------------------------------------------
 
-    async def sync_room(self, room_id: str) -> SyncOutcome:
-        """Fetch the room's members and info and replace what the store has, atomically.
-        If the homeserver says the bot is not in the room, the room is forgotten instead.
-        Homeserver errors are logged and returned, never raised; the store is left as it was."""
-        async with self._room_locks[room_id]:
-            return await self._sync_room_locked(room_id)
+    def start(self) -> None:
+        """Start the background work: startup reconciliation, the repairer, the cleanup job."""
+        self.spawn(self.reconcile(), "reconcile")
+        self.spawn(self.repairer.run(), "repairer")
+        self.spawn(self._cleanup_loop(), "cleanup")
 
-    async def _sync_room_locked(self, room_id: str) -> SyncOutcome:
-        self._syncs_in_flight += 1
-        self._no_syncs_in_flight.clear()
+    def spawn(self, work: Awaitable[Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(work)
+        task.set_name(f"roomstate-{name}")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    async def stop(self, timeout: float) -> None:
+        """Stop background work, let running handlers and scheduled room work finish (up to
+        ``timeout`` seconds, then cancel them), then close the store."""
+        for task in list(self._background):
+            task.cancel()
+        handlers = set(self.dedup.running)
+        if handlers:
+            _, late = await asyncio.wait(handlers, timeout=timeout)
+            if late:
+                self.log.warning("Cancelling %d handlers still running after %ss", len(late), timeout)
+                for task in late:
+                    task.cancel()
+                await asyncio.wait(late)
+        await self.queue.close(timeout)
+        if self._background:
+            await asyncio.wait(set(self._background))
+        await self.store.close()
+
+    def config_changed(self) -> None:
+        """A new configuration was loaded: wake whatever waits on configured values."""
+        self.fetches.changed()
+        self._wake_cleanup.set()
+        self.repairer.wake()
+
+    async def settled(self, timeout: float = 60) -> bool:
+        """Wait until no room work is pending and no resync is due or running (for tests and
+        benchmarks). False on timeout."""
+        deadline = time.monotonic() + timeout
+
+        def quiet() -> bool:
+            reconciling = any(t.get_name() == "roomstate-reconcile" for t in self._background)
+            return not len(self.queue) and self.repairer.idle() and not self.dedup.running and not reconciling
+
+        while time.monotonic() < deadline:
+            if quiet() and not await self.store.due_resyncs(1) and quiet():
+                return True
+            await asyncio.sleep(0.02)
+        return False
+
+    # ---- live events (scheduled synchronously, in delivery order) -------------------------------
+
+    def member_event(
+        self, evt: Event | StateEvent | Mapping[str, Any], claim: EventClaim | None, outside_joined_room: bool = False
+    ) -> Awaitable[Applied | None]:
+        """Apply one m.room.member event. The bot's own join syncs a room it does not track;
+        its own leave or ban forgets the room. In an untracked room the room is queued for a
+        resync instead, unless the event comes from a room the bot is not in (left or invited)."""
+        raw = _raw(evt)
+        if outside_joined_room and not raw.get("event_id"):
+            return _done(None)  # stripped state of an invite: nothing to track
+        change = parsing.member_change(raw)
+        if change is None or not self._claim_matches(claim, change.room_id, change.event_id):
+            self.log.warning("Ignoring a malformed member event %s", raw.get("event_id") if raw else evt)
+            return _done(None)
+        room_id, claimed = change.room_id, claim is not None
+        if change.member.user_id == self.bot_user_id:
+            if change.member.membership in (LEAVE, BAN):
+                return self.queue.submit(room_id, lambda: self._forget(change, claimed))
+            if change.member.membership == JOIN and not outside_joined_room:
+                return self.queue.run(room_id, lambda: self._own_join(change, claimed))
+        return self.queue.submit(
+            room_id,
+            lambda: self._applying(
+                room_id,
+                change.event_id,
+                claimed,
+                lambda: self.store.apply_member(change, claimed, not outside_joined_room),
+            ),
+        )
+
+    def room_info_event(
+        self, evt: Event | StateEvent | Mapping[str, Any], claim: EventClaim | None, outside_joined_room: bool = False
+    ) -> Awaitable[Applied | None]:
+        """Apply a name/topic/alias/encryption/create/tombstone event to the room's info."""
+        raw = _raw(evt)
+        change = parsing.room_info_change(raw)
+        if change is None or not self._claim_matches(claim, change.room_id, change.event_id):
+            self.log.warning(
+                "Ignoring a malformed %s event %s", raw.get("type") if raw else "?", raw.get("event_id") if raw else evt
+            )
+            return _done(None)
+        claimed = claim is not None
+        for name, value in change.changes:
+            if name == "replacement_room":
+                self.log.info("%s was upgraded to %s", change.room_id, value)
+        return self.queue.submit(
+            change.room_id,
+            lambda: self._applying(
+                change.room_id,
+                change.event_id,
+                claimed,
+                lambda: self.store.apply_room_info(change, claimed, not outside_joined_room),
+            ),
+        )
+
+    @staticmethod
+    def _claim_matches(claim: EventClaim | None, room_id: str, event_id: str) -> bool:
+        return claim is None or (claim.room_id, claim.event_id) == (room_id, event_id)
+
+    def _applying(
+        self, room_id: str, event_id: str, claimed: bool, write: Callable[[], asyncio.Future[Applied]]
+    ) -> asyncio.Future[Applied | None]:
+        """Run ``write`` (which queues a database job) unless the event was covered by a full
+        sync just now; a failure queues the room for a resync instead of raising."""
+        if claimed and event_id in (self._superseded.get(room_id) or ()):
+            return _done(Applied.DUPLICATE)
+        result: asyncio.Future[Applied | None] = asyncio.get_running_loop().create_future()
+
+        def settle(done: asyncio.Future[Applied]) -> None:
+            if done.cancelled():
+                result.cancel()
+                return
+            error = done.exception()
+            if error is not None:
+                self.log.warning("Could not apply %s in %s (%s); the room will be resynced", event_id, room_id, error)
+                self.queue_resync(room_id, "an event could not be applied", str(error))
+                outcome = None
+            else:
+                outcome = done.result()
+                if outcome is Applied.NOT_TRACKED:
+                    self.repairer.wake()
+            if not result.done():
+                result.set_result(outcome)
+
+        write().add_done_callback(settle)
+        return result
+
+    def _forget(self, change: MemberChange, claimed: bool) -> asyncio.Future[Applied | None]:
+        def forgotten(outcome: Applied | None) -> None:
+            if outcome is Applied.APPLIED:
+                self.log.info(
+                    "The bot's membership in %s is now %s (by %s); forgot the room",
+                    change.room_id,
+                    change.member.membership,
+                    change.sender,
+                )
+
+        future = self._applying(
+            change.room_id,
+            change.event_id,
+            claimed,
+            lambda: self.store.forget_room(change.room_id, change.event_id if claimed else None),
+        )
+        future.add_done_callback(lambda done: None if done.cancelled() else forgotten(done.result()))
+        return future
+
+    async def _own_join(self, change: MemberChange, claimed: bool) -> Applied | None:
+        """The bot joined (or changed its profile): a room it does not track yet is synced in
+        full, in this position of the room's order."""
+        outcome = await self._applying(
+            change.room_id, change.event_id, claimed, lambda: self.store.apply_member(change, claimed, True)
+        )
+        if outcome is Applied.NOT_TRACKED:
+            self.log.info("Joined %s; syncing its members and info", change.room_id)
+            await self._full_sync(change.room_id)
+        return outcome
+
+    def sync_response(self, sync: Mapping[str, Any], events_not_dispatched: bool) -> None:
+        """Act on a raw /sync response before its events are dispatched: rooms that moved into
+        the ``leave`` section are forgotten (there may be no event for that); rooms with a gap in
+        the timeline (lazy-loaded member events may have been skipped) are resynced; a room the
+        bot just joined is synced in full, covering the state events of this response, which are
+        then skipped (a 100k-member room arrives as 100k events); and when maubot does not
+        dispatch this response's events (its first sync after a start, or a response with
+        malformed events that stop mautrix's dispatch), every room it carries is resynced, so
+        nothing is missed."""
+        rooms = sync.get("rooms")
+        if not isinstance(rooms, Mapping):
+            return
+        if not events_not_dispatched and not parsing.sync_dispatchable(sync):
+            self.log.warning("A sync carries malformed events that stop its dispatch; resyncing its rooms instead")
+            events_not_dispatched = True
+        join_section, leave_section = rooms.get("join"), rooms.get("leave")
+        joined: Mapping[str, Any] = join_section if isinstance(join_section, Mapping) else {}
+        left: Mapping[str, Any] = leave_section if isinstance(leave_section, Mapping) else {}
+        for room_id in left:
+            if parsing.is_room_id(room_id) and room_id not in joined:
+                self.queue.submit(room_id, functools.partial(self._forget_left, room_id))
+        for room_id, data in joined.items():
+            if not parsing.is_room_id(room_id) or not isinstance(data, Mapping):
+                continue
+            timeline = data.get("timeline")
+            events = _events(data.get("state")) + _events(timeline)
+            if events_not_dispatched:
+                if events or (isinstance(timeline, Mapping) and timeline.get("limited")):
+                    self.sync_room(room_id, "events the first sync after a start did not deliver")
+            elif self._contains_own_join(events):
+                self.queue.run(room_id, functools.partial(self._join_sync, room_id, events))
+            elif isinstance(timeline, Mapping) and timeline.get("limited"):
+                self.sync_room(room_id, "a gap in the timeline")
+
+    def _forget_left(self, room_id: str) -> asyncio.Future[Applied | None]:
+        def forgotten(done: asyncio.Future[Applied | None]) -> None:
+            if not done.cancelled() and done.result() is Applied.APPLIED:
+                self.log.info("The bot is no longer in %s; forgot the room", room_id)
+
+        future = self._applying(room_id, "", False, lambda: self.store.forget_room(room_id))
+        future.add_done_callback(forgotten)
+        return future
+
+    def _contains_own_join(self, events: Iterable[Any]) -> bool:
+        for raw in events:
+            if isinstance(raw, Mapping) and raw.get("state_key") == self.bot_user_id:
+                member = parsing.member_from_state(raw)
+                if member is not None and member.membership == JOIN:
+                    return True
+        return False
+
+    async def _join_sync(self, room_id: str, events: list[Any]) -> None:
+        if await self.store.is_tracked(room_id):
+            return  # a profile change of the bot: its events are applied one by one
+        claims = [
+            raw["event_id"]
+            for raw in events
+            if isinstance(raw, Mapping)
+            and raw.get("type") in HANDLED_STATE_TYPES
+            and isinstance(raw.get("state_key"), str)
+            and parsing.is_event_id(raw.get("event_id"))
+        ]
+        self.log.info("Joined %s; syncing its members and info", room_id)
+        await self._full_sync(room_id, claims)
+
+    # ---- whole rooms ----------------------------------------------------------------------------
+
+    def sync_room(self, room_id: str, reason: str = "requested") -> asyncio.Future[SyncOutcome]:
+        """Fetch the room's state and replace what the store has, atomically, in this position
+        of the room's order. Never raises: failures are in the outcome (and queue a resync)."""
+        self.log.debug("Syncing %s: %s", room_id, reason)
+        return self.queue.run(room_id, lambda: self._full_sync(room_id))
+
+    async def _full_sync(self, room_id: str, claims: list[str] | None = None) -> SyncOutcome:
         try:
-            return await self._fetch_and_replace(room_id)
-        finally:
-            self._syncs_in_flight -= 1
-            if not self._syncs_in_flight:
-                self._no_syncs_in_flight.set()
-
-    async def wait_for_syncs(self, timeout: float = QUERY_WAIT_SECONDS) -> bool:
-        """Wait until no room sync is running (e.g. the first sync after the bot joined a room),
-        so that answers are not computed from a half-known picture. False on timeout."""
-        try:
-            await asyncio.wait_for(self._no_syncs_in_flight.wait(), timeout)
-            return True
-        except asyncio.TimeoutError:
-            return False
-
-    async def _fetch_and_replace(self, room_id: str) -> SyncOutcome:
-        try:
-            snapshot = await self.homeserver.room_snapshot(room_id)
+            async with self.fetches:
+                snapshot, own_membership = await self.homeserver.room_snapshot(room_id)
         except HomeserverError as error:
             if error.not_in_room:
                 self.log.info("Not in %s any more (%s); forgetting it", room_id, error)
                 await self.store.forget_room(room_id)
                 return SyncOutcome(room_id, forgotten=True)
-            self.log.warning("Could not sync %s: %s", room_id, error)
-            return SyncOutcome(room_id, error=str(error))
-        if snapshot.membership_of(self.bot_user_id) != JOIN:
-            self.log.info("The bot is not joined to %s; forgetting it", room_id)
+            return await self._sync_failed(room_id, str(error))
+        if own_membership is None:
+            return await self._sync_failed(room_id, "the room state has no valid membership for the bot")
+        if own_membership != JOIN:
+            self.log.info("The bot's membership in %s is %s; forgetting it", room_id, own_membership)
             await self.store.forget_room(room_id)
             return SyncOutcome(room_id, forgotten=True)
-        diff = await self.store.replace_room(snapshot)
+        try:
+            diff = await self.store.replace_room(snapshot, claims or ())
+            room = await self.store.room(room_id)
+        except Exception as error:
+            return await self._sync_failed(room_id, f"database error: {error}")
+        if claims:
+            self._superseded.put(room_id, frozenset(claims))
         self.log.info(
-            "Synced %s: %d members (+%d -%d)",
-            room_id, len(snapshot.members), len(diff.added), len(diff.removed),
+            "Synced %s: %d members (+%d -%d), %d rows written",
+            room_id,
+            len(snapshot.members),
+            diff.added_count,
+            diff.removed_count,
+            diff.rows_written,
         )
-        return SyncOutcome(room_id, diff=diff)
+        return SyncOutcome(room_id, diff=diff, room=room)
 
-    async def forget_room(self, room_id: str) -> bool:
-        """Drop a room's info and member list (its processed-event records stay)."""
-        async with self._room_locks[room_id]:
-            return await self.store.forget_room(room_id)
+    async def _sync_failed(self, room_id: str, error: str) -> SyncOutcome:
+        try:
+            attempts = await self.store.resync_failed(room_id, error, self.repairer.backoff)
+            self.log.warning("Could not sync %s (attempt %d): %s; will retry", room_id, attempts, error)
+        except Exception as db_error:
+            self.log.warning("Could not sync %s: %s; nor record that (%s)", room_id, error, db_error)
+            self.repairer.remember(room_id, error)
+        self.repairer.wake()
+        return SyncOutcome(room_id, error=error)
 
-    async def resync_all(self, only_new: bool = False) -> ResyncReport:
-        """Reconcile with the homeserver's joined-rooms list: forget rooms the bot left, sync the
-        joined ones (only those the store does not know yet, if ``only_new``)."""
-        report = ResyncReport()
+    def queue_resync(self, room_id: str, reason: str, error: str | None = None) -> None:
+        """Put the room in the durable resync queue (remembered in memory if even that fails)."""
+
+        def done(future: asyncio.Future[None]) -> None:
+            if future.cancelled() or future.exception() is not None:
+                self.repairer.remember(room_id, error or reason)
+            self.repairer.wake()
+
+        try:
+            self.store.queue_resync(room_id, reason, error).add_done_callback(done)
+        except RuntimeError:  # the store is closed (shutting down): the next start reconciles
+            pass
+
+    async def resync_all(self) -> ResyncReport:
+        """Reconcile every room with the homeserver: sync the rooms it says the bot is in and
+        those the store knows (a sync forgets a room only if the homeserver confirms the bot is
+        not in it). At most ``sync.concurrency`` fetches run at a time, however often this runs."""
         try:
             joined = set(await self.homeserver.joined_rooms())
         except HomeserverError as error:
             self.log.warning("Could not list joined rooms: %s", error)
-            report.error = str(error)
-            return report
-        known = {room.room_id for room in await self.store.list_rooms()}
-        for room_id in sorted(known - joined):
-            await self.forget_room(room_id)
-            report.forgotten.append(room_id)
-        targets = sorted(joined - known if only_new else joined)
-        for outcome in await self._sync_many(targets):
-            if outcome.forgotten:
-                report.forgotten.append(outcome.room_id)
-            elif outcome.ok:
-                report.synced.append(outcome)
-            else:
-                report.failed.append(outcome)
-        return report
+            return ResyncReport(error=str(error))
+        known = {room.room_id for room in await self.store.rooms()}
+        outcomes = await asyncio.gather(*(self.sync_room(room_id, "resync all") for room_id in sorted(joined | known)))
+        return ResyncReport(
+            synced=tuple(o for o in outcomes if o.ok and not o.forgotten),
+            forgotten=tuple(o.room_id for o in outcomes if o.forgotten),
+            failed=tuple(o for o in outcomes if not o.ok),
+        )
 
-    async def _sync_many(self, room_ids: Iterable[str]) -> List[SyncOutcome]:
-        limit = asyncio.Semaphore(self.concurrency)
-
-        async def sync_one(room_id: str) -> SyncOutcome:
-            async with limit:
-                return await self.sync_room(room_id)
-
-        return list(await asyncio.gather(*(sync_one(room_id) for room_id in room_ids)))
-
-    # ---- live events ------------------------------------------------------------------------
-
-    async def apply_member_event(self, evt: Any, may_sync: bool = True) -> None:
-        """Apply one m.room.member event. The bot's own join starts a full sync of a room it
-        did not know; its own leave or ban forgets the room. An event for a room that is not
-        tracked yet syncs the room instead (unless ``may_sync`` is False, e.g. for events from
-        rooms the bot has left)."""
-        raw = _raw(evt)
-        member = member_from_state(raw)
-        room_id = raw.get("room_id")
-        if member is None or not room_id:
-            self.log.warning("Ignoring malformed member event %s", raw.get("event_id"))
-            return
-        if member.user_id == self.bot_user_id:
-            await self._apply_own_membership(room_id, member.membership)
-            return
-        async with self._room_locks[room_id]:
-            # Under the lock: events queued behind a first sync find the room tracked and are
-            # applied (or ignored as older than the snapshot) instead of syncing again.
-            if await self.store.apply_membership(room_id, member) is None and may_sync:
-                self.log.debug("Member event in untracked room %s; syncing the room", room_id)
-                await self._sync_room_locked(room_id)
-
-    async def _apply_own_membership(self, room_id: str, membership: str) -> None:
-        if membership in (LEAVE, BAN):
-            self.log.info("The bot's membership in %s is now %s; forgetting the room", room_id, membership)
-            await self.forget_room(room_id)
-        elif membership == JOIN:
-            async with self._room_locks[room_id]:
-                if not await self.store.is_tracked(room_id):
-                    await self._sync_room_locked(room_id)
-        # join while known = a profile change of the bot; invite/knock: nothing to track yet
-
-    async def apply_room_state_event(self, evt: Any, may_sync: bool = True) -> None:
-        """Apply a name/topic/alias/encryption/tombstone/create event to the room's info."""
-        raw = _raw(evt)
-        changes = room_info_changes(raw)
-        room_id = raw.get("room_id")
-        if changes is None or not room_id:
-            return
-        async with self._room_locks[room_id]:
-            if await self.store.update_room_info(room_id, changes):
-                if changes.get("replacement_room"):
-                    self.log.info("%s was upgraded to %s", room_id, changes["replacement_room"])
-            elif may_sync:
-                self.log.debug("Room-info event in untracked room %s; syncing the room", room_id)
-                await self._sync_room_locked(room_id)
-
-    async def handle_sync_gaps(self, sync: Dict[str, Any]) -> None:
-        """Use a raw /sync response to catch what no event reports: rooms in the ``leave``
-        section are forgotten, and tracked rooms whose timeline is ``limited`` (a gap, in which
-        lazy-loaded member events were skipped) are resynced."""
-        rooms = sync.get("rooms") or {}
-        joined = rooms.get("join") or {}
-        for room_id in rooms.get("leave") or {}:
-            if room_id not in joined:
-                await self.forget_room(room_id)
-        gaps = [room_id for room_id, data in joined.items() if (data.get("timeline") or {}).get("limited")]
-        for room_id in gaps:
-            # Untracked rooms are synced by their own join event; a resync already waiting for
-            # the room's lock will see this gap too.
-            if room_id in self._resync_queued or not await self.store.is_tracked(room_id):
-                continue
-            self._resync_queued.add(room_id)
+    async def reconcile(self) -> None:
+        """Startup: queue every joined room (``sync.on_startup: all``) or only new ones, and
+        every stored room the bot may have left, for a resync; the repairer does the rest. The
+        queue is durable, so a restart in the middle carries on where it stopped."""
+        delay = self.config.retry_min_seconds
+        while True:
             try:
-                async with self._room_locks[room_id]:
-                    self._resync_queued.discard(room_id)
-                    self.log.debug("Timeline gap in %s; resyncing it", room_id)
-                    await self._sync_room_locked(room_id)
-            finally:
-                self._resync_queued.discard(room_id)
+                joined = set(await self.homeserver.joined_rooms())
+                break
+            except HomeserverError as error:
+                self.log.warning(
+                    "Startup reconciliation: could not list joined rooms (%s); retrying in %.0fs", error, delay
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.config.retry_max_seconds)
+        known = {room.room_id for room in await self.store.rooms()}
+        targets = joined | known if self.config.startup_sync == "all" else joined ^ known
+        await asyncio.gather(*(self.store.queue_resync(room_id, "startup") for room_id in sorted(targets)))
+        self.repairer.wake()
+        self.log.info(
+            "Startup reconciliation: %d rooms queued for a sync (%d joined, %d stored)",
+            len(targets),
+            len(joined),
+            len(known),
+        )
 
-    # ---- queries ----------------------------------------------------------------------------
+    # ---- queries --------------------------------------------------------------------------------
 
-    async def rooms(self) -> List[RoomInfo]:
-        """The bot's rooms, sorted by display name."""
-        await self.wait_for_syncs()
-        return sorted(await self.store.list_rooms(), key=_by_name)
+    def check_rate(self, user_id: str) -> Verdict:
+        if self.config.is_admin(user_id):
+            return Verdict.ALLOW
+        return self.rate_limiter.check(user_id, self.config.rate_limit, self.config.rate_period_seconds)
 
-    async def shared_rooms(self, user_id: str, visible_to: Optional[str] = None) -> List[RoomInfo]:
-        """Rooms where both the bot and ``user_id`` are joined; if ``visible_to`` is given, only
-        those ``visible_to`` is joined to as well."""
-        await self.wait_for_syncs()
-        found = await self.store.joined_rooms_of(user_id)
-        if visible_to is not None and visible_to != user_id:
-            allowed = {room.room_id for room in await self.store.joined_rooms_of(visible_to)}
-            found = [room for room in found if room.room_id in allowed]
-        return sorted(found, key=_by_name)
+    async def rooms_for(self, asker: str) -> RoomsAnswer:
+        """The rooms ``asker`` may see (config ``visibility``; admins see all, and the rooms
+        waiting for a resync)."""
+        admin = self.config.is_admin(asker)
+        visibility = self.config.visibility
+        if visibility == "admins" and not admin:
+            return RoomsAnswer(refused=True)
+        rooms = await self.store.rooms()
+        limited = visibility == "shared" and not admin
+        if limited:
+            mine = {shared.room.room_id for shared in await self.store.rooms_of(asker)}
+            rooms = [room for room in rooms if room.room_id in mine]
+        waiting = tuple(await self.store.resync_queue()) if admin else ()
+        return RoomsAnswer(tuple(sorted(rooms, key=by_name)), only_rooms_of_asker=limited, waiting_for_resync=waiting)
 
-    async def whereis(self, user_id: str, asker: str, asker_is_admin: bool, visibility: str) -> WhereisAnswer:
-        """Rooms ``user_id`` shares with the bot, as far as ``asker`` may know (config
-        ``whereis.visibility``: admins / shared / everyone; admins always see everything)."""
-        if visibility == "admins" and not asker_is_admin:
+    async def whereis(self, user_id: str, asker: str, asked_in: str) -> WhereisAnswer:
+        """Rooms ``user_id`` shares with the bot, as far as ``asker`` may know. The name shown
+        is the one the user has in a room the asker may see (this one first), never one from a
+        room the asker is not in."""
+        admin = self.config.is_admin(asker)
+        visibility = self.config.visibility
+        if visibility == "admins" and not admin:
             return WhereisAnswer(user_id, refused=True)
-        limited = visibility == "shared" and not asker_is_admin and user_id != asker
-        rooms = await self.shared_rooms(user_id, visible_to=asker if limited else None)
-        name = await self.store.user_displayname(user_id)
+        shared = await self.store.rooms_of(user_id)
+        limited = visibility == "shared" and not admin and user_id != asker
+        if limited:
+            mine = {s.room.room_id for s in await self.store.rooms_of(asker)}
+            shared = [s for s in shared if s.room.room_id in mine]
+        shared.sort(key=lambda s: (s.room.room_id != asked_in, by_name(s.room)))
+        name = next((s.displayname for s in shared if s.displayname), None)
+        rooms = tuple(sorted((s.room for s in shared), key=by_name))
         return WhereisAnswer(user_id, name, rooms, only_rooms_of_asker=limited)
 
-    async def may_resync(
-        self, room_id: str, user_id: str, admins: Iterable[str], min_power_level: Optional[int]
-    ) -> bool:
-        """Admins may always; others if their power level in the room is high enough."""
-        if user_id in set(admins):
+    def may_resync_all(self, user_id: str) -> bool:
+        return self.config.is_admin(user_id)
+
+    async def may_resync(self, room_id: str, user_id: str) -> bool:
+        """Admins may always; others if their power level in the room is at least
+        ``resync_power_level`` (creators count as the spec says, also in room version 12)."""
+        if self.config.is_admin(user_id):
             return True
-        if min_power_level is None:
+        required = self.config.resync_power_level
+        if required is None:
             return False
-        level = await self.homeserver.power_level(room_id, user_id)
-        return level is not None and level >= min_power_level
+        try:
+            levels = await self.homeserver.state_content(room_id, "m.room.power_levels")
+            create = await self.homeserver.state_content(room_id, "m.room.create")
+        except HomeserverError as error:
+            self.log.warning("Could not read the power levels of %s: %s", room_id, error)
+            return False
+        room = await self.store.room(room_id)
+        version = (create or {}).get("room_version")
+        level = power.user_level(
+            user_id,
+            levels,
+            room.creator if room else None,
+            create,
+            version if isinstance(version, str) else "1",
+        )
+        return level >= required
 
-    # ---- housekeeping -----------------------------------------------------------------------
+    # ---- housekeeping ---------------------------------------------------------------------------
 
-    async def delete_old_processed_events(self, retention_seconds: float) -> int:
-        cutoff = int((time.time() - retention_seconds) * 1000)
-        deleted = await self.store.delete_processed_before(cutoff)
+    async def delete_old_processed_events(self) -> int:
+        """Delete processed-event records older than the retention, in small chunks."""
+        cutoff = int((time.time() - self.config.retention_seconds) * 1000)
+        deleted = 0
+        next_room: int | None = 0
+        while next_room is not None:
+            count, next_room = await self.store.delete_processed_chunk(cutoff, next_room)
+            deleted += count
         if deleted:
-            self.log.info("Deleted %d processed-event records older than %.0f h", deleted, retention_seconds / 3600)
+            self.log.info(
+                "Deleted %d processed-event records older than %.0f h", deleted, self.config.retention_seconds / 3600
+            )
         return deleted
+
+    async def _cleanup_loop(self) -> None:
+        while True:
+            try:
+                await self.delete_old_processed_events()
+                self.rate_limiter.sweep()
+                self._superseded.sweep()
+                await self.store.sweep_caches(self.config.idle_seconds)
+            except Exception:
+                self.log.exception("Cleanup failed; trying again later")
+            self._wake_cleanup.clear()
+            await sleep_unless(self._wake_cleanup, self.config.cleanup_interval_seconds)

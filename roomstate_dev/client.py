@@ -1,32 +1,42 @@
 """A minimal Matrix client-server API user, over plain HTTP, for driving the bot like a person."""
+
 from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Dict, Iterable, List, Optional
+from collections.abc import Iterable
+from typing import Any
 from urllib.parse import quote
 
 from .servers import http
 
 
 class MatrixUser:
-    def __init__(self, homeserver: str, user_id: str, token: str) -> None:
+    """A user; with ``as_appservice``, ``token`` is the appservice's and requests act as
+    ``user_id`` (cheap load users, see Synapse.register_load_user)."""
+
+    def __init__(self, homeserver: str, user_id: str, token: str, as_appservice: bool = False) -> None:
         self.homeserver, self.user_id, self.token = homeserver, user_id, token
+        self.as_appservice = as_appservice
 
     def __repr__(self) -> str:
         return f"MatrixUser({self.user_id})"
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
-        return http(method, f"{self.homeserver}/_matrix/client/v3{path}", body, token=self.token)
+        url = f"{self.homeserver}/_matrix/client/v3{path}"
+        if self.as_appservice:
+            url += ("&" if "?" in path else "?") + f"user_id={quote(self.user_id)}"
+        return http(method, url, body, token=self.token)
 
     def room(self, room_id: str) -> str:
         return f"/rooms/{quote(room_id)}"
 
     # ---- rooms ------------------------------------------------------------------------------
 
-    def create_room(self, name: Optional[str] = None, invite: Iterable[str] = (), public: bool = False,
-                    topic: Optional[str] = None) -> str:
-        body: Dict[str, Any] = {"preset": "public_chat" if public else "private_chat", "invite": list(invite)}
+    def create_room(
+        self, name: str | None = None, invite: Iterable[str] = (), public: bool = False, topic: str | None = None
+    ) -> str:
+        body: dict[str, Any] = {"preset": "public_chat" if public else "private_chat", "invite": list(invite)}
         if name is not None:
             body["name"] = name
         if topic is not None:
@@ -48,7 +58,7 @@ class MatrixUser:
     def ban(self, room_id: str, user_id: str, reason: str = "e2e") -> None:
         self.call("POST", f"{self.room(room_id)}/ban", {"user_id": user_id, "reason": reason})
 
-    def set_state(self, room_id: str, event_type: str, content: Dict[str, Any], state_key: str = "") -> str:
+    def set_state(self, room_id: str, event_type: str, content: dict[str, Any], state_key: str = "") -> str:
         return self.call("PUT", f"{self.room(room_id)}/state/{event_type}/{quote(state_key)}", content)["event_id"]
 
     def set_displayname(self, name: str) -> None:
@@ -56,26 +66,26 @@ class MatrixUser:
 
     # ---- messages ---------------------------------------------------------------------------
 
-    def send(self, room_id: str, body: str, formatted_body: Optional[str] = None) -> str:
-        content: Dict[str, Any] = {"msgtype": "m.text", "body": body}
+    def send(self, room_id: str, body: str, formatted_body: str | None = None) -> str:
+        content: dict[str, Any] = {"msgtype": "m.text", "body": body}
         if formatted_body:
             content.update(format="org.matrix.custom.html", formatted_body=formatted_body)
         path = f"{self.room(room_id)}/send/m.room.message/{uuid.uuid4().hex}"
         return self.call("PUT", path, content)["event_id"]
 
-    def replies_to(self, room_id: str, event_id: str, sender: str) -> List[str]:
-        """Bodies of ``sender``'s messages that reply to ``event_id`` (latest 200 events)."""
+    def replies_to(self, room_id: str, event_id: str, sender: str) -> list[str]:
+        """Bodies of ``sender``'s messages that reply to ``event_id`` (latest 200 events), as a
+        person reads them (without the invisible zero-width spaces that defang links)."""
         chunk = self.call("GET", f"{self.room(room_id)}/messages?dir=b&limit=200")["chunk"]
         found = []
         for event in reversed(chunk):
             content = event.get("content") or {}
             relates = (content.get("m.relates_to") or {}).get("m.in_reply_to") or {}
             if event.get("sender") == sender and relates.get("event_id") == event_id:
-                found.append(content.get("body", ""))
+                found.append(content.get("body", "").replace("\u200b", ""))
         return found
 
-    def ask(self, room_id: str, bot: str, body: str, formatted_body: Optional[str] = None,
-            timeout: float = 60) -> str:
+    def ask(self, room_id: str, bot: str, body: str, formatted_body: str | None = None, timeout: float = 60) -> str:
         """Send a command and wait for the bot's reply to it."""
         event_id = self.send(room_id, body, formatted_body)
         deadline = time.monotonic() + timeout

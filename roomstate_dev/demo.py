@@ -4,6 +4,7 @@
 
 Prints the homeserver URL and credentials, then runs until Ctrl-C; stops everything it started.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,18 +35,20 @@ def main() -> None:
         friend_id, friend_token = synapse.register("friend", password=args.password)
         bot_id, bot_token = synapse.register("roomstate")
         print("starting maubot standalone with roomstate ...", flush=True)
-        bot = StandaloneBot(args.dir / "bot", synapse.url, bot_id, bot_token,
-                            plugin_config={"admins": [demo_id]})
+        bot = StandaloneBot(args.dir / "bot", synapse.url, bot_id, bot_token, plugin_config={"admins": [demo_id]})
         bot.start()
 
         demo = MatrixUser(synapse.url, demo_id, demo_token)
         friend = MatrixUser(synapse.url, friend_id, friend_token)
-        room = demo.create_room("roomstate demo", invite=[friend_id, bot_id], topic="Try !rooms, !whereis @friend:localhost, !resync")
+        room = demo.create_room(
+            "roomstate demo", invite=[friend_id, bot_id], topic="Try !rooms, !whereis @friend:localhost, !resync"
+        )
         friend.join(room)
         eventually(lambda: bot_id in demo.call("GET", f"{demo.room(room)}/joined_members")["joined"], what="bot joined")
         first_reply = demo.ask(room, bot_id, "!rooms")
 
-        print(f"""
+        print(
+            f"""
 roomstate demo is running.
 
   Homeserver:  {synapse.url}   (server name: localhost)
@@ -60,7 +63,9 @@ The bot just answered `!rooms` with:
 {first_reply}
 
 Logs: {synapse.log}  and  {bot.log}
-Press Ctrl-C to stop.""", flush=True)
+Press Ctrl-C to stop.""",
+            flush=True,
+        )
         signal.signal(signal.SIGTERM, signal.default_int_handler)
         while synapse.process.running() and bot.process.running():
             time.sleep(1)

@@ -3,6 +3,7 @@
 Every process is started by PID and stopped by PID; logs stay in the run's directory and are
 attached to the error when a server does not come up.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -18,7 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,8 +38,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def http(method: str, url: str, body: Any = None, token: Optional[str] = None,
-         raw: Optional[bytes] = None, content_type: str = "application/json", timeout: float = 60) -> Any:
+def http(
+    method: str,
+    url: str,
+    body: Any = None,
+    token: str | None = None,
+    raw: bytes | None = None,
+    content_type: str = "application/json",
+    timeout: float = 60,
+) -> Any:
     """A tiny JSON-over-HTTP client (no dependencies, usable outside asyncio)."""
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
     request = urllib.request.Request(url, data=data, method=method)
@@ -65,20 +73,24 @@ def tail(path: Path, lines: int = 60) -> str:
 class Process:
     """A child process in its own process group, stopped by PID."""
 
-    def __init__(self, name: str, args: List[str], cwd: Path, log: Path, env: Optional[Dict[str, str]] = None) -> None:
+    def __init__(self, name: str, args: list[str], cwd: Path, log: Path, env: dict[str, str] | None = None) -> None:
         self.name, self.args, self.cwd, self.log, self.env = name, args, cwd, log, env
-        self.proc: Optional[subprocess.Popen] = None
+        self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        log_file = open(self.log, "ab")
+        log_file = open(self.log, "ab")  # noqa: SIM115 - open for the life of the process
         self.proc = subprocess.Popen(
-            self.args, cwd=self.cwd, stdout=log_file, stderr=subprocess.STDOUT,
-            env={**os.environ, **(self.env or {})}, start_new_session=True,
+            self.args,
+            cwd=self.cwd,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(self.env or {})},
+            start_new_session=True,
         )
         log_file.close()
 
     @property
-    def pid(self) -> Optional[int]:
+    def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
     def running(self) -> bool:
@@ -94,6 +106,13 @@ class Process:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs (a crash, an OOM kill, a power cut of the process)."""
+        if self.running():
+            assert self.proc is not None
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
 
     def wait_until(self, check, what: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -117,7 +136,7 @@ def synapse_python() -> str:
 class Synapse:
     """A Synapse homeserver on 127.0.0.1 with SQLite, shared-secret registration, no throttling."""
 
-    def __init__(self, workdir: Path, port: Optional[int] = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -125,8 +144,10 @@ class Synapse:
         self.secret = secrets.token_hex(16)
         self.log = self.dir / "synapse.log"
         self.process = Process(
-            "synapse", [synapse_python(), "-m", "synapse.app.homeserver", "-c", str(self.dir / "homeserver.yaml")],
-            self.dir, self.dir / "synapse.stdout.log",
+            "synapse",
+            [synapse_python(), "-m", "synapse.app.homeserver", "-c", str(self.dir / "homeserver.yaml")],
+            self.dir,
+            self.dir / "synapse.stdout.log",
         )
 
     def write_config(self) -> None:
@@ -134,10 +155,16 @@ class Synapse:
         config = {
             "server_name": SERVER_NAME,
             "pid_file": str(self.dir / "homeserver.pid"),
-            "listeners": [{
-                "port": self.port, "bind_addresses": ["127.0.0.1"], "type": "http", "tls": False,
-                "x_forwarded": False, "resources": [{"names": ["client"], "compress": False}],
-            }],
+            "listeners": [
+                {
+                    "port": self.port,
+                    "bind_addresses": ["127.0.0.1"],
+                    "type": "http",
+                    "tls": False,
+                    "x_forwarded": False,
+                    "resources": [{"names": ["client"], "compress": False}],
+                }
+            ],
             "database": {"name": "sqlite3", "args": {"database": str(self.dir / "homeserver.db")}},
             "log_config": str(self.dir / "log.yaml"),
             "media_store_path": str(self.dir / "media"),
@@ -165,8 +192,12 @@ class Synapse:
             "rc_presence": {"per_user": unlimited},
         }
         appservice = {
-            "id": "roomstate-e2e-load", "url": None, "as_token": AS_TOKEN, "hs_token": secrets.token_hex(16),
-            "sender_localpart": "e2e-appservice", "rate_limited": False,
+            "id": "roomstate-e2e-load",
+            "url": None,
+            "as_token": AS_TOKEN,
+            "hs_token": secrets.token_hex(16),
+            "sender_localpart": "e2e-appservice",
+            "rate_limited": False,
             "namespaces": {"users": [{"exclusive": True, "regex": f"@{AS_USER_PREFIX}.*:{SERVER_NAME}"}]},
         }
         log_config = {
@@ -181,15 +212,26 @@ class Synapse:
             (self.dir / name).write_text(json.dumps(data, indent=1))  # JSON is valid YAML
         if not (self.dir / "signing.key").exists():
             subprocess.run(
-                [synapse_python(), "-m", "synapse.app.homeserver", "-c", str(self.dir / "homeserver.yaml"), "--generate-keys"],
-                check=True, cwd=self.dir, capture_output=True,
+                [
+                    synapse_python(),
+                    "-m",
+                    "synapse.app.homeserver",
+                    "-c",
+                    str(self.dir / "homeserver.yaml"),
+                    "--generate-keys",
+                ],
+                check=True,
+                cwd=self.dir,
+                capture_output=True,
             )
 
     def start(self, timeout: float = 120) -> None:
         if not (self.dir / "homeserver.yaml").exists():
             self.write_config()
         self.process.start()
-        self.process.wait_until(lambda: http("GET", f"{self.url}/_matrix/client/versions", timeout=2), "HTTP answer", timeout)
+        self.process.wait_until(
+            lambda: http("GET", f"{self.url}/_matrix/client/versions", timeout=2), "HTTP answer", timeout
+        )
 
     def stop(self) -> None:
         self.process.stop()
@@ -199,24 +241,38 @@ class Synapse:
 
     # ---- accounts ---------------------------------------------------------------------------
 
-    def register(self, localpart: str, admin: bool = False, password: Optional[str] = None) -> Tuple[str, str]:
+    def register(self, localpart: str, admin: bool = False, password: str | None = None) -> tuple[str, str]:
         """Create an account with the shared-secret admin API; returns (user_id, access_token)."""
         password = password or secrets.token_hex(8)
         url = f"{self.url}/_synapse/admin/v1/register"
         nonce = http("GET", url)["nonce"]
         mac = hmac.new(self.secret.encode(), digestmod=hashlib.sha1)
-        mac.update(b"\x00".join([nonce.encode(), localpart.encode(), password.encode(), b"admin" if admin else b"notadmin"]))
-        result = http("POST", url, {
-            "nonce": nonce, "username": localpart, "password": password, "admin": admin, "mac": mac.hexdigest(),
-        })
+        mac.update(
+            b"\x00".join([nonce.encode(), localpart.encode(), password.encode(), b"admin" if admin else b"notadmin"])
+        )
+        result = http(
+            "POST",
+            url,
+            {
+                "nonce": nonce,
+                "username": localpart,
+                "password": password,
+                "admin": admin,
+                "mac": mac.hexdigest(),
+            },
+        )
         return result["user_id"], result["access_token"]
 
     def register_load_user(self, index: int) -> str:
         """A cheap account in the appservice namespace (no password hashing, no rate limits)."""
         localpart = f"{AS_USER_PREFIX}{index}"
         try:
-            http("POST", f"{self.url}/_matrix/client/v3/register",
-                 {"type": "m.login.application_service", "username": localpart}, token=AS_TOKEN)
+            http(
+                "POST",
+                f"{self.url}/_matrix/client/v3/register",
+                {"type": "m.login.application_service", "username": localpart},
+                token=AS_TOKEN,
+            )
         except RuntimeError as error:
             if "M_USER_IN_USE" not in str(error):
                 raise
@@ -224,4 +280,3 @@ class Synapse:
 
     def join_as_load_user(self, user_id: str, room_id: str) -> None:
         http("POST", f"{self.url}/_matrix/client/v3/join/{quote(room_id)}?user_id={quote(user_id)}", {}, token=AS_TOKEN)
-

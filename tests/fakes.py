@@ -4,48 +4,57 @@ It keeps each room's current state, answers the client-server endpoints the plug
 the messages the bot sends, and can be told to fail requests. Events it creates are returned as
 raw JSON so tests can deliver them to the plugin the way a /sync would.
 """
+
 from __future__ import annotations
 
 import asyncio
 import itertools
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 from aiohttp import web
 
-Event = Dict[str, Any]
+Event = dict[str, Any]
 
 
 @dataclass
 class FakeRoom:
     room_id: str
-    state: Dict[Tuple[str, str], Event] = field(default_factory=dict)
+    state: dict[tuple[str, str], Event] = field(default_factory=dict)
 
-    def membership(self, user_id: str) -> Optional[str]:
+    def membership(self, user_id: str) -> str | None:
         event = self.state.get(("m.room.member", user_id))
         return event["content"]["membership"] if event else None
 
 
 @dataclass
 class Failure:
+    """How the next ``times`` requests matching ``pattern`` fail: ``http`` (an error status),
+    ``disconnect`` (the connection is dropped without an answer), ``malformed`` (200 with a body
+    that is not what the API promises: ``body``), or ``hang`` (no answer for ``seconds``)."""
+
     pattern: str
-    status: int
     times: int
+    kind: str = "http"
+    status: int = 500
     errcode: str = "M_UNKNOWN"
+    body: str = "{not json"
+    seconds: float = 3600.0
 
 
 class FakeHomeserver:
     def __init__(self, bot_user_id: str) -> None:
         self.bot_user_id = bot_user_id
-        self.rooms: Dict[str, FakeRoom] = {}
-        self.sent: List[Tuple[str, Dict[str, Any]]] = []  # (room_id, content) the bot sent
-        self.requests: List[str] = []
-        self.failures: List[Failure] = []
-        self.slow: List[Tuple[str, float]] = []  # (path pattern, seconds)
+        self.rooms: dict[str, FakeRoom] = {}
+        self.sent: list[tuple[str, dict[str, Any]]] = []  # (room_id, content) the bot sent
+        self.requests: list[str] = []
+        self.failures: list[Failure] = []
+        self.slow: list[tuple[str, float]] = []  # (path pattern, seconds)
         self._ids = itertools.count(1)
         self._ts = itertools.count(1_700_000_000_000, 1000)
-        self._runner: Optional[web.AppRunner] = None
+        self._runner: web.AppRunner | None = None
+        self._closing = asyncio.Event()
         self.url = ""
 
     # ---- server lifecycle -----------------------------------------------------------------
@@ -62,17 +71,32 @@ class FakeHomeserver:
         return self.url
 
     async def stop(self) -> None:
+        self._closing.set()
         if self._runner:
             await self._runner.cleanup()
 
-    def fail(self, pattern: str, status: int = 500, times: int = 1, errcode: str = "M_UNKNOWN") -> None:
-        """Make the next ``times`` requests whose path matches ``pattern`` fail."""
-        self.failures.append(Failure(pattern, status, times, errcode))
+    def fail(
+        self,
+        pattern: str,
+        status: int = 500,
+        times: int = 1,
+        errcode: str = "M_UNKNOWN",
+        kind: str = "http",
+        body: str = "{not json",
+        seconds: float = 3600.0,
+    ) -> None:
+        """Make the next ``times`` requests whose path matches ``pattern`` fail (see Failure)."""
+        self.failures.append(Failure(pattern, times, kind, status, errcode, body, seconds))
+
+    def heal(self) -> None:
+        """Stop every injected failure."""
+        self.failures.clear()
 
     # ---- room state -------------------------------------------------------------------------
 
-    def new_event(self, room_id: str, type_: str, sender: str, content: Dict[str, Any],
-                  state_key: Optional[str] = None) -> Event:
+    def new_event(
+        self, room_id: str, type_: str, sender: str, content: dict[str, Any], state_key: str | None = None
+    ) -> Event:
         event: Event = {
             "type": type_,
             "room_id": room_id,
@@ -91,12 +115,22 @@ class FakeHomeserver:
             room.state[(type_, state_key)] = event
         return event
 
-    def create_room(self, room_id: str, creator: str, name: Optional[str] = None,
-                    members: Tuple[str, ...] = ()) -> List[Event]:
+    def create_room(
+        self,
+        room_id: str,
+        creator: str,
+        name: str | None = None,
+        members: tuple[str, ...] = (),
+        room_version: str = "10",
+        create_extra: dict[str, Any] | None = None,
+    ) -> list[Event]:
         """A room created by ``creator`` with ``members`` joined (the bot is not in it)."""
         self.rooms[room_id] = FakeRoom(room_id)
+        create: dict[str, Any] = {"room_version": room_version, **(create_extra or {})}
+        if int(room_version) < 11:
+            create["creator"] = creator  # dropped from the content in room version 11
         events = [
-            self.new_event(room_id, "m.room.create", creator, {"creator": creator, "room_version": "10"}, ""),
+            self.new_event(room_id, "m.room.create", creator, create, ""),
             self.member(room_id, creator, "join"),
         ]
         if name is not None:
@@ -104,28 +138,29 @@ class FakeHomeserver:
         events += [self.member(room_id, user, "join") for user in members]
         return events
 
-    def member(self, room_id: str, user_id: str, membership: str, sender: Optional[str] = None,
-               displayname: Optional[str] = None) -> Event:
-        content: Dict[str, Any] = {"membership": membership}
+    def member(
+        self, room_id: str, user_id: str, membership: str, sender: str | None = None, displayname: str | None = None
+    ) -> Event:
+        content: dict[str, Any] = {"membership": membership}
         if displayname is None and membership == "join":
             displayname = user_id[1:].split(":")[0].capitalize()
         if displayname is not None:
             content["displayname"] = displayname
         return self.new_event(room_id, "m.room.member", sender or user_id, content, user_id)
 
-    def state(self, room_id: str, type_: str, content: Dict[str, Any], sender: str = "@admin:fake.test") -> Event:
+    def state(self, room_id: str, type_: str, content: dict[str, Any], sender: str = "@admin:fake.test") -> Event:
         return self.new_event(room_id, type_, sender, content, "")
 
-    def message(self, room_id: str, sender: str, body: str, formatted_body: Optional[str] = None) -> Event:
-        content: Dict[str, Any] = {"msgtype": "m.text", "body": body}
+    def message(self, room_id: str, sender: str, body: str, formatted_body: str | None = None) -> Event:
+        content: dict[str, Any] = {"msgtype": "m.text", "body": body}
         if formatted_body is not None:
             content.update(format="org.matrix.custom.html", formatted_body=formatted_body)
         return self.new_event(room_id, "m.room.message", sender, content)
 
-    def joined_rooms(self) -> List[str]:
+    def joined_rooms(self) -> list[str]:
         return [r.room_id for r in self.rooms.values() if r.membership(self.bot_user_id) == "join"]
 
-    def replies(self, room_id: Optional[str] = None) -> List[str]:
+    def replies(self, room_id: str | None = None) -> list[str]:
         return [c.get("body", "") for r, c in self.sent if room_id is None or r == room_id]
 
     # ---- HTTP -------------------------------------------------------------------------------
@@ -139,12 +174,25 @@ class FakeHomeserver:
         for failure in self.failures:
             if failure.times > 0 and re.search(failure.pattern, path):
                 failure.times -= 1
-                return web.json_response({"errcode": failure.errcode, "error": "injected failure"},
-                                         status=failure.status)
+                if failure.kind == "disconnect":
+                    assert request.transport is not None
+                    request.transport.abort()
+                    return web.Response()
+                if failure.kind == "hang":
+                    try:
+                        await asyncio.wait_for(self._closing.wait(), failure.seconds)
+                    except asyncio.TimeoutError:
+                        pass
+                    break
+                if failure.kind == "malformed":
+                    return web.Response(text=failure.body, content_type="application/json")
+                return web.json_response(
+                    {"errcode": failure.errcode, "error": "injected failure"}, status=failure.status
+                )
         prefix = "/_matrix/client/v3"
         if not path.startswith(prefix):
             return self._error(404, "M_UNRECOGNIZED", "unknown endpoint")
-        path = path[len(prefix):]
+        path = path[len(prefix) :]
         if path == "/joined_rooms":
             return web.json_response({"joined_rooms": self.joined_rooms()})
         if path == "/account/whoami":

@@ -1,83 +1,141 @@
-"""Pure parsing: raw state events to models, and command arguments to user IDs."""
+"""Parsing untrusted JSON: validated models, or None; whole responses raise MalformedResponse."""
+
 from __future__ import annotations
 
-from types import SimpleNamespace
+import json
+from typing import Any
 
 import pytest
 
-from roomstate.mentions import BadUserArgument, resolve_user
-from roomstate.snapshot import is_user_id, member_from_state, room_info_changes, snapshot_from_state
+from roomstate.mentions import BadUserArgument, Problem, resolve_user
+from roomstate.models import JOIN, Member
+from roomstate.parsing import (
+    MalformedResponse,
+    is_room_id,
+    is_user_id,
+    iter_json_array,
+    joined_rooms,
+    member_change,
+    room_info_change,
+    state_snapshot,
+)
 
-BOT = "@bot:example.org"
-
-
-def ev(type_: str, content: dict, state_key: str = "", **extra: object) -> dict:
-    return {"type": type_, "state_key": state_key, "content": content, "sender": "@c:x", **extra}
-
-
-def test_room_info_changes_per_event_type() -> None:
-    assert room_info_changes(ev("m.room.name", {"name": "N"})) == {"name": "N"}
-    assert room_info_changes(ev("m.room.name", {"name": "  "})) == {"name": None}
-    assert room_info_changes(ev("m.room.name", {"name": 5})) == {"name": None}
-    assert room_info_changes(ev("m.room.topic", {"topic": "T"})) == {"topic": "T"}
-    assert room_info_changes(ev("m.room.canonical_alias", {"alias": "#a:x"})) == {"canonical_alias": "#a:x"}
-    assert room_info_changes(ev("m.room.encryption", {"algorithm": "m.megolm.v1.aes-sha2"})) == {"encrypted": True}
-    assert room_info_changes(ev("m.room.tombstone", {"replacement_room": "!n:x"})) == {"replacement_room": "!n:x"}
-    assert room_info_changes(ev("m.room.create", {"room_version": "11"})) == {"creator": "@c:x", "room_version": "11"}
-    assert room_info_changes(ev("m.room.create", {"creator": "@o:x"})) == {"creator": "@o:x", "room_version": "1"}
-    assert room_info_changes(ev("m.room.name", {"name": "N"}, state_key="x")) is None
-    assert room_info_changes(ev("m.room.power_levels", {})) is None
+ROOM = "!r:x.org"
 
 
-def test_member_parsing_rejects_malformed_events() -> None:
-    good = ev("m.room.member", {"membership": "join", "displayname": "A"}, "@a:x", origin_server_ts=7)
-    member = member_from_state(good)
-    assert member is not None and (member.user_id, member.membership, member.displayname, member.event_ts) == ("@a:x", "join", "A", 7)
-    assert member_from_state(ev("m.room.member", {"membership": "dance"}, "@a:x")) is None
-    assert member_from_state(ev("m.room.member", {"membership": "join"}, "not-a-user")) is None
-    assert member_from_state(ev("m.room.member", {}, "@a:x")) is None
-    assert member_from_state(ev("m.room.member", {"membership": "join", "displayname": ["x"]}, "@a:x")).displayname is None
+def member(content: Any, state_key: Any = "@a:x.org", **extra: Any) -> dict[str, Any]:
+    return {
+        "type": "m.room.member",
+        "room_id": ROOM,
+        "event_id": "$e",
+        "sender": "@a:x.org",
+        "state_key": state_key,
+        "content": content,
+        "origin_server_ts": 1,
+        **extra,
+    }
 
 
-def test_snapshot_skips_leaves_and_junk() -> None:
-    snap = snapshot_from_state("!r:x", [
-        ev("m.room.create", {"creator": "@a:x", "room_version": "10"}),
-        ev("m.room.name", {"name": "Room"}),
-        ev("m.room.member", {"membership": "join"}, "@a:x"),
-        ev("m.room.member", {"membership": "leave"}, "@gone:x"),
-        ev("m.room.member", {"membership": "ban"}, "@bad:x"),
-        "garbage",  # type: ignore[list-item]
-    ])
-    assert snap.info.name == "Room" and snap.info.room_version == "10"
-    assert {m.user_id: m.membership for m in snap.members} == {"@a:x": "join", "@bad:x": "ban"}
-    assert snap.membership_of("@a:x") == "join" and snap.membership_of("@gone:x") is None
+def test_member_events_are_validated() -> None:
+    good = member_change(member({"membership": "join", "displayname": "A"}))
+    assert good is not None and good.member == Member("@a:x.org", JOIN, "A") and good.origin_ts == 1
+    for content in (None, "join", [], {"membership": ["join"]}, {"membership": {"x": 1}}, {"membership": "owner"}, {}):
+        assert member_change(member(content)) is None, content
+    for key in (None, 5, "alice", "@alice", "@a b:x.org", "@a:x.org\n", "@\x00:x.org", "@" + "a" * 300 + ":x"):
+        assert member_change(member({"membership": "join"}, state_key=key)) is None, key
+    assert member_change({**member({"membership": "join"}), "event_id": None}) is None
+    assert member_change({**member({"membership": "join"}), "sender": "nobody"}) is None
 
 
-@pytest.mark.parametrize("value,ok", [
-    ("@a:example.org", True), ("@a.b_c=d-e/f:sub.example.org:8448", True), ("@a:[::1]:8448", True),
-    ("@a", False), ("a:example.org", False), ("@:example.org", False), ("@a b:x", False), ("@" + "a" * 300 + ":x", False),
-])
-def test_user_id_validation(value: str, ok: bool) -> None:
-    assert is_user_id(value) is ok
+def test_odd_values_never_raise_and_are_made_storable() -> None:
+    odd = member_change(member({"membership": "ban", "displayname": 5, "reason": "a\x00b"}, origin_server_ts=2**63))
+    assert odd is not None and odd.member.displayname is None and odd.reason == "a\ufffdb" and odd.origin_ts is None
+    named = member_change(member({"membership": "join", "displayname": "x\x00y"}))
+    assert named is not None and named.member.displayname == "x\ufffdy"
+    assert member_change(member({"membership": "join"}, origin_server_ts=True)).origin_ts is None  # type: ignore[union-attr]
 
 
-def content(formatted: str = None, mentions: list = None) -> SimpleNamespace:
-    return SimpleNamespace(formatted_body=formatted, mentions=SimpleNamespace(user_ids=mentions) if mentions else None)
+def test_room_info_events() -> None:
+    def changes(kind: str, content: Any, **extra: Any) -> Any:
+        parsed = room_info_change(
+            {
+                "type": kind,
+                "state_key": "",
+                "room_id": ROOM,
+                "event_id": "$e",
+                "sender": "@c:x.org",
+                "content": content,
+                **extra,
+            }
+        )
+        return None if parsed is None else dict(parsed.changes)
+
+    assert changes("m.room.name", {"name": "N"}) == {"name": "N"}
+    assert changes("m.room.name", {"name": " "}) == {"name": None}
+    assert changes("m.room.topic", {"topic": 5}) == {"topic": None}
+    assert changes("m.room.canonical_alias", {"alias": "#a:x.org"}) == {"canonical_alias": "#a:x.org"}
+    assert changes("m.room.canonical_alias", {"alias": "https://evil.example"}) == {"canonical_alias": None}
+    assert changes("m.room.encryption", {"algorithm": "m.megolm.v1.aes-sha2"}) == {"encrypted": True}
+    assert changes("m.room.encryption", {}) is None  # encryption cannot be switched off
+    assert changes("m.room.tombstone", {"replacement_room": "!new:x.org"}) == {"replacement_room": "!new:x.org"}
+    assert changes("m.room.tombstone", {"replacement_room": "https://evil.example/x"}) is None
+    assert changes("m.room.create", {"room_version": "12"}) == {"creator": "@c:x.org", "room_version": "12"}
+    assert changes("m.room.create", {"creator": "@o:x.org"}) == {"creator": "@o:x.org", "room_version": "1"}
+    assert changes("m.room.name", None) is None and changes("m.room.name", "x") is None
+    assert room_info_change({"type": "m.room.name", "state_key": "x", "content": {"name": "N"}}) is None
+
+
+def test_ids() -> None:
+    assert is_user_id("@alice:example.org") and is_user_id("@a:[::1]:8448") and is_user_id("@Old=Style:x.org")
+    assert not is_user_id("@alice") and not is_user_id("alice:example.org") and not is_user_id(["@a:b"])
+    assert is_room_id("!abc:x.org") and is_room_id("!opaqueV12roomID") and not is_room_id("#a:x.org")
+    assert not is_room_id("!a b:x.org") and not is_room_id("!")
+
+
+def test_state_responses() -> None:
+    events = [
+        member({"membership": "join", "displayname": "A"}),
+        member({"membership": "invite"}, state_key="@b:x.org"),
+        member({"membership": "leave"}, state_key="@c:x.org"),
+        member({"membership": "join"}, state_key="@bot:x.org"),
+        "junk",
+        None,
+        5,
+        {"type": "m.room.name", "state_key": "", "content": {"name": "Room"}},
+        member(None, state_key="@d:x.org"),
+    ]
+    snapshot, own = state_snapshot(ROOM, json.dumps(events).encode(), "@bot:x.org")
+    assert own == JOIN and snapshot.info.name == "Room"
+    assert {m.user_id for m in snapshot.members} == {"@a:x.org", "@b:x.org", "@bot:x.org"}
+    _, missing = state_snapshot(ROOM, json.dumps(events[:2]).encode(), "@bot:x.org")
+    assert missing is None  # no member event for the bot: never read as "not in the room"
+    for body in (b"{}", b'"x"', b"[1,", b"[1] 2", b"\xff\xfe", b""):
+        with pytest.raises(MalformedResponse):
+            state_snapshot(ROOM, body, "@bot:x.org")
+
+
+def test_json_arrays_are_read_element_by_element() -> None:
+    assert list(iter_json_array(b' [ 1 , {"a": [2]} ,"x" ] ')) == [1, {"a": [2]}, "x"]
+    assert list(iter_json_array(b"[]")) == []
+
+
+def test_joined_rooms_must_be_a_list_of_room_ids() -> None:
+    assert joined_rooms({"joined_rooms": ["!a:x.org"]}) == ["!a:x.org"]
+    assert joined_rooms({"joined_rooms": []}) == []
+    for bad in ({"joined_rooms": "!a:x.org"}, {"joined_rooms": None}, {}, [], {"joined_rooms": [5]}, None):
+        with pytest.raises(MalformedResponse):
+            joined_rooms(bad)
 
 
 def test_resolve_user_forms() -> None:
-    assert resolve_user("@a:x.org", content(), BOT) == "@a:x.org"
-    assert resolve_user("@a:x.org trailing words", content(), BOT) == "@a:x.org"
-    pill = '!whereis <a href="https://matrix.to/#/@a:x.org">Anna</a>'
-    assert resolve_user("Anna", content(pill), BOT) == "@a:x.org"
-    assert resolve_user("https://matrix.to/#/%40a%3Ax.org", content(), BOT) == "@a:x.org"
-    assert resolve_user("matrix:u/a:x.org", content(), BOT) == "@a:x.org"
-    assert resolve_user("Anna", content(mentions=[BOT, "@a:x.org"]), BOT) == "@a:x.org"
+    assert resolve_user("@a:x.org", None, "@bot:x.org") == "@a:x.org"
+    assert resolve_user("https://matrix.to/#/@a:x.org", None, "@bot:x.org") == "@a:x.org"
+    assert resolve_user("matrix:u/a:x.org", None, "@bot:x.org") == "@a:x.org"
+    assert resolve_user("  @a:x.org  trailing", None, "@bot:x.org") == "@a:x.org"
 
 
-@pytest.mark.parametrize("arg,message", [
-    ("", "Whom should I look for?"), ("@broken", "is not a valid Matrix user ID"), ("Anna", "I can't tell which user"),
-])
-def test_resolve_user_errors(arg: str, message: str) -> None:
-    with pytest.raises(BadUserArgument, match=message):
-        resolve_user(arg, content(), BOT)
+def test_resolve_user_errors() -> None:
+    for argument, problem in (("", Problem.MISSING), ("@nope", Problem.NOT_A_USER_ID), ("bob", Problem.UNKNOWN)):
+        with pytest.raises(BadUserArgument) as caught:
+            resolve_user(argument, None, "@bot:x.org")
+        assert caught.value.problem is problem

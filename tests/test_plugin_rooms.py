@@ -1,17 +1,10 @@
-"""Room and member tracking through the real plugin: joins, leaves, kicks, info changes, startup."""
+"""Room and member tracking through the real plugin: joins, leaves, kicks, info, order, startup."""
+
 from __future__ import annotations
 
-from mautrix.client import SyncStream
+import asyncio
 
-from .conftest import ADMIN, BOT, Harness
-
-ROOM = "!design:fake.test"
-ALICE, BOB, CAROL = "@alice:fake.test", "@bob:fake.test", "@carol:fake.test"
-
-
-async def joined(h: Harness, room_id: str = ROOM) -> list:
-    assert h.bot is not None
-    return [m.user_id for m in await h.bot.store.list_members(room_id, "join")]
+from .helpers import ALICE, BOB, BOT, CAROL, DAVE, OTHER, ROOM, Harness, sync_response
 
 
 async def test_first_join_syncs_full_member_list_and_info(harness: Harness) -> None:
@@ -21,293 +14,270 @@ async def test_first_join_syncs_full_member_list_and_info(harness: Harness) -> N
     hs.state(ROOM, "m.room.canonical_alias", {"alias": "#design:fake.test"})
     hs.state(ROOM, "m.room.encryption", {"algorithm": "m.megolm.v1.aes-sha2"})
     hs.member(ROOM, CAROL, "invite", sender=ALICE)
-    bot = await harness.start()
-    assert await bot.store.list_rooms() == []
+    await harness.start()
+    assert harness.db.tracked() == []
 
-    await harness.invite_and_join_bot(ROOM, ALICE)
+    await harness.join_bot(ROOM, ALICE)
 
-    assert await joined(harness) == [ALICE, BOB, BOT]
-    room = await bot.store.get_room(ROOM)
-    assert room is not None
-    assert (room.name, room.topic, room.canonical_alias, room.encrypted) == (
-        "Design", "Pixels", "#design:fake.test", True,
+    assert harness.db.joined(ROOM) == [ALICE, BOB, BOT]
+    assert harness.db.members(ROOM, "invite") == {CAROL: ("invite", None)}
+    room = harness.db.room(ROOM)
+    assert (room.name, room.topic, room.canonical_alias, bool(room.encrypted)) == (
+        "Design",
+        "Pixels",
+        "#design:fake.test",
+        True,
     )
     assert (room.joined_count, room.invited_count, room.creator, room.room_version) == (3, 1, ALICE, "10")
-    assert [m.user_id for m in await bot.store.list_members(ROOM, "invite")] == [CAROL]
 
 
-async def test_member_changes_are_applied_one_by_one(harness: Harness) -> None:
+async def test_member_changes_are_applied_one_by_one_with_counts(harness: Harness) -> None:
     hs = harness.hs
-    hs.create_room(ROOM, ALICE, name="Design", members=(BOB,))
     await harness.start()
-    await harness.invite_and_join_bot(ROOM, ALICE)
+    await harness.setup_room()
     state_requests = sum("/state" in r for r in hs.requests)
 
     await harness.deliver(hs.member(ROOM, CAROL, "invite", sender=ALICE))
-    assert [m.user_id for m in await harness.bot.store.list_members(ROOM, "invite")] == [CAROL]
-    await harness.deliver(hs.member(ROOM, CAROL, "join"))
-    await harness.deliver(hs.member(ROOM, BOB, "leave"))
-    assert await joined(harness) == [ALICE, BOT, CAROL]
-
+    assert harness.db.members(ROOM, "invite") == {CAROL: ("invite", None)}
+    await harness.deliver(hs.member(ROOM, CAROL, "join"), hs.member(ROOM, BOB, "leave"))
+    assert harness.db.joined(ROOM) == [ALICE, BOT, CAROL]
     await harness.deliver(hs.member(ROOM, ALICE, "join", displayname="Alice Liddell"))
-    members = {m.user_id: m for m in await harness.bot.store.list_members(ROOM)}
-    assert members[ALICE].displayname == "Alice Liddell"
-    assert await harness.bot.store.user_displayname(ALICE) == "Alice Liddell"
-
+    assert harness.db.members(ROOM)[ALICE] == ("join", "Alice Liddell")
     await harness.deliver(hs.member(ROOM, CAROL, "ban", sender=ALICE))
-    members = {m.user_id: m.membership for m in await harness.bot.store.list_members(ROOM)}
-    assert members == {ALICE: "join", BOT: "join", CAROL: "ban"}
-    room = await harness.bot.store.get_room(ROOM)
-    assert room.joined_count == 2 and room.invited_count == 0
-    # applied incrementally: no further full syncs
-    assert sum("/state" in r for r in hs.requests) == state_requests
+    assert {u: m for u, (m, _) in harness.db.members(ROOM).items()} == {ALICE: "join", BOT: "join", CAROL: "ban"}
+
+    room = harness.db.room(ROOM)
+    assert (room.joined_count, room.invited_count) == (2, 0)
+    # counts equal what the rows say
+    assert room.joined_count == len(harness.db.joined(ROOM))
+    assert sum("/state" in r for r in hs.requests) == state_requests  # no further full syncs
 
 
-async def test_an_older_member_event_never_overrides_a_newer_one(harness: Harness) -> None:
+async def test_order_is_delivery_order_not_the_senders_clock(harness: Harness) -> None:
+    """A join stamped far in the future must not make a later kick ineffective."""
     hs = harness.hs
-    hs.create_room(ROOM, ALICE, members=(BOB,))
     await harness.start()
-    await harness.invite_and_join_bot(ROOM, ALICE)
-    join = hs.member(ROOM, CAROL, "join")
-    leave = hs.member(ROOM, CAROL, "leave")
-    await harness.deliver(leave)
-    await harness.deliver(join)  # arrives late (handlers run unordered)
-    assert CAROL not in await joined(harness)
+    await harness.setup_room()
+    forged_join = hs.member(ROOM, CAROL, "join")
+    forged_join["origin_server_ts"] = 2**53 - 1  # a remote server's clock, or a forgery
+    kick = hs.member(ROOM, CAROL, "leave", sender=ALICE)
+    kick["origin_server_ts"] = 1_000  # "older" by the sender's clock
+    await harness.deliver(forged_join)
+    await harness.deliver(kick)
+    assert CAROL not in harness.db.joined(ROOM)
+
+    ban = hs.member(ROOM, DAVE, "ban", sender=ALICE)
+    ban["origin_server_ts"] = 5
+    join_attempt = hs.member(ROOM, DAVE, "join")
+    join_attempt["origin_server_ts"] = 10**15
+    await harness.deliver(join_attempt, ban)  # same sync: the timeline order decides
+    assert harness.db.members(ROOM)[DAVE] == ("ban", None)
+
+
+async def test_state_section_is_applied_before_the_timeline(harness: Harness) -> None:
+    hs = harness.hs
+    await harness.start()
+    await harness.setup_room()
+    state_join = hs.member(ROOM, CAROL, "join")
+    timeline_leave = hs.member(ROOM, CAROL, "leave")
+    response = sync_response(
+        joined={
+            ROOM: {
+                "state": [{k: v for k, v in state_join.items() if k != "room_id"}],
+                "timeline": [{k: v for k, v in timeline_leave.items() if k != "room_id"}],
+            }
+        }
+    )
+    await harness.sync(response)
+    assert CAROL not in harness.db.members(ROOM)
 
 
 async def test_room_info_events_update_the_room(harness: Harness) -> None:
     hs = harness.hs
-    hs.create_room(ROOM, ALICE, name="Design")
     await harness.start()
-    await harness.invite_and_join_bot(ROOM, ALICE)
-
+    await harness.setup_room()
     await harness.deliver(
         hs.state(ROOM, "m.room.name", {"name": "Design Team"}),
         hs.state(ROOM, "m.room.topic", {"topic": "All things visual"}),
         hs.state(ROOM, "m.room.canonical_alias", {"alias": "#team:fake.test"}),
         hs.state(ROOM, "m.room.encryption", {"algorithm": "m.megolm.v1.aes-sha2"}),
     )
-    room = await harness.bot.store.get_room(ROOM)
-    assert (room.name, room.topic, room.canonical_alias, room.encrypted) == (
-        "Design Team", "All things visual", "#team:fake.test", True,
+    room = harness.db.room(ROOM)
+    assert (room.name, room.topic, room.canonical_alias, bool(room.encrypted)) == (
+        "Design Team",
+        "All things visual",
+        "#team:fake.test",
+        True,
     )
     await harness.deliver(hs.state(ROOM, "m.room.name", {"name": ""}))
-    room = await harness.bot.store.get_room(ROOM)
-    assert room.name is None and room.display_name == "#team:fake.test"
-
+    assert harness.db.room(ROOM).name is None
     await harness.deliver(hs.state(ROOM, "m.room.tombstone", {"replacement_room": "!new:fake.test", "body": "moved"}))
-    assert (await harness.bot.store.get_room(ROOM)).replacement_room == "!new:fake.test"
+    assert harness.db.room(ROOM).replacement_room == "!new:fake.test"
 
 
 async def test_bot_kicked_or_banned_forgets_the_room(harness: Harness) -> None:
     hs = harness.hs
-    other = "!other:fake.test"
-    hs.create_room(ROOM, ALICE, name="Design", members=(BOB,))
-    hs.create_room(other, BOB, name="Other", members=(ALICE,))
     await harness.start()
-    await harness.invite_and_join_bot(ROOM, ALICE)
-    await harness.invite_and_join_bot(other, BOB)
-    assert len(await harness.bot.store.list_rooms()) == 2
+    await harness.setup_room()
+    await harness.setup_room(OTHER, BOB, name="Other", members=(ALICE,))
+    assert harness.db.tracked() == sorted([ROOM, OTHER])
 
-    await harness.deliver(hs.member(ROOM, BOT, "leave", sender=ALICE), source=SyncStream.LEFT_ROOM | SyncStream.TIMELINE)
-    assert await harness.bot.store.get_room(ROOM) is None
-    assert await harness.bot.store.list_members(ROOM) == []
-    assert [r.room_id for r in await harness.bot.store.joined_rooms_of(ALICE)] == [other]
-
-    await harness.deliver(hs.member(other, BOT, "ban", sender=BOB), source=SyncStream.LEFT_ROOM | SyncStream.TIMELINE)
-    assert await harness.bot.store.list_rooms() == []
-    assert harness.rows("SELECT COUNT(*) FROM roomstate_memberships")[0][0] == 0
-    assert harness.rows("SELECT COUNT(*) FROM roomstate_room_info")[0][0] == 0
+    await harness.deliver(hs.member(ROOM, BOT, "leave", sender=ALICE), section="left")
+    assert harness.db.tracked() == [OTHER]
+    assert harness.db.members(ROOM) == {}
+    await harness.deliver(hs.member(OTHER, BOT, "ban", sender=BOB), section="left")
+    assert harness.db.tracked() == []
+    assert harness.db.scalar("SELECT COUNT(*) FROM roomstate_memberships") == 0
 
 
 async def test_rejoin_after_kick_does_not_reprocess_old_events(harness: Harness) -> None:
     hs = harness.hs
-    hs.create_room(ROOM, ALICE, members=(BOB,))
     await harness.start()
-    await harness.invite_and_join_bot(ROOM, ALICE)
+    await harness.setup_room()
     carol_join = hs.member(ROOM, CAROL, "join")
     await harness.deliver(carol_join)
-    kick = hs.member(ROOM, BOT, "leave", sender=ALICE)
-    await harness.deliver(kick, source=SyncStream.LEFT_ROOM | SyncStream.TIMELINE)
-    carol_leave = hs.member(ROOM, CAROL, "leave")  # while the bot was away
+    await harness.deliver(hs.member(ROOM, BOT, "leave", sender=ALICE), section="left")
+    hs.member(ROOM, CAROL, "leave")  # while the bot is away
+    assert carol_join["event_id"] in harness.db.processed(ROOM)  # forgetting keeps dedup records
 
-    await harness.invite_and_join_bot(ROOM, ALICE)
-    assert await joined(harness) == [ALICE, BOB, BOT]
-    # the server re-sends history: the old join must not be applied again
-    await harness.deliver(carol_join, carol_leave, kick)
-    assert await joined(harness) == [ALICE, BOB, BOT]
-    assert await harness.bot.store.get_room(ROOM) is not None
-    del carol_leave
+    await harness.join_bot(ROOM, ALICE)
+    await harness.deliver(carol_join)  # history re-sent on re-join
+    assert CAROL not in harness.db.members(ROOM)
+
+
+async def test_a_join_sync_covers_the_state_section_without_applying_it_again(harness: Harness) -> None:
+    """Standalone maubot does not lazy-load members: joining a big room delivers every member
+    event in the state section. The full sync covers them; their handlers do no database work."""
+    hs = harness.hs
+    members = tuple(f"@user{i}:fake.test" for i in range(300))
+    hs.create_room(ROOM, ALICE, name="Big", members=members)
+    await harness.start()
+    await harness.deliver(hs.member(ROOM, BOT, "invite", sender=ALICE), section="invite", settle=False)
+    bot_join = hs.member(ROOM, BOT, "join")
+    state = [e for e in hs.rooms[ROOM].state.values() if e is not bot_join]
+    response = sync_response(
+        joined={
+            ROOM: {
+                "state": [{k: v for k, v in e.items() if k != "room_id"} for e in state],
+                "timeline": [{k: v for k, v in bot_join.items() if k != "room_id"}],
+            }
+        }
+    )
+    await harness.sync(response)
+    assert len(harness.db.joined(ROOM)) == 302
+    assert sum("/state" in r for r in hs.requests) == 1
+    # every delivered state event is recorded as processed, and none ran twice
+    assert {e["event_id"] for e in state} | {bot_join["event_id"]} <= harness.db.processed(ROOM)
+    await harness.sync(response)  # the same sync again (e.g. a token rollback)
+    assert len(harness.db.joined(ROOM)) == 302 and sum("/state" in r for r in hs.requests) == 1
 
 
 async def test_sync_gap_resyncs_and_leave_section_forgets(harness: Harness) -> None:
     hs = harness.hs
-    hs.create_room(ROOM, ALICE, members=(BOB,))
     await harness.start()
-    await harness.invite_and_join_bot(ROOM, ALICE)
-    hs.member(ROOM, CAROL, "join")  # hidden in a gap: never delivered as an event
-    await harness.bot.service.handle_sync_gaps({"rooms": {"join": {ROOM: {"timeline": {"limited": True}}}}})
-    assert await joined(harness) == [ALICE, BOB, BOT, CAROL]
+    await harness.setup_room()
+    await harness.setup_room(OTHER, BOB, name="Other", members=(ALICE,))
+    hs.member(ROOM, CAROL, "join")  # happened in the gap: never delivered
+    hs.rooms[OTHER].state.pop(("m.room.member", BOT))  # the bot is no longer in OTHER
+    await harness.sync(
+        sync_response(
+            joined={ROOM: {"timeline": [hs.message(ROOM, ALICE, "hi")], "limited": True}},
+            left={OTHER: []},
+        )
+    )
+    assert CAROL in harness.db.joined(ROOM)
+    assert harness.db.tracked() == [ROOM]
 
-    hs.member(ROOM, BOT, "leave", sender=ALICE)
-    await harness.bot.service.handle_sync_gaps({"rooms": {"leave": {ROOM: {}}}})
-    assert await harness.bot.store.get_room(ROOM) is None
+
+async def test_events_from_left_rooms_never_track_a_room(harness: Harness) -> None:
+    hs = harness.hs
+    hs.create_room(OTHER, ALICE, members=(BOB,))
+    await harness.start()
+    await harness.deliver(
+        hs.member(OTHER, CAROL, "join"), hs.state(OTHER, "m.room.name", {"name": "x"}), section="left"
+    )
+    assert harness.db.tracked() == [] and harness.db.resync_queue() == {}
+    assert sum("/state" in r for r in hs.requests) == 0
+
+
+async def test_an_event_in_an_untracked_room_queues_a_resync(harness: Harness) -> None:
+    """E.g. the bot's own join was never seen: the room is synced by the repairer."""
+    hs = harness.hs
+    hs.create_room(ROOM, ALICE, name="Design", members=(BOB,))
+    hs.member(ROOM, BOT, "join")
+    await harness.start()
+    await harness.deliver(hs.member(ROOM, CAROL, "join"))
+    assert harness.db.joined(ROOM) == [ALICE, BOB, BOT, CAROL]
+    assert harness.db.resync_queue() == {}
 
 
 async def test_startup_reconciles_with_joined_rooms(harness: Harness) -> None:
     hs = harness.hs
-    kept, left, new = "!kept:fake.test", "!left:fake.test", "!new:fake.test"
-    for room in (kept, left):
-        hs.create_room(room, ALICE, name=room[1:5], members=(BOT,))
     await harness.start()
-    assert {r.room_id for r in await harness.bot.store.list_rooms()} == {kept, left}
-
+    await harness.setup_room()
+    await harness.setup_room(OTHER, BOB, name="Other")
     await harness.stop()
-    hs.member(left, BOT, "leave", sender=ALICE)  # while the bot was down
-    hs.member(kept, CAROL, "join")
-    hs.create_room(new, BOB, name="New", members=(BOT,))
+    # while the bot is down: removed from OTHER, added to a new room, a member joins ROOM
+    hs.rooms[OTHER].state.pop(("m.room.member", BOT))
+    hs.create_room("!new:fake.test", CAROL, name="New")
+    hs.member("!new:fake.test", BOT, "join")
+    hs.member(ROOM, DAVE, "join")
+
     await harness.restart()
-    assert {r.room_id for r in await harness.bot.store.list_rooms()} == {kept, new}
-    assert CAROL in await joined(harness, kept)
-    assert await harness.bot.store.list_members(left) == []
+    assert harness.db.tracked() == sorted(["!new:fake.test", ROOM])
+    assert DAVE in harness.db.joined(ROOM)
 
 
 async def test_startup_mode_new_syncs_only_unknown_rooms(harness: Harness) -> None:
     hs = harness.hs
-    kept, new = "!kept:fake.test", "!new:fake.test"
-    hs.create_room(kept, ALICE, members=(BOT,))
-    await harness.start(**{"sync.on_startup": "new"})
+    await harness.start()
+    await harness.setup_room()
     await harness.stop()
-    hs.member(kept, CAROL, "join")
-    hs.create_room(new, BOB, members=(BOT,))
-    await harness.restart()
-    assert {r.room_id for r in await harness.bot.store.list_rooms()} == {kept, new}
-    assert CAROL not in await joined(harness, kept)  # known room left as it was
+    hs.member(ROOM, DAVE, "join")
+    hs.create_room("!new:fake.test", CAROL, name="New")
+    hs.member("!new:fake.test", BOT, "join")
+    requests = len(hs.requests)
+    await harness.restart(**{"sync.on_startup": "new"})
+    assert harness.db.tracked() == sorted(["!new:fake.test", ROOM])
+    assert DAVE not in harness.db.joined(ROOM)  # known room: not synced in "new" mode
+    assert not any(ROOM.replace("!", "%21") in r or ROOM in r for r in hs.requests[requests:] if "/state" in r)
 
 
-async def test_startup_survives_homeserver_errors(harness: Harness) -> None:
+async def test_first_sync_after_a_restart_is_not_a_blind_window(harness: Harness) -> None:
+    """maubot does not dispatch the first sync after a start (ignore_first_sync). A join that
+    arrives in it is caught by resyncing the rooms it carries."""
     hs = harness.hs
-    hs.create_room(ROOM, ALICE, members=(BOT,))
-    hs.fail("/joined_rooms", 502)
     await harness.start()
-    assert await harness.bot.store.list_rooms() == []
-    # the bot keeps running: a later admin resync succeeds
-    replies = await harness.command(ROOM, ADMIN, "!resync all")
-    assert replies and "Resynced 1 room" in replies[0]
-
-
-async def test_history_delivered_with_the_bots_join_syncs_the_room_once(harness: Harness) -> None:
-    hs = harness.hs
-    history = hs.create_room(ROOM, ALICE, name="Design", members=(BOB, CAROL))
-    await harness.start()
-    hs.member(ROOM, BOT, "invite", sender=ALICE)
-    join = hs.member(ROOM, BOT, "join")
-    await harness.deliver(*history, join)  # one sync batch: the join's timeline holds the history
-    assert sum(r.endswith("/state") for r in hs.requests) == 1
-    assert await joined(harness) == [ALICE, BOB, BOT, CAROL]
-
-
-async def test_events_from_left_rooms_never_trigger_syncs(harness: Harness) -> None:
-    hs = harness.hs
-    hs.create_room(ROOM, ALICE, members=(BOT,))
-    await harness.start()
-    hs.member(ROOM, BOT, "leave", sender=ALICE)
-    await harness.deliver(hs.member(ROOM, BOT, "leave", sender=ALICE), source=SyncStream.LEFT_ROOM | SyncStream.TIMELINE)
-    before = len(hs.requests)
-    late = [hs.member(ROOM, f"@u{i}:fake.test", "join") for i in range(5)] + [hs.state(ROOM, "m.room.topic", {"topic": "x"})]
-    await harness.deliver(*late, source=SyncStream.LEFT_ROOM | SyncStream.TIMELINE)
-    assert hs.requests[before:] == []
+    await harness.setup_room()
+    await harness.restart()  # startup reconciliation runs before the first sync returns
+    late_join = hs.member(ROOM, CAROL, "join")
+    harness.syncs = 0  # the next sync is the first one of this run
+    await harness.sync(
+        sync_response(joined={ROOM: {"timeline": [{k: v for k, v in late_join.items() if k != "room_id"}]}})
+    )
+    assert CAROL in harness.db.joined(ROOM)
 
 
 async def test_handlers_are_registered_before_start_first_yields(harness: Harness) -> None:
-    """maubot standalone syncs before starting the plugin: a plugin that awaits anything
-    before its handlers are registered loses the events of the first sync."""
-    import asyncio
-
-    from mautrix.types import EventType
-
+    """maubot standalone is already syncing while the plugin starts."""
     bot = harness.make_bot()
-    registered_at_first_yield: list = []
-    task = asyncio.ensure_future(bot.internal_start())
-    # runs right after the task's first step, i.e. at its first yield to the loop
-    asyncio.get_running_loop().call_soon(
-        lambda: registered_at_first_yield.append(EventType.ROOM_MEMBER in bot.client.event_handlers)
-    )
-    await task
-    await bot.reconciled
     harness.bot = bot
-    assert registered_at_first_yield == [True]
+    task = asyncio.ensure_future(bot.internal_start())
+    await asyncio.sleep(0)
+    assert bot.client.event_handlers, "no handlers registered after the first step of start"
+    await task
+    await harness.settled()
 
 
 async def test_a_failed_migration_fails_the_start(harness: Harness) -> None:
-    import pytest
-
-    harness.rows("SELECT 1")  # create the database file
-    with harness.engine.begin() as conn:
-        conn.execute(__import__("sqlalchemy").text("CREATE TABLE roomstate_schema_version (version INTEGER NOT NULL)"))
-        conn.execute(__import__("sqlalchemy").text("INSERT INTO roomstate_schema_version VALUES (99)"))
-    with pytest.raises(RuntimeError, match="newer than this plugin"):
-        await harness.start()
-    harness.bot = None
-
-
-async def test_stop_lets_running_handlers_finish(harness: Harness) -> None:
-    import asyncio
-
-    hs = harness.hs
-    hs.create_room(ROOM, ALICE, members=(BOT,))
-    bot = await harness.start(**{"sync.on_startup": "new"})
-    await bot.service.forget_room(ROOM)  # the next member event must sync the room
-    hs.slow.append((r"/state$", 0.5))
-    join = hs.member(ROOM, CAROL, "join")
-    delivery = asyncio.create_task(harness.deliver(join))
-    await asyncio.sleep(0.1)
-    assert bot.running_handlers
-    await harness.stop()  # while the handler waits for the homeserver
-    await delivery
-    harness.engine.dispose()
-    rows = harness.rows(
-        "SELECT COUNT(*) FROM roomstate_memberships m JOIN roomstate_users u ON u.user_nid = m.user_nid "
-        "WHERE u.user_id = :u", u=CAROL)
-    assert rows[0][0] == 1
-
-
-async def test_sync_successful_handler_resyncs_gaps_but_ignores_the_first_sync(harness: Harness) -> None:
-    import asyncio
-
-    from mautrix.client import InternalEventType
-
-    hs = harness.hs
-    hs.create_room(ROOM, ALICE, members=(BOT,))
-    bot = await harness.start()
-    hs.member(ROOM, CAROL, "join")  # hidden in the gap
-    gap = {"rooms": {"join": {ROOM: {"timeline": {"limited": True, "events": []}}}}}
-
-    async def dispatch(sync: dict) -> None:
-        tasks = bot.client.dispatch_manual_event(
-            InternalEventType.SYNC_SUCCESSFUL, {"data": sync, "source": SyncStream.INTERNAL}, force_synchronous=True)
-        await asyncio.gather(*tasks)
-
-    await dispatch({**gap, "net.maunium.mautrix": {"is_first": True, "is_initial": False}})
-    assert CAROL not in await joined(harness)
-    await dispatch({**gap, "net.maunium.mautrix": {"is_first": False, "is_initial": False}})
-    assert CAROL in await joined(harness)
-
-
-async def test_stop_waits_for_handlers_whose_claim_is_still_queued(harness: Harness) -> None:
-    import asyncio
-    import time
-
-    hs = harness.hs
-    hs.create_room(ROOM, ALICE, members=(BOT,))
-    bot = await harness.start()
-    busy = asyncio.get_running_loop().run_in_executor(bot.store._executor, time.sleep, 0.3)
-    delivery = asyncio.create_task(harness.deliver(hs.member(ROOM, CAROL, "join")))
-    await asyncio.sleep(0.05)  # the handler now waits for its claim behind the busy worker
-    await harness.stop()
-    await asyncio.gather(busy, delivery)
-    harness.engine.dispose()
-    rows = harness.rows(
-        "SELECT m.membership FROM roomstate_memberships m JOIN roomstate_users u ON u.user_nid = m.user_nid "
-        "WHERE u.user_id = :u", u=CAROL)
-    assert rows == [("join",)]
+    harness.db.execute("CREATE TABLE IF NOT EXISTS roomstate_schema_version (version INTEGER NOT NULL)")
+    harness.db.execute("INSERT INTO roomstate_schema_version (version) VALUES (999)")
+    bot = harness.make_bot()
+    try:
+        await bot.internal_start()
+    except Exception as error:
+        assert "newer than this plugin" in str(error)
+    else:
+        raise AssertionError("the start should fail")
+    finally:
+        harness.db.execute("DELETE FROM roomstate_schema_version")

@@ -1,29 +1,48 @@
-"""RoomStore on a real database: atomic replace, interned IDs, off-loop execution, migrations."""
+"""RoomStore on real databases: atomic replace, minimal diffs, counts, claims, group commit."""
+
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import threading
 import time
-from typing import List
+from collections.abc import AsyncIterator
 
 import pytest
+import pytest_asyncio
 import sqlalchemy as sa
 
-from roomstate.db import RoomStore, schema
-from roomstate.models import BAN, INVITE, JOIN, LEAVE, Member, MemberDiff, RoomInfo, RoomSnapshot
+from roomstate.db import RoomStore
+from roomstate.db.threads import Transaction
+from roomstate.models import (
+    BAN,
+    INVITE,
+    JOIN,
+    LEAVE,
+    Applied,
+    Member,
+    MemberChange,
+    RoomInfo,
+    RoomInfoChange,
+    RoomSnapshot,
+)
+
+from .helpers import Database
 
 ROOM = "!a:fake.test"
 
 
-def snapshot(room_id: str, users: List[str], name: str = "A", membership: str = JOIN) -> RoomSnapshot:
-    return RoomSnapshot(
-        RoomInfo(room_id, name=name), tuple(Member(u, membership, u[1:].upper(), 1) for u in users)
-    )
+def snapshot(users: list[str], name: str = "A", membership: str = JOIN, room_id: str = ROOM) -> RoomSnapshot:
+    return RoomSnapshot(RoomInfo(room_id, name=name), tuple(Member(u, membership, u[1:].upper()) for u in users))
 
 
-@pytest.fixture
-async def store(db_url: str):
+def change(
+    user_id: str, membership: str, event_id: str, displayname: str | None = None, room_id: str = ROOM
+) -> MemberChange:
+    return MemberChange(room_id, event_id, Member(user_id, membership, displayname), user_id)
+
+
+@pytest_asyncio.fixture
+async def store(db_url: str) -> AsyncIterator[RoomStore]:
     engine = sa.create_engine(db_url)
     s = RoomStore(engine)
     await s.open()
@@ -32,163 +51,210 @@ async def store(db_url: str):
     engine.dispose()
 
 
-def count(store: RoomStore, table: str) -> int:
-    with store.engine.begin() as conn:
-        return conn.execute(sa.text(f"SELECT COUNT(*) FROM roomstate_{table}")).scalar()
+async def members(store: RoomStore, room_id: str = ROOM) -> dict[str, tuple[str, str | None]]:
+    return {m.user_id: (m.membership, m.displayname) for m in await store.members(room_id)}
 
 
-async def test_replace_room_reports_diff_and_replaces(store: RoomStore) -> None:
-    diff = await store.replace_room(snapshot(ROOM, ["@a:x", "@b:x"]))
-    assert diff == MemberDiff(ROOM, added=("@a:x", "@b:x"), removed=(), was_known=False)
-    diff = await store.replace_room(snapshot(ROOM, ["@b:x", "@c:x"], name="B"))
-    assert diff == MemberDiff(ROOM, added=("@c:x",), removed=("@a:x",), was_known=True)
-    assert [m.user_id for m in await store.list_members(ROOM)] == ["@b:x", "@c:x"]
-    assert (await store.get_room(ROOM)).name == "B"
+async def test_replace_room_reports_the_diff_and_replaces(store: RoomStore) -> None:
+    diff = await store.replace_room(snapshot(["@a:x", "@b:x"]))
+    assert (diff.added, diff.removed, diff.was_known, diff.rows_written) == (("@a:x", "@b:x"), (), False, 2)
+    diff = await store.replace_room(snapshot(["@b:x", "@c:x"], name="B"))
+    assert (diff.added, diff.removed, diff.was_known) == (("@c:x",), ("@a:x",), True)
+    assert list(await members(store)) == ["@b:x", "@c:x"]
+    room = await store.room(ROOM)
+    assert room is not None and (room.name, room.joined_count) == ("B", 2)
+
+
+async def test_a_resync_writes_only_the_rows_that_differ(store: RoomStore, db: Database) -> None:
+    users = [f"@u{i}:x" for i in range(2000)]
+    await store.replace_room(snapshot(users))
+    changed = list(snapshot(users).members)
+    changed[5] = Member("@u5:x", JOIN, "Renamed")
+    changed[6] = Member("@u6:x", INVITE, "U6:X")
+    changed[7] = Member("@u7:x", BAN, None)
+    del changed[8]
+    changed.append(Member("@new:x", JOIN, None))
+    diff = await store.replace_room(RoomSnapshot(RoomInfo(ROOM, name="A"), tuple(changed)))
+    assert diff.rows_written == 5
+    assert (diff.added, diff.removed) == (("@new:x",), ("@u6:x", "@u7:x", "@u8:x"))
+    assert (diff.added_count, diff.removed_count) == (1, 3)
+    stored = await members(store)
+    assert stored["@u5:x"] == (JOIN, "Renamed") and stored["@u6:x"] == (INVITE, "U6:X")
+    assert stored["@u7:x"] == (BAN, None) and "@u8:x" not in stored and stored["@new:x"] == (JOIN, None)
+    room = await store.room(ROOM)
+    assert room is not None and (room.joined_count, room.invited_count) == (2000 - 3 + 1, 1)
+    again = await store.replace_room(RoomSnapshot(RoomInfo(ROOM, name="A"), tuple(changed)))
+    assert again.rows_written == 0 and not again.changed
+
+
+async def test_display_names_with_separator_characters_round_trip(store: RoomStore) -> None:
+    odd = ["a\x1eb", "\x1d", "\x1d1e", "", "x\x1fy", None, "名前 🎉"]
+    snap = RoomSnapshot(RoomInfo(ROOM), tuple(Member(f"@u{i}:x", JOIN, name) for i, name in enumerate(odd)))
+    await store.replace_room(snap)
+    assert (await store.replace_room(snap)).rows_written == 0
+    assert [m.displayname for m in sorted(await store.members(ROOM), key=lambda m: m.user_id)] == odd
 
 
 async def test_replace_room_is_atomic(store: RoomStore) -> None:
-    await store.replace_room(snapshot(ROOM, ["@a:x", "@b:x"]))
+    await store.replace_room(snapshot(["@a:x", "@b:x"]))
     broken = RoomSnapshot(
         RoomInfo(ROOM, name="broken"),
-        tuple(Member(f"@u{i}:x", JOIN) for i in range(1200)) + (Member("@bad:x", None),),  # type: ignore[arg-type]
+        (*tuple(Member(f"@u{i}:x", JOIN) for i in range(1200)), Member("@bad:x", None)),  # type: ignore[arg-type]
     )
-    with pytest.raises(sa.exc.IntegrityError):
-        await store.replace_room(broken)  # fails on the last row, after 1200 inserts
-    assert [m.user_id for m in await store.list_members(ROOM)] == ["@a:x", "@b:x"]
-    assert (await store.get_room(ROOM)).name == "A"
+    with pytest.raises(Exception, match=r"(?i)null"):
+        await store.replace_room(broken)  # fails on the last row
+    assert list(await members(store)) == ["@a:x", "@b:x"]
+    room = await store.room(ROOM)
+    assert room is not None and room.name == "A"
 
 
-async def test_readers_never_see_a_half_written_member_list(store: RoomStore, db_url: str) -> None:
-    """A second connection (like another process reading the database) polls during resyncs."""
-    if not db_url.startswith("sqlite"):
-        pytest.skip("checked on SQLite, where WAL provides the snapshot")
-    small, big = [f"@s{i}:x" for i in range(10)], [f"@b{i}:x" for i in range(3000)]
-    await store.replace_room(snapshot(ROOM, small))
-    reader = sa.create_engine(db_url)
-    seen = set()
-    stop = threading.Event()
+async def test_readers_never_see_a_half_written_member_list(store: RoomStore) -> None:
+    await store.replace_room(snapshot([f"@old{i}:x" for i in range(3000)]))
+    seen: list[int] = []
+    done = asyncio.Event()
 
-    def poll() -> None:
-        while not stop.is_set():
-            with reader.connect() as conn:
-                seen.add(conn.execute(sa.text("SELECT COUNT(*) FROM roomstate_memberships")).scalar())
-            time.sleep(0.001)
+    async def read() -> None:
+        while not done.is_set():
+            seen.append(len(await store.members(ROOM)))
+            await asyncio.sleep(0)
 
-    thread = threading.Thread(target=poll)
-    thread.start()
-    for _ in range(5):
-        await store.replace_room(snapshot(ROOM, big))
-        await store.replace_room(snapshot(ROOM, small))
-    stop.set()
-    thread.join()
-    reader.dispose()
-    assert len(small) in seen and seen <= {len(small), len(big)}, seen
+    reader = asyncio.ensure_future(read())
+    for round_ in range(3):
+        await store.replace_room(snapshot([f"@new{round_}-{i}:x" for i in range(3000)]))
+    done.set()
+    await reader
+    assert seen and set(seen) == {3000}
 
 
-async def test_numeric_ids_are_positive_and_never_leak(store: RoomStore) -> None:
-    await store.replace_room(snapshot(ROOM, ["@a:x"]))
-    await store.claim_event("!other:x", "$e")
-    with store.engine.begin() as conn:
-        room_nids = [r[0] for r in conn.execute(sa.text("SELECT room_nid FROM roomstate_rooms"))]
-        user_nids = [r[0] for r in conn.execute(sa.text("SELECT user_nid FROM roomstate_users"))]
-    assert len(room_nids) == 2 and all(n > 0 for n in room_nids + user_nids)
-    room = await store.get_room(ROOM)
-    fields = {f.name for f in dataclasses.fields(RoomInfo)}
-    assert not any("nid" in f for f in fields)
-    assert not any("nid" in f.name for f in dataclasses.fields(Member))
-    assert room.room_id == ROOM and (await store.list_members(ROOM))[0].user_id == "@a:x"
+async def test_member_changes_keep_counts_and_report_what_happened(store: RoomStore) -> None:
+    await store.replace_room(snapshot(["@a:x"]))
+    assert await store.apply_member(change("@b:x", INVITE, "$1"), True, True) is Applied.APPLIED
+    assert await store.apply_member(change("@b:x", JOIN, "$2"), True, True) is Applied.APPLIED
+    assert await store.apply_member(change("@b:x", JOIN, "$2"), True, True) is Applied.DUPLICATE
+    assert await store.apply_member(change("@b:x", JOIN, "$3"), True, True) is Applied.UNCHANGED
+    assert await store.apply_member(change("@c:x", LEAVE, "$4"), True, True) is Applied.UNCHANGED
+    assert await store.apply_member(change("@a:x", LEAVE, "$5"), True, True) is Applied.APPLIED
+    room = await store.room(ROOM)
+    assert room is not None and (room.joined_count, room.invited_count) == (1, 0)
+    assert await members(store) == {"@b:x": (JOIN, None)}  # leaves are not stored
 
 
-async def test_forget_keeps_ids_so_processed_events_still_match(store: RoomStore) -> None:
-    await store.replace_room(snapshot(ROOM, ["@a:x"]))
-    assert await store.claim_event(ROOM, "$e")
-    assert await store.forget_room(ROOM) is True
-    assert await store.forget_room(ROOM) is False
-    assert count(store, "memberships") == 0 and count(store, "room_info") == 0
-    await store.replace_room(snapshot(ROOM, ["@a:x"]))
-    assert count(store, "rooms") == 1
-    assert not await store.claim_event(ROOM, "$e")
+async def test_an_event_in_an_untracked_room_is_claimed_and_the_room_queued(store: RoomStore) -> None:
+    outcome = await store.apply_member(change("@a:x", JOIN, "$1", room_id="!u:x"), True, True)
+    assert outcome is Applied.NOT_TRACKED
+    assert [s.room_id for s in await store.resync_queue()] == ["!u:x"]
+    assert await store.claim("!u:x", "$1") is False  # claimed with the queue entry
+    assert await store.apply_member(change("@a:x", JOIN, "$2", room_id="!l:x"), True, False) is Applied.NOT_TRACKED
+    assert [s.room_id for s in await store.resync_queue()] == ["!u:x"]
+    await store.replace_room(snapshot(["@a:x"], room_id="!u:x"))
+    assert await store.resync_queue() == []  # a successful sync leaves the queue
 
 
-async def test_apply_membership_rules(store: RoomStore) -> None:
-    assert await store.apply_membership(ROOM, Member("@a:x", JOIN, None, 5)) is None  # untracked
-    await store.replace_room(snapshot(ROOM, ["@a:x"]))
-    assert await store.apply_membership(ROOM, Member("@b:x", INVITE, None, 5)) is True
-    assert await store.apply_membership(ROOM, Member("@b:x", JOIN, "Bee", 6)) is True
-    assert await store.apply_membership(ROOM, Member("@b:x", LEAVE, None, 4)) is False  # older
-    assert await store.apply_membership(ROOM, Member("@a:x", BAN, None, 7)) is True
-    members = {m.user_id: m.membership for m in await store.list_members(ROOM)}
-    assert members == {"@a:x": BAN, "@b:x": JOIN}
-    assert await store.apply_membership(ROOM, Member("@b:x", LEAVE, None, 8)) is True
-    assert [m.user_id for m in await store.list_members(ROOM)] == ["@a:x"]
-    assert await store.user_displayname("@b:x") == "Bee"
+async def test_room_info_changes(store: RoomStore) -> None:
+    await store.replace_room(snapshot(["@a:x"]))
+    info = RoomInfoChange(ROOM, "$n", (("name", "New"), ("topic", "T")))
+    assert await store.apply_room_info(info, True, True) is Applied.APPLIED
+    assert await store.apply_room_info(RoomInfoChange(ROOM, "$m", (("name", "New"),)), True, True) is Applied.UNCHANGED
+    assert await store.apply_room_info(info, True, True) is Applied.DUPLICATE
+    room = await store.room(ROOM)
+    assert room is not None and (room.name, room.topic) == ("New", "T")
 
 
-async def test_update_room_info_only_for_tracked_rooms(store: RoomStore) -> None:
-    assert await store.update_room_info(ROOM, {"topic": "t"}) is False
-    await store.replace_room(snapshot(ROOM, ["@a:x"]))
-    assert await store.update_room_info(ROOM, {"topic": "t", "encrypted": True}) is True
-    room = await store.get_room(ROOM)
-    assert room.topic == "t" and room.encrypted is True
-    with pytest.raises(ValueError):
-        await store.update_room_info(ROOM, {"room_nid": 5})
+async def test_claims_are_atomic_under_concurrency(store: RoomStore) -> None:
+    results = await asyncio.gather(*(store.claim(ROOM, f"$e{i % 50}") for i in range(500)))
+    assert sum(results) == 50
+    assert await store.claim(ROOM, "$e1") is False
+    await store.release(ROOM, "$e1")
+    assert await store.claim(ROOM, "$e1") is True
 
 
-async def test_large_rooms_and_shared_room_queries(store: RoomStore) -> None:
-    users = [f"@u{i}:x" for i in range(2500)]
-    await store.replace_room(snapshot(ROOM, users + ["@bot:x"]))
-    await store.replace_room(snapshot("!b:x", users[:10] + ["@bot:x"]))
-    rooms = {r.room_id: r.joined_count for r in await store.list_rooms()}
-    assert rooms == {ROOM: 2501, "!b:x": 11}
-    assert {r.room_id for r in await store.joined_rooms_of("@u5:x")} == {ROOM, "!b:x"}
-    assert {r.room_id for r in await store.joined_rooms_of("@u2000:x")} == {ROOM}
-    assert await store.joined_rooms_of("@nobody:x") == []
+async def test_a_failing_job_in_a_group_commit_is_rolled_back_alone(store: RoomStore, db: Database) -> None:
+    await store.replace_room(snapshot(["@a:x"]))
+
+    def breaks(txn: Transaction) -> None:
+        txn.execute("INSERT INTO roomstate_users (user_id) VALUES ('@half:x')")
+        txn.execute("INSERT INTO roomstate_no_such_table VALUES (1)")
+
+    futures = [store.claim(ROOM, "$before"), store._write(breaks), store.claim(ROOM, "$after")]
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    assert results[0] is True and results[2] is True and isinstance(results[1], Exception)
+    assert db.scalar("SELECT COUNT(*) FROM roomstate_users WHERE user_id = '@half:x'") == 0
+    assert await store.claim(ROOM, "$before") is False and await store.claim(ROOM, "$after") is False
+
+
+async def test_numeric_ids_are_positive_and_never_leak(store: RoomStore, db: Database) -> None:
+    await store.replace_room(snapshot(["@a:x", "@b:x"]))
+    await store.claim(ROOM, "$x")
+    assert db.scalar("SELECT MIN(room_nid) FROM roomstate_rooms") >= 1
+    assert db.scalar("SELECT MIN(user_nid) FROM roomstate_users") >= 1
+    room = await store.room(ROOM)
+    shared = await store.rooms_of("@a:x")
+    for value in (room, *shared, *(await store.members(ROOM)), *(await store.rooms())):
+        assert "nid" not in repr(value)
+
+
+async def test_forgetting_keeps_ids_so_processed_events_still_match(store: RoomStore, db: Database) -> None:
+    await store.replace_room(snapshot(["@a:x"]))
+    await store.claim(ROOM, "$seen")
+    nid = db.scalar("SELECT room_nid FROM roomstate_rooms WHERE room_id = :r", r=ROOM)
+    assert await store.forget_room(ROOM) is Applied.APPLIED
+    assert await store.room(ROOM) is None and await store.members(ROOM) == []
+    assert await store.claim(ROOM, "$seen") is False
+    await store.replace_room(snapshot(["@a:x"]))
+    assert db.scalar("SELECT room_nid FROM roomstate_rooms WHERE room_id = :r", r=ROOM) == nid
+
+
+async def test_cleanup_deletes_old_records_in_chunks(store: RoomStore, db: Database) -> None:
+    now = int(time.time() * 1000)
+    for room in ("!r1:x", "!r2:x"):
+        await store.claim(room, "$keep")
+    db.execute(
+        "INSERT INTO roomstate_processed_events (room_nid, event_id, processed_ts)"
+        " SELECT r.room_nid, 'old' || u.n, :ts FROM roomstate_rooms r,"
+        " (SELECT 1 AS n UNION SELECT 2 UNION SELECT 3) u",
+        ts=now - 10_000_000,
+    )
+    from roomstate.db import store as store_module
+
+    store_module.CLEANUP_CHUNK, saved = 2, store_module.CLEANUP_CHUNK
+    try:
+        total, chunks, next_room = 0, 0, 0
+        while next_room is not None:
+            deleted, next_room = await store.delete_processed_chunk(now - 1000, next_room)
+            assert deleted <= 2
+            total, chunks = total + deleted, chunks + 1
+    finally:
+        store_module.CLEANUP_CHUNK = saved
+    assert total == 6 and chunks >= 3
+    assert sorted(r[0] for r in db.rows("SELECT event_id FROM roomstate_processed_events")) == ["$keep", "$keep"]
 
 
 async def test_database_work_runs_off_the_event_loop(store: RoomStore) -> None:
-    threads = set()
+    loop_thread = threading.get_ident()
+    seen: list[int] = []
 
-    def record(*_: object) -> None:
-        threads.add(threading.current_thread().name)
+    def job(txn: Transaction) -> None:
+        seen.append(threading.get_ident())
 
-    sa.event.listen(store.engine, "before_cursor_execute", record)
-    await store.replace_room(snapshot(ROOM, ["@a:x"]))
-    await store.claim_event(ROOM, "$x")
-    await store.list_rooms()
-    sa.event.remove(store.engine, "before_cursor_execute", record)
-    assert threads and all(name.startswith("roomstate-db") for name in threads)
-    assert threading.current_thread().name not in threads
+    await store._write(job)
+    assert seen and seen[0] != loop_thread
 
 
-async def test_the_loop_stays_responsive_during_a_big_sync(store: RoomStore) -> None:
-    big = snapshot(ROOM, [f"@u{i}:x" for i in range(20000)])
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.005)
-            ticks += 1
-
-    task = asyncio.create_task(ticker())
-    await store.replace_room(big)
-    task.cancel()
-    assert ticks > 0  # the loop kept running while the worker thread wrote
+async def test_reopening_is_a_no_op(db_url: str, db: Database) -> None:
+    for _ in range(2):
+        engine = sa.create_engine(db_url)
+        store = RoomStore(engine)
+        assert await store.open() == 2
+        await store.close()
+        engine.dispose()
+    assert db.rows("SELECT version FROM roomstate_schema_version") == [(2,)]
 
 
-async def test_schema_is_versioned_and_reopening_is_a_no_op(store: RoomStore, db_url: str) -> None:
-    engine = sa.create_engine(db_url)
-    assert schema.upgrade(engine) == schema.LATEST_VERSION
-    with engine.begin() as conn:
-        assert conn.execute(sa.text("SELECT version FROM roomstate_schema_version")).scalar() == 1
-        conn.execute(sa.text("UPDATE roomstate_schema_version SET version = 99"))
-    with pytest.raises(RuntimeError, match="newer than this plugin"):
-        schema.upgrade(engine)
-    engine.dispose()
-
-
-async def test_sqlite_uses_wal(store: RoomStore, db_url: str) -> None:
-    if not db_url.startswith("sqlite"):
-        pytest.skip("SQLite only")
-    with store.engine.begin() as conn:
+async def test_sqlite_uses_wal(sqlite_only: str) -> None:
+    engine = sa.create_engine(sqlite_only)
+    store = RoomStore(engine)
+    await store.open()
+    await store.close()
+    with engine.connect() as conn:
         assert conn.execute(sa.text("PRAGMA journal_mode")).scalar() == "wal"
+    engine.dispose()

@@ -1,4 +1,5 @@
-"""Storage layer: SQLAlchemy Core on the engine maubot gives the plugin."""
+"""Storage layer: the plugin's tables, on DBAPI connections taken from maubot's SQLAlchemy engine."""
+
 from .store import RoomStore
 
 __all__ = ["RoomStore"]

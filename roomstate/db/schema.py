@@ -1,107 +1,89 @@
-"""Tables and versioned migrations.
+"""The latest schema, for fresh databases ("latest revision"), and the list of its tables.
+
+Existing databases reach the same schema through the frozen steps in ``migrations/``; a test
+builds both and compares them. When the schema changes: add ``migrations/vN.py`` with the step,
+register it in ``migrations/__init__.py``, and update the DDL here.
 
 Matrix string IDs are interned into integer IDs (``*_nid``, never 0) in ``roomstate_rooms`` and
 ``roomstate_users``. Those two tables are never pruned, so a room forgotten after the bot left
 keeps its nid, and its processed-event records keep matching when the bot comes back.
 """
+
 from __future__ import annotations
 
-import logging
-from typing import Callable, List
+VERSION = 2
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+_SERIAL = {"sqlite": "INTEGER", "postgresql": "SERIAL"}
+_CLUSTERED = {"sqlite": " WITHOUT ROWID", "postgresql": ""}
 
-from .compat import select
 
-metadata = sa.MetaData()
+def ddl(dialect: str) -> list[str]:
+    """CREATE statements of the latest schema (``roomstate_schema_version`` excluded)."""
+    serial, clustered = _SERIAL[dialect], _CLUSTERED[dialect]
+    return [
+        f"""CREATE TABLE roomstate_rooms (
+	room_nid {serial} NOT NULL,
+	room_id TEXT NOT NULL,
+	PRIMARY KEY (room_nid),
+	UNIQUE (room_id)
+)""",
+        f"""CREATE TABLE roomstate_users (
+	user_nid {serial} NOT NULL,
+	user_id TEXT NOT NULL,
+	PRIMARY KEY (user_nid),
+	UNIQUE (user_id)
+)""",
+        # One row per room the bot is joined to; deleted when it leaves or is removed.
+        """CREATE TABLE roomstate_room_info (
+	room_nid INTEGER NOT NULL,
+	name TEXT,
+	topic TEXT,
+	canonical_alias TEXT,
+	encrypted BOOLEAN NOT NULL,
+	creator TEXT,
+	room_version TEXT,
+	replacement_room TEXT,
+	updated_at BIGINT NOT NULL,
+	joined_count INTEGER NOT NULL,
+	invited_count INTEGER NOT NULL,
+	synced_at BIGINT NOT NULL,
+	PRIMARY KEY (room_nid)
+)""",
+        # Current non-leave memberships of tracked rooms, with the per-room display name.
+        f"""CREATE TABLE roomstate_memberships (
+	room_nid INTEGER NOT NULL,
+	user_nid INTEGER NOT NULL,
+	membership TEXT NOT NULL,
+	displayname TEXT,
+	PRIMARY KEY (room_nid, user_nid)
+){clustered}""",
+        "CREATE INDEX roomstate_memberships_user_idx ON roomstate_memberships (user_nid, membership)",
+        f"""CREATE TABLE roomstate_processed_events (
+	room_nid INTEGER NOT NULL,
+	event_id TEXT NOT NULL,
+	processed_ts BIGINT NOT NULL,
+	PRIMARY KEY (room_nid, event_id)
+){clustered}""",
+        "CREATE INDEX roomstate_processed_events_ts_idx ON roomstate_processed_events (room_nid, processed_ts)",
+        # Rooms whose stored state may be wrong (a failed sync or event), until a sync succeeds.
+        """CREATE TABLE roomstate_resync_queue (
+	room_nid INTEGER NOT NULL,
+	reason TEXT NOT NULL,
+	queued_at BIGINT NOT NULL,
+	attempts INTEGER NOT NULL,
+	next_attempt_at BIGINT NOT NULL,
+	last_error TEXT,
+	PRIMARY KEY (room_nid)
+)""",
+    ]
 
-rooms = sa.Table(
+
+TABLES = (
     "roomstate_rooms",
-    metadata,
-    sa.Column("room_nid", sa.Integer, primary_key=True),
-    sa.Column("room_id", sa.Text, nullable=False, unique=True),
-)
-
-users = sa.Table(
     "roomstate_users",
-    metadata,
-    sa.Column("user_nid", sa.Integer, primary_key=True),
-    sa.Column("user_id", sa.Text, nullable=False, unique=True),
-    sa.Column("displayname", sa.Text),  # last displayname seen in any room
-)
-
-# One row per room the bot is joined to. Deleted when the bot leaves or is removed.
-room_info = sa.Table(
     "roomstate_room_info",
-    metadata,
-    sa.Column("room_nid", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("name", sa.Text),
-    sa.Column("topic", sa.Text),
-    sa.Column("canonical_alias", sa.Text),
-    sa.Column("encrypted", sa.Boolean, nullable=False, default=False),
-    sa.Column("creator", sa.Text),
-    sa.Column("room_version", sa.Text),
-    sa.Column("replacement_room", sa.Text),
-    sa.Column("updated_at", sa.BigInteger, nullable=False),
-)
-
-memberships = sa.Table(
     "roomstate_memberships",
-    metadata,
-    sa.Column("room_nid", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("user_nid", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("membership", sa.Text, nullable=False),
-    sa.Column("displayname", sa.Text),  # per-room displayname
-    sa.Column("event_ts", sa.BigInteger, nullable=False, default=0),
-    sa.Index("roomstate_memberships_user_idx", "user_nid", "membership"),
-)
-
-processed_events = sa.Table(
     "roomstate_processed_events",
-    metadata,
-    sa.Column("room_nid", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("event_id", sa.Text, primary_key=True),
-    sa.Column("processed_ts", sa.BigInteger, nullable=False),
-    sa.Index("roomstate_processed_events_ts_idx", "room_nid", "processed_ts"),
+    "roomstate_resync_queue",
 )
-
-schema_version = sa.Table(
-    "roomstate_schema_version",
-    metadata,
-    sa.Column("version", sa.Integer, nullable=False),
-)
-
-
-def _v1_initial(conn: Connection) -> None:
-    metadata.create_all(conn, tables=[rooms, users, room_info, memberships, processed_events])
-
-
-# Append new migrations here; never edit a released one. Index i upgrades version i -> i+1.
-MIGRATIONS: List[Callable[[Connection], None]] = [_v1_initial]
-LATEST_VERSION = len(MIGRATIONS)
-
-log = logging.getLogger("roomstate.db")
-
-
-def current_version(conn: Connection) -> int:
-    schema_version.create(conn, checkfirst=True)
-    return conn.execute(select(sa.func.max(schema_version.c.version))).scalar() or 0
-
-
-def upgrade(engine: Engine) -> int:
-    """Bring the schema to LATEST_VERSION in one transaction; returns the resulting version."""
-    with engine.begin() as conn:
-        version = current_version(conn)
-        if version > LATEST_VERSION:
-            raise RuntimeError(
-                f"database schema v{version} is newer than this plugin (v{LATEST_VERSION});"
-                " downgrading is not supported"
-            )
-        for target in range(version + 1, LATEST_VERSION + 1):
-            log.info("Upgrading roomstate schema to v%d", target)
-            MIGRATIONS[target - 1](conn)
-        if version != LATEST_VERSION:
-            conn.execute(schema_version.delete())
-            conn.execute(schema_version.insert().values(version=LATEST_VERSION))
-    return LATEST_VERSION
+VERSION_TABLE = "roomstate_schema_version"

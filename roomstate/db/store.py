@@ -1,468 +1,568 @@
 """RoomStore: every read and write of the plugin's tables.
 
-All public methods are coroutines whose body runs on one dedicated worker thread, so database
-work never blocks the event loop and the store's own statements never contend with each other.
-Numeric IDs stay inside this module: callers pass and get Matrix IDs only.
+Writes are *submitted*, not awaited into existence: each write method queues its job on the
+writer thread before it returns (the returned future resolves when the job's transaction has
+committed). The caller's order of calls is the order of effects, which is how the logic layer
+keeps each room's events in delivery order without waiting for one commit before queuing the next.
+
+State changes that come from an event take the event's dedup claim as an argument and record it
+in the same transaction as the change: an event is either applied and claimed, or neither.
+
+Numeric IDs stay inside this package: callers pass and get Matrix IDs only.
 """
+
 from __future__ import annotations
 
 import asyncio
-import functools
-import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.pool import NullPool, SingletonThreadPool
+from sqlalchemy.engine import Engine
 
-from ..models import INVITE, JOIN, Member, MemberDiff, RoomInfo, RoomSnapshot
-from . import schema
-from .compat import select
-from .schema import memberships, processed_events, room_info, rooms, users
+from ..caches import IdleCache
+from ..models import (
+    INVITE,
+    JOIN,
+    LEAVE,
+    Applied,
+    Member,
+    MemberChange,
+    MemberDiff,
+    RoomInfo,
+    RoomInfoChange,
+    RoomSnapshot,
+    SharedRoom,
+    StaleRoom,
+)
+from . import migrations
+from .dialect import Dialect
+from .sync_write import replace_members
+from .threads import ReaderThread, Transaction, WriterThread
 
 T = TypeVar("T")
-CHUNK = 500  # stays under every SQLite build's bound-parameter limit
 
-log = logging.getLogger("roomstate.db")
+CACHE_SIZE_ROOMS = 20_000
+CACHE_SIZE_USERS = 200_000
+CLEANUP_CHUNK = 2_000  # processed-event rows deleted per transaction
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def off_loop(func: Callable[..., T]) -> Callable[..., Awaitable[T]]:
-    """Make a blocking store method a coroutine that runs on the store's worker thread."""
-
-    @functools.wraps(func)
-    async def wrapper(self: "RoomStore", *args: Any, **kwargs: Any) -> T:
-        call = functools.partial(func, self, *args, **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
-
-    return wrapper
+def _counts(membership: str | None) -> tuple[int, int]:
+    return int(membership == JOIN), int(membership == INVITE)
 
 
-def _chunks(items: Sequence[T], size: int = CHUNK) -> Iterable[Sequence[T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-def _count_members(membership: str) -> str:
-    # Correlated per room: a range scan of the memberships primary key (room_nid, user_nid), so
-    # reading one room never aggregates the members of every other room.
-    return (
-        "(SELECT COUNT(*) FROM roomstate_memberships m"
-        f" WHERE m.room_nid = i.room_nid AND m.membership = '{membership}')"
-    )
-
-
-_ROOMS_QUERY = f"""
-SELECT r.room_id, i.name, i.topic, i.canonical_alias, i.encrypted, i.creator, i.room_version,
-       i.replacement_room, i.updated_at,
-       {_count_members(JOIN)} AS joined_count, {_count_members(INVITE)} AS invited_count
-FROM roomstate_room_info i
+_ROOM_COLUMNS = """r.room_id, i.name, i.topic, i.canonical_alias, i.encrypted, i.creator, i.room_version,
+    i.replacement_room, i.joined_count, i.invited_count, i.updated_at, i.synced_at,
+    (q.room_nid IS NOT NULL) AS needs_resync"""
+_ROOMS_FROM = """roomstate_room_info i
 JOIN roomstate_rooms r ON r.room_nid = i.room_nid
-"""
-_JOINED_ROOMS_OF_USER = """
-i.room_nid IN (
-    SELECT m.room_nid FROM roomstate_memberships m
-    JOIN roomstate_users u ON u.user_nid = m.user_nid
-    WHERE u.user_id = :user_id AND m.membership = 'join'
-)
-"""
+LEFT JOIN roomstate_resync_queue q ON q.room_nid = i.room_nid"""
 
 
-# Statements used per event, built once (building and cache-keying a statement costs more than
-# running it on SQLite).
-_SELECT_ROOM_NID = select(rooms.c.room_nid).where(rooms.c.room_id == sa.bindparam("b_room_id"))
-_INSERT_ROOM = rooms.insert()
-_INSERT_PROCESSED = processed_events.insert()
-_DELETE_PROCESSED = processed_events.delete().where(
-    sa.and_(
-        processed_events.c.room_nid == sa.bindparam("b_room_nid"),
-        processed_events.c.event_id == sa.bindparam("b_event_id"),
-    )
-)
-_SELECT_USER = select(users.c.user_nid, users.c.displayname).where(users.c.user_id == sa.bindparam("b_user_id"))
-_INSERT_USER = users.insert()
-_RENAME_USER = (
-    users.update().where(users.c.user_nid == sa.bindparam("b_nid")).values(displayname=sa.bindparam("b_name"))
-)
-_SELECT_HAS_INFO = select(room_info.c.room_nid).where(room_info.c.room_nid == sa.bindparam("b_room_nid"))
-_MEMBER_KEY = sa.and_(
-    memberships.c.room_nid == sa.bindparam("b_room_nid"),
-    memberships.c.user_nid == sa.bindparam("b_user_nid"),
-)
-_SELECT_MEMBER_TS = select(memberships.c.event_ts).where(_MEMBER_KEY)
-_INSERT_MEMBER = memberships.insert()
-_UPDATE_MEMBER = memberships.update().where(_MEMBER_KEY)
-_TOUCH_ROOM = (
-    room_info.update()
-    .where(room_info.c.room_nid == sa.bindparam("b_room_nid"))
-    .values(updated_at=sa.bindparam("b_now"))
-)
-
-
-def _room_from_row(row: Any) -> RoomInfo:
+def _room_from_row(row: Sequence[Any]) -> RoomInfo:
     return RoomInfo(
-        room_id=row.room_id,
-        name=row.name,
-        topic=row.topic,
-        canonical_alias=row.canonical_alias,
-        encrypted=bool(row.encrypted),
-        creator=row.creator,
-        room_version=row.room_version,
-        replacement_room=row.replacement_room,
-        joined_count=int(row.joined_count),
-        invited_count=int(row.invited_count),
-        updated_at=int(row.updated_at),
+        room_id=row[0],
+        name=row[1],
+        topic=row[2],
+        canonical_alias=row[3],
+        encrypted=bool(row[4]),
+        creator=row[5],
+        room_version=row[6],
+        replacement_room=row[7],
+        joined_count=int(row[8]),
+        invited_count=int(row[9]),
+        updated_at=int(row[10]),
+        synced_at=int(row[11]),
+        needs_resync=bool(row[12]),
     )
 
 
-def _tune_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
-    """synchronous=NORMAL (with WAL): commits stop waiting for fsync. The database stays
-    consistent; a power cut may lose the last commits, which the next resync restores. The
-    same settings as mautrix's own SQLite databases."""
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
+class Interner:
+    """Matrix ID -> numeric ID, for rooms and users; writer thread only. Cached entries are only
+    ever rows that have committed, and nids are never deleted or reused, so they never go stale."""
+
+    def __init__(self, idle_seconds: float) -> None:
+        self.rooms: IdleCache[str, int] = IdleCache(CACHE_SIZE_ROOMS, idle_seconds)
+        self.users: IdleCache[str, int] = IdleCache(CACHE_SIZE_USERS, idle_seconds)
+
+    def room(self, txn: Transaction, room_id: str, create: bool = True) -> int | None:
+        nid = self.rooms.get(room_id)
+        if nid is not None:
+            return nid
+        row = txn.execute("SELECT room_nid FROM roomstate_rooms WHERE room_id = ?", (room_id,)).fetchone()
+        if row is not None:
+            nid = int(row[0])
+        elif create:
+            nid = txn.dialect.insert_returning_id(
+                txn.cur, txn.dialect.sql("INSERT INTO roomstate_rooms (room_id) VALUES (?)"), (room_id,), "room_nid"
+            )
+        else:
+            return None
+        found = nid
+        txn.after_commit(lambda: self.rooms.put(room_id, found))
+        return nid
+
+    def user(self, txn: Transaction, user_id: str) -> int:
+        nid = self.users.get(user_id)
+        if nid is not None:
+            return nid
+        row = txn.execute("SELECT user_nid FROM roomstate_users WHERE user_id = ?", (user_id,)).fetchone()
+        if row is not None:
+            nid = int(row[0])
+        else:
+            nid = txn.dialect.insert_returning_id(
+                txn.cur, txn.dialect.sql("INSERT INTO roomstate_users (user_id) VALUES (?)"), (user_id,), "user_nid"
+            )
+        found = nid
+        txn.after_commit(lambda: self.users.put(user_id, found))
+        return nid
+
+    def sweep(self, idle_seconds: float) -> None:
+        for cache in (self.rooms, self.users):
+            cache.idle_seconds = idle_seconds
+            cache.sweep()
 
 
-def _usable_engine(engine: Engine) -> Engine:
-    """The engine to run queries on. On SQLite, SQLAlchemy 1.3 (maubot's legacydb extra) uses a
-    NullPool, which opens the file anew for every transaction; a pooled engine on the same file
-    is several times faster. Anything else is used as maubot made it."""
-    if engine.dialect.name == "sqlite" and isinstance(engine.pool, NullPool):
-        engine = sa.create_engine(
-            engine.url, poolclass=SingletonThreadPool, connect_args={"check_same_thread": False}
+# ---- write jobs (run on the writer thread) ---------------------------------------------------
+
+
+def _claim(txn: Transaction, room_nid: int, event_id: str, ts: int) -> bool:
+    """Record an event as processed; False if it already was (one atomic INSERT)."""
+    txn.execute(
+        "INSERT INTO roomstate_processed_events (room_nid, event_id, processed_ts) VALUES (?, ?, ?)"
+        " ON CONFLICT DO NOTHING",
+        (room_nid, event_id, ts),
+    )
+    return txn.cur.rowcount == 1
+
+
+def _claim_many(txn: Transaction, room_nid: int, event_ids: Sequence[str], ts: int) -> None:
+    if not event_ids:
+        return
+    if txn.dialect.is_sqlite:
+        txn.cur.executemany(
+            "INSERT INTO roomstate_processed_events (room_nid, event_id, processed_ts) VALUES (?, ?, ?)"
+            " ON CONFLICT DO NOTHING",
+            ((room_nid, event_id, ts) for event_id in event_ids),
         )
-    if engine.dialect.name == "sqlite":
-        sa.event.listen(engine, "connect", _tune_sqlite_connection)
-    return engine
+        return
+    txn.dialect.create_temp_table(txn.cur, "roomstate_staged_claims", "event_id TEXT")
+    txn.dialect.bulk_insert(txn.cur, "roomstate_staged_claims", ("event_id",), ((e,) for e in event_ids))
+    txn.execute(
+        "INSERT INTO roomstate_processed_events (room_nid, event_id, processed_ts)"
+        " SELECT DISTINCT ?, event_id, ? FROM roomstate_staged_claims ON CONFLICT DO NOTHING",
+        (room_nid, ts),
+    )
+
+
+def _is_tracked(txn: Transaction, room_nid: int) -> bool:
+    return txn.execute("SELECT 1 FROM roomstate_room_info WHERE room_nid = ?", (room_nid,)).fetchone() is not None
+
+
+def _queue_resync(txn: Transaction, room_nid: int, reason: str, error: str | None, due: int, now: int) -> None:
+    """Put the room in the durable resync queue (or make its next attempt due sooner)."""
+    txn.execute(
+        "INSERT INTO roomstate_resync_queue (room_nid, reason, queued_at, attempts, next_attempt_at, last_error)"
+        " VALUES (?, ?, ?, 0, ?, ?)"
+        " ON CONFLICT (room_nid) DO UPDATE SET"
+        " next_attempt_at = CASE WHEN excluded.next_attempt_at < roomstate_resync_queue.next_attempt_at"
+        " THEN excluded.next_attempt_at ELSE roomstate_resync_queue.next_attempt_at END,"
+        " last_error = COALESCE(excluded.last_error, roomstate_resync_queue.last_error)",
+        (room_nid, reason, now, due, error),
+    )
+
+
+def _delete_room_state(txn: Transaction, room_nid: int) -> bool:
+    """Drop a room's members, info and resync entry (not its nid nor its processed events)."""
+    was_known = _is_tracked(txn, room_nid)
+    txn.execute("DELETE FROM roomstate_memberships WHERE room_nid = ?", (room_nid,))
+    txn.execute("DELETE FROM roomstate_room_info WHERE room_nid = ?", (room_nid,))
+    txn.execute("DELETE FROM roomstate_resync_queue WHERE room_nid = ?", (room_nid,))
+    return was_known
 
 
 class RoomStore:
-    """Rooms, members and processed events in the plugin's SQLAlchemy database."""
+    """Rooms, members, processed events and the resync queue in the plugin's database."""
 
     def __init__(self, engine: Engine) -> None:
-        self.engine = _usable_engine(engine)
-        self._own_engine = self.engine is not engine
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="roomstate-db")
-        # room_id -> room_nid. Nids are never deleted or reused, so entries never go stale. Only
-        # nids read from the database are cached, never one created in a transaction that may
-        # still roll back.
-        self._room_nids: Dict[str, int] = {}
+        self.dialect = Dialect(engine)
+        self.interner = Interner(idle_seconds=24 * 3600)
+        self._writer: WriterThread | None = None
+        self._reader: ReaderThread | None = None
 
-    # ---- lifecycle -------------------------------------------------------------------------
+    # ---- lifecycle ------------------------------------------------------------------------
 
-    def _open(self) -> int:
-        if self.engine.dialect.name == "sqlite":
-            self.engine.dispose()  # pooled connections made before our listener: drop them
-            with self.engine.begin() as conn:
-                # a property of the file: readers never see a half-written sync
-                conn.execute(sa.text("PRAGMA journal_mode=WAL"))
-        return schema.upgrade(self.engine)
+    def open_soon(self) -> asyncio.Future[int]:
+        """Start the database threads and queue the migrations first, without yielding to the
+        event loop: every store call made afterwards runs after them. Resolves to the schema
+        version."""
+        loop = asyncio.get_running_loop()
+        self._writer = WriterThread("roomstate-db-writer", self.dialect, loop)
+        self._reader = ReaderThread("roomstate-db-reader", self.dialect, loop)
+        return self._writer.submit_raw(self._migrate)  # migrations manage their own transactions
 
-    open = off_loop(_open)
-    open.__doc__ = """Set up the database file and run migrations; returns the schema version."""
+    async def open(self) -> int:
+        return await self.open_soon()
 
-    def open_soon(self) -> "asyncio.Future[int]":
-        """Like ``open()``, but queued on the worker thread before this returns, without yielding
-        to the event loop: every store call made afterwards runs after the migrations."""
-        return asyncio.wrap_future(self._executor.submit(self._open))
+    def _migrate(self, conn: Any) -> int:
+        if self.dialect.is_sqlite:
+            cur = conn.cursor()
+            cur.execute("PRAGMA journal_mode = WAL")  # a property of the file: readers never block
+            cur.close()
+        return migrations.upgrade(conn, self.dialect)
 
     async def close(self) -> None:
-        """Finish queued work, then release the worker thread (and our own engine, if any)."""
-        loop = asyncio.get_running_loop()
-        if self._own_engine:
-            await loop.run_in_executor(self._executor, self.engine.dispose)
-        await loop.run_in_executor(None, self._executor.shutdown)
+        """Finish queued work, then close both connections."""
+        if self._writer is not None:
+            await self._writer.close()
+        if self._reader is not None:
+            await self._reader.close()
 
-    # ---- ID interning (callers hold a transaction) ------------------------------------------
+    def _write(self, work: Callable[[Transaction], T], single_statement: bool = False) -> asyncio.Future[T]:
+        assert self._writer is not None, "RoomStore.open_soon() was not called"
+        return self._writer.submit(work, single_statement)
 
-    def _room_nid(self, conn: Connection, room_id: str, create: bool) -> Optional[int]:
-        nid = self._room_nids.get(room_id)
-        if nid is not None:
-            return nid
-        nid = conn.execute(_SELECT_ROOM_NID, {"b_room_id": room_id}).scalar()
-        if nid is not None:
-            self._room_nids[room_id] = nid
-        elif create:
-            nid = conn.execute(_INSERT_ROOM, {"room_id": room_id}).inserted_primary_key[0]
-        return nid
-
-    @staticmethod
-    def _intern_users(conn: Connection, wanted: Dict[str, Optional[str]]) -> Dict[str, int]:
-        """user_id -> user_nid for every key of ``wanted`` (user_id -> displayname), creating
-        missing users and refreshing changed displaynames, in bulk."""
-        found: Dict[str, int] = {}
-        renamed: List[Dict[str, Any]] = []
-        user_ids = list(wanted)
-        for chunk in _chunks(user_ids):
-            query = select(users.c.user_nid, users.c.user_id, users.c.displayname)
-            for row in conn.execute(query.where(users.c.user_id.in_(chunk))):
-                found[row.user_id] = row.user_nid
-                name = wanted[row.user_id]
-                if name is not None and name != row.displayname:
-                    renamed.append({"b_nid": row.user_nid, "b_name": name})
-        missing = [uid for uid in user_ids if uid not in found]
-        if missing:
-            conn.execute(users.insert(), [{"user_id": u, "displayname": wanted[u]} for u in missing])
-            for chunk in _chunks(missing):
-                query = select(users.c.user_nid, users.c.user_id).where(users.c.user_id.in_(chunk))
-                found.update((row.user_id, row.user_nid) for row in conn.execute(query))
-        if renamed:
-            conn.execute(_RENAME_USER, renamed)
-        return found
-
-    @staticmethod
-    def _intern_user(conn: Connection, user_id: str, displayname: Optional[str]) -> int:
-        """One user's nid (created if new; displayname refreshed if given and changed)."""
-        row = conn.execute(_SELECT_USER, {"b_user_id": user_id}).first()
-        if row is None:
-            return conn.execute(_INSERT_USER, {"user_id": user_id, "displayname": displayname}).inserted_primary_key[0]
-        if displayname is not None and displayname != row.displayname:
-            conn.execute(_RENAME_USER, {"b_nid": row.user_nid, "b_name": displayname})
-        return row.user_nid
-
-    @staticmethod
-    def _joined_user_ids(conn: Connection, room_nid: int) -> set:
-        query = (
-            select(users.c.user_id)
-            .select_from(memberships.join(users, users.c.user_nid == memberships.c.user_nid))
-            .where(sa.and_(memberships.c.room_nid == room_nid, memberships.c.membership == JOIN))
-        )
-        return {row.user_id for row in conn.execute(query)}
-
-    @staticmethod
-    def _has_info(conn: Connection, room_nid: Optional[int]) -> bool:
-        if room_nid is None:
-            return False
-        return conn.execute(_SELECT_HAS_INFO, {"b_room_nid": room_nid}).first() is not None
+    def _read(self, work: Callable[[Transaction], T]) -> asyncio.Future[T]:
+        assert self._reader is not None, "RoomStore.open_soon() was not called"
+        return self._reader.submit(work)
 
     # ---- processed events (dedup) -----------------------------------------------------------
 
-    @off_loop
-    def claim_event(self, room_id: str, event_id: str, processed_ts: Optional[int] = None) -> bool:
-        """Record the event as processed. False if it already was (one atomic INSERT on the
-        primary key, so two racing claims can never both succeed)."""
-        try:
-            with self.engine.begin() as conn:
-                room_nid = self._room_nid(conn, room_id, create=True)
-                conn.execute(
-                    _INSERT_PROCESSED,
-                    {
-                        "room_nid": room_nid,
-                        "event_id": event_id,
-                        "processed_ts": processed_ts if processed_ts is not None else now_ms(),
-                    },
-                )
-        except IntegrityError:
-            return False
-        return True
+    def claim(self, room_id: str, event_id: str) -> asyncio.Future[bool]:
+        """Record the event as processed; resolves False if it already was. Atomic: of two
+        racing claims exactly one wins."""
+        ts = now_ms()
 
-    @off_loop
-    def release_event(self, room_id: str, event_id: str) -> None:
+        def job(txn: Transaction) -> bool:
+            room_nid = self.interner.room(txn, room_id)
+            assert room_nid is not None
+            return _claim(txn, room_nid, event_id, ts)
+
+        return self._write(job, single_statement=room_id in self.interner.rooms)
+
+    def release(self, room_id: str, event_id: str) -> asyncio.Future[None]:
         """Forget a claim, so that a later delivery of the event is processed again."""
-        with self.engine.begin() as conn:
-            room_nid = self._room_nid(conn, room_id, create=False)
+
+        def job(txn: Transaction) -> None:
+            room_nid = self.interner.room(txn, room_id, create=False)
             if room_nid is not None:
-                conn.execute(_DELETE_PROCESSED, {"b_room_nid": room_nid, "b_event_id": event_id})
-
-    @off_loop
-    def is_processed(self, room_id: str, event_id: str) -> bool:
-        query = (
-            select(processed_events.c.processed_ts)
-            .select_from(processed_events.join(rooms, rooms.c.room_nid == processed_events.c.room_nid))
-            .where(sa.and_(rooms.c.room_id == room_id, processed_events.c.event_id == event_id))
-        )
-        with self.engine.begin() as conn:
-            return conn.execute(query).first() is not None
-
-    @off_loop
-    def delete_processed_before(self, cutoff_ms: int) -> int:
-        """Delete processed-event records older than ``cutoff_ms``, one room at a time so each
-        delete is a range scan of the (room_nid, processed_ts) index. Returns rows deleted."""
-        deleted = 0
-        with self.engine.begin() as conn:
-            room_nids = [row.room_nid for row in conn.execute(select(rooms.c.room_nid))]
-        for room_nid in room_nids:
-            with self.engine.begin() as conn:
-                result = conn.execute(
-                    processed_events.delete().where(
-                        sa.and_(
-                            processed_events.c.room_nid == room_nid,
-                            processed_events.c.processed_ts < cutoff_ms,
-                        )
-                    )
+                txn.execute(
+                    "DELETE FROM roomstate_processed_events WHERE room_nid = ? AND event_id = ?",
+                    (room_nid, event_id),
                 )
-                deleted += max(result.rowcount, 0)
-        return deleted
 
-    # ---- writes -----------------------------------------------------------------------------
+        return self._write(job)
 
-    @off_loop
-    def replace_room(self, snapshot: RoomSnapshot) -> MemberDiff:
-        """Replace a room's info and member list with ``snapshot`` in one transaction."""
-        info = snapshot.info
-        with self.engine.begin() as conn:
-            room_nid = self._room_nid(conn, info.room_id, create=True)
-            was_known = self._has_info(conn, room_nid)
-            before = self._joined_user_ids(conn, room_nid)
-            user_nids = self._intern_users(
-                conn, {m.user_id: m.displayname for m in snapshot.members}
-            )
-            conn.execute(memberships.delete().where(memberships.c.room_nid == room_nid))
-            rows = [
-                {
-                    "room_nid": room_nid,
-                    "user_nid": user_nids[m.user_id],
-                    "membership": m.membership,
-                    "displayname": m.displayname,
-                    "event_ts": m.event_ts,
-                }
-                for m in snapshot.members
-            ]
-            if rows:
-                conn.execute(memberships.insert(), rows)
-            conn.execute(room_info.delete().where(room_info.c.room_nid == room_nid))
-            conn.execute(
-                room_info.insert().values(
-                    room_nid=room_nid,
-                    name=info.name,
-                    topic=info.topic,
-                    canonical_alias=info.canonical_alias,
-                    encrypted=info.encrypted,
-                    creator=info.creator,
-                    room_version=info.room_version,
-                    replacement_room=info.replacement_room,
-                    updated_at=now_ms(),
+    def delete_processed_chunk(self, cutoff_ms: int, from_room_nid: int = 0) -> asyncio.Future[tuple[int, int | None]]:
+        """Delete up to CLEANUP_CHUNK processed-event records older than ``cutoff_ms``, by range
+        on the (room, processed_ts) index, starting at ``from_room_nid``. Resolves to (rows
+        deleted, the room to continue from or None when done). Small chunks keep the writer free
+        for claims in between."""
+
+        def job(txn: Transaction) -> tuple[int, int | None]:
+            row = txn.execute(
+                "SELECT MIN(room_nid) FROM roomstate_processed_events WHERE room_nid >= ?", (from_room_nid,)
+            ).fetchone()
+            room_nid = row[0] if row else None
+            deleted = 0
+            while room_nid is not None:
+                limit = CLEANUP_CHUNK - deleted
+                txn.execute(
+                    "DELETE FROM roomstate_processed_events WHERE room_nid = ? AND event_id IN ("
+                    " SELECT event_id FROM roomstate_processed_events WHERE room_nid = ? AND processed_ts < ?"
+                    " ORDER BY processed_ts LIMIT ?)",
+                    (room_nid, room_nid, cutoff_ms, limit),
                 )
-            )
-        after = {m.user_id for m in snapshot.members if m.membership == JOIN}
-        return MemberDiff(
-            room_id=info.room_id,
-            added=tuple(sorted(after - before)),
-            removed=tuple(sorted(before - after)),
-            was_known=was_known,
-        )
+                count = max(txn.cur.rowcount, 0)
+                deleted += count
+                if count == limit:  # the chunk is full; this room may have more
+                    return deleted, room_nid
+                row = txn.execute(
+                    "SELECT MIN(room_nid) FROM roomstate_processed_events WHERE room_nid > ?", (room_nid,)
+                ).fetchone()
+                room_nid = row[0] if row else None
+            return deleted, None
 
-    @off_loop
-    def forget_room(self, room_id: str) -> bool:
-        """Delete a room's info and members (not its nid nor its processed events).
-        Returns whether the room was known."""
-        with self.engine.begin() as conn:
-            room_nid = self._room_nid(conn, room_id, create=False)
-            if room_nid is None:
-                return False
-            was_known = self._has_info(conn, room_nid)
-            conn.execute(memberships.delete().where(memberships.c.room_nid == room_nid))
-            conn.execute(room_info.delete().where(room_info.c.room_nid == room_nid))
-            return was_known
+        return self._write(job)
 
-    @off_loop
-    def apply_membership(self, room_id: str, member: Member) -> Optional[bool]:
-        """Store one member's new membership. None if the room is not tracked (no info row);
-        False if the stored membership comes from a newer event; True if applied."""
-        with self.engine.begin() as conn:
-            room_nid = self._room_nid(conn, room_id, create=False)
-            if not self._has_info(conn, room_nid):
-                return None
-            user_nid = self._intern_user(conn, member.user_id, member.displayname)
-            key = {"b_room_nid": room_nid, "b_user_nid": user_nid}
-            stored_ts = conn.execute(_SELECT_MEMBER_TS, key).scalar()
-            values = {
-                "membership": member.membership,
-                "displayname": member.displayname,
-                "event_ts": member.event_ts,
-            }
-            if stored_ts is None:
-                conn.execute(_INSERT_MEMBER, {"room_nid": room_nid, "user_nid": user_nid, **values})
-            elif stored_ts > member.event_ts:
-                return False
+    # ---- state changes ----------------------------------------------------------------------
+
+    def apply_member(self, change: MemberChange, claim: bool, queue_if_untracked: bool) -> asyncio.Future[Applied]:
+        """Store one member's new membership (a ``leave`` deletes the row), keeping the room's
+        counts in step. With ``claim``, the event is claimed in the same transaction and a
+        duplicate changes nothing. In an untracked room nothing is stored; with
+        ``queue_if_untracked`` the room goes into the resync queue (in the same transaction)."""
+        now = now_ms()
+        member = change.member
+
+        def job(txn: Transaction) -> Applied:
+            room_nid = self.interner.room(txn, change.room_id)
+            assert room_nid is not None
+            if claim and not _claim(txn, room_nid, change.event_id, now):
+                return Applied.DUPLICATE
+            if not _is_tracked(txn, room_nid):
+                if queue_if_untracked:
+                    _queue_resync(txn, room_nid, "event in an untracked room", None, now, now)
+                return Applied.NOT_TRACKED
+            user_nid = self.interner.user(txn, member.user_id)
+            old = txn.execute(
+                "SELECT membership, displayname FROM roomstate_memberships WHERE room_nid = ? AND user_nid = ?",
+                (room_nid, user_nid),
+            ).fetchone()
+            old_membership = old[0] if old else None
+            if member.membership == LEAVE:
+                if old is None:
+                    return Applied.UNCHANGED
+                txn.execute(
+                    "DELETE FROM roomstate_memberships WHERE room_nid = ? AND user_nid = ?", (room_nid, user_nid)
+                )
+            elif old is not None and (old[0], old[1]) == (member.membership, member.displayname):
+                return Applied.UNCHANGED
             else:
-                conn.execute(_UPDATE_MEMBER, {**key, **values})
-            conn.execute(_TOUCH_ROOM, {"b_room_nid": room_nid, "b_now": now_ms()})
-            return True
-
-    @off_loop
-    def update_room_info(self, room_id: str, changes: Dict[str, Any]) -> bool:
-        """Set some RoomInfo fields of a tracked room. False if the room is not tracked."""
-        allowed = {c.name for c in room_info.columns} - {"room_nid", "updated_at"}
-        unknown = set(changes) - allowed
-        if unknown:
-            raise ValueError(f"not room info fields: {sorted(unknown)}")
-        with self.engine.begin() as conn:
-            room_nid = self._room_nid(conn, room_id, create=False)
-            if not self._has_info(conn, room_nid):
-                return False
-            conn.execute(
-                room_info.update()
-                .where(room_info.c.room_nid == room_nid)
-                .values(updated_at=now_ms(), **changes)
+                txn.execute(
+                    "INSERT INTO roomstate_memberships (room_nid, user_nid, membership, displayname)"
+                    " VALUES (?, ?, ?, ?) ON CONFLICT (room_nid, user_nid) DO UPDATE SET"
+                    " membership = excluded.membership, displayname = excluded.displayname",
+                    (room_nid, user_nid, member.membership, member.displayname),
+                )
+            new_joined, new_invited = _counts(None if member.membership == LEAVE else member.membership)
+            old_joined, old_invited = _counts(old_membership)
+            txn.execute(
+                "UPDATE roomstate_room_info SET joined_count = joined_count + ?,"
+                " invited_count = invited_count + ?, updated_at = ? WHERE room_nid = ?",
+                (new_joined - old_joined, new_invited - old_invited, now, room_nid),
             )
-            return True
+            return Applied.APPLIED
+
+        return self._write(job)
+
+    def apply_room_info(self, change: RoomInfoChange, claim: bool, queue_if_untracked: bool) -> asyncio.Future[Applied]:
+        """Set some RoomInfo fields of a tracked room (same claim/untracked rules as
+        ``apply_member``)."""
+        now = now_ms()
+        fields = [name for name, _ in change.changes]
+        values = tuple(value for _, value in change.changes)
+        differs = " OR ".join(
+            f"{name} IS NOT ?" if self.dialect.is_sqlite else f"{name} IS DISTINCT FROM ?" for name in fields
+        )
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+
+        def job(txn: Transaction) -> Applied:
+            room_nid = self.interner.room(txn, change.room_id)
+            assert room_nid is not None
+            if claim and not _claim(txn, room_nid, change.event_id, now):
+                return Applied.DUPLICATE
+            if not _is_tracked(txn, room_nid):
+                if queue_if_untracked:
+                    _queue_resync(txn, room_nid, "event in an untracked room", None, now, now)
+                return Applied.NOT_TRACKED
+            txn.execute(
+                f"UPDATE roomstate_room_info SET {assignments}, updated_at = ? WHERE room_nid = ? AND ({differs})",
+                (*values, now, room_nid, *values),
+            )
+            return Applied.APPLIED if txn.cur.rowcount else Applied.UNCHANGED
+
+        return self._write(job)
+
+    def replace_room(self, snapshot: RoomSnapshot, claims: Sequence[str] = ()) -> asyncio.Future[MemberDiff]:
+        """Replace a room's info and member list with ``snapshot`` in one transaction, writing
+        only the rows that differ; record ``claims`` (event IDs the snapshot covers) as processed
+        and take the room out of the resync queue, in the same transaction."""
+        now = now_ms()
+        info = snapshot.info
+
+        def job(txn: Transaction) -> MemberDiff:
+            room_nid = self.interner.room(txn, info.room_id)
+            assert room_nid is not None
+            row = txn.execute(
+                "SELECT joined_count, invited_count FROM roomstate_room_info WHERE room_nid = ?", (room_nid,)
+            ).fetchone()
+            counts = None if row is None else (int(row[0]), int(row[1]))
+            diff, joined, invited = replace_members(
+                txn, self.interner, room_nid, info.room_id, snapshot.members, counts
+            )
+            txn.execute(
+                "INSERT INTO roomstate_room_info (room_nid, name, topic, canonical_alias, encrypted, creator,"
+                " room_version, replacement_room, updated_at, joined_count, invited_count, synced_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (room_nid) DO UPDATE SET"
+                " name = excluded.name, topic = excluded.topic, canonical_alias = excluded.canonical_alias,"
+                " encrypted = excluded.encrypted, creator = excluded.creator, room_version = excluded.room_version,"
+                " replacement_room = excluded.replacement_room, updated_at = excluded.updated_at,"
+                " joined_count = excluded.joined_count, invited_count = excluded.invited_count,"
+                " synced_at = excluded.synced_at",
+                (
+                    room_nid,
+                    info.name,
+                    info.topic,
+                    info.canonical_alias,
+                    bool(info.encrypted),
+                    info.creator,
+                    info.room_version,
+                    info.replacement_room,
+                    now,
+                    joined,
+                    invited,
+                    now,
+                ),
+            )
+            txn.execute("DELETE FROM roomstate_resync_queue WHERE room_nid = ?", (room_nid,))
+            _claim_many(txn, room_nid, claims, now)
+            return diff
+
+        return self._write(job)
+
+    def forget_room(self, room_id: str, claim: str | None = None) -> asyncio.Future[Applied]:
+        """Delete a room's info and members (not its nid nor its processed events), claiming
+        event ``claim`` in the same transaction (a duplicate changes nothing)."""
+        now = now_ms()
+
+        def job(txn: Transaction) -> Applied:
+            room_nid = self.interner.room(txn, room_id, create=claim is not None)
+            if room_nid is None:
+                return Applied.UNCHANGED
+            if claim is not None and not _claim(txn, room_nid, claim, now):
+                return Applied.DUPLICATE
+            return Applied.APPLIED if _delete_room_state(txn, room_nid) else Applied.UNCHANGED
+
+        return self._write(job)
+
+    def is_tracked(self, room_id: str) -> asyncio.Future[bool]:
+        """Whether the room is tracked, after every write queued before this call."""
+
+        def job(txn: Transaction) -> bool:
+            room_nid = self.interner.room(txn, room_id, create=False)
+            return room_nid is not None and _is_tracked(txn, room_nid)
+
+        return self._write(job)
+
+    # ---- the durable resync queue -----------------------------------------------------------
+
+    def queue_resync(
+        self, room_id: str, reason: str, error: str | None = None, due_ms: int | None = None
+    ) -> asyncio.Future[None]:
+        """Mark the room as needing a full sync (kept across restarts until a sync succeeds)."""
+        now = now_ms()
+
+        def job(txn: Transaction) -> None:
+            room_nid = self.interner.room(txn, room_id)
+            assert room_nid is not None
+            _queue_resync(txn, room_nid, reason, error, now if due_ms is None else due_ms, now)
+
+        return self._write(job)
+
+    def resync_failed(self, room_id: str, error: str, backoff: Callable[[int], float]) -> asyncio.Future[int]:
+        """Count a failed resync attempt and schedule the next one ``backoff(attempts)`` seconds
+        from now. Resolves to the number of attempts so far."""
+        now = now_ms()
+
+        def job(txn: Transaction) -> int:
+            room_nid = self.interner.room(txn, room_id)
+            assert room_nid is not None
+            row = txn.execute("SELECT attempts FROM roomstate_resync_queue WHERE room_nid = ?", (room_nid,)).fetchone()
+            attempts = (int(row[0]) if row else 0) + 1
+            due = now + int(backoff(attempts) * 1000)
+            if row is None:
+                _queue_resync(txn, room_nid, "sync failed", error, due, now)
+            txn.execute(
+                "UPDATE roomstate_resync_queue SET attempts = ?, next_attempt_at = ?, last_error = ?"
+                " WHERE room_nid = ?",
+                (attempts, due, error[:500], room_nid),
+            )
+            return attempts
+
+        return self._write(job)
+
+    def due_resyncs(self, limit: int) -> asyncio.Future[list[StaleRoom]]:
+        """Rooms whose next resync attempt is due, most overdue first."""
+        now = now_ms()
+
+        def job(txn: Transaction) -> list[StaleRoom]:
+            rows = txn.execute(
+                f"SELECT {_STALE_COLUMNS} FROM {_STALE_FROM} WHERE q.next_attempt_at <= ?"
+                " ORDER BY q.next_attempt_at LIMIT ?",
+                (now, limit),
+            ).fetchall()
+            return [StaleRoom(*row) for row in rows]
+
+        return self._read(job)
+
+    def resync_queue(self) -> asyncio.Future[list[StaleRoom]]:
+        """Every room in the resync queue, by next attempt."""
+
+        def job(txn: Transaction) -> list[StaleRoom]:
+            rows = txn.execute(f"SELECT {_STALE_COLUMNS} FROM {_STALE_FROM} ORDER BY q.next_attempt_at").fetchall()
+            return [StaleRoom(*row) for row in rows]
+
+        return self._read(job)
+
+    def next_resync_due(self) -> asyncio.Future[int | None]:
+        def job(txn: Transaction) -> int | None:
+            row = txn.execute("SELECT MIN(next_attempt_at) FROM roomstate_resync_queue").fetchone()
+            return None if row is None or row[0] is None else int(row[0])
+
+        return self._read(job)
 
     # ---- reads ------------------------------------------------------------------------------
 
-    @off_loop
-    def is_tracked(self, room_id: str) -> bool:
-        """Whether the room is tracked (the bot is in it, as far as the store knows)."""
-        with self.engine.begin() as conn:
-            return self._has_info(conn, self._room_nid(conn, room_id, create=False))
+    def rooms(self) -> asyncio.Future[list[RoomInfo]]:
+        """Every room the bot is joined to (as far as the store knows), with member counts."""
 
-    @off_loop
-    def get_room(self, room_id: str) -> Optional[RoomInfo]:
-        query = sa.text(_ROOMS_QUERY + " WHERE r.room_id = :room_id")
-        with self.engine.begin() as conn:
-            row = conn.execute(query, {"room_id": room_id}).first()
-        return _room_from_row(row) if row is not None else None
+        def job(txn: Transaction) -> list[RoomInfo]:
+            return [_room_from_row(row) for row in txn.execute(f"SELECT {_ROOM_COLUMNS} FROM {_ROOMS_FROM}").fetchall()]
 
-    @off_loop
-    def list_rooms(self) -> List[RoomInfo]:
-        """Every room the bot is joined to, with member counts."""
-        with self.engine.begin() as conn:
-            return [_room_from_row(row) for row in conn.execute(sa.text(_ROOMS_QUERY))]
+        return self._read(job)
 
-    @off_loop
-    def joined_rooms_of(self, user_id: str) -> List[RoomInfo]:
-        """Tracked rooms in which ``user_id`` is joined."""
-        query = sa.text(_ROOMS_QUERY + " WHERE " + _JOINED_ROOMS_OF_USER)
-        with self.engine.begin() as conn:
-            return [_room_from_row(row) for row in conn.execute(query, {"user_id": user_id})]
+    def room(self, room_id: str) -> asyncio.Future[RoomInfo | None]:
+        def job(txn: Transaction) -> RoomInfo | None:
+            row = txn.execute(f"SELECT {_ROOM_COLUMNS} FROM {_ROOMS_FROM} WHERE r.room_id = ?", (room_id,)).fetchone()
+            return None if row is None else _room_from_row(row)
 
-    @off_loop
-    def list_members(self, room_id: str, membership: Optional[str] = None) -> List[Member]:
-        """Members of a tracked room (all non-leave memberships, or only ``membership``)."""
-        query = (
-            select(
-                users.c.user_id,
-                memberships.c.membership,
-                memberships.c.displayname,
-                memberships.c.event_ts,
-            )
-            .select_from(
-                memberships.join(users, users.c.user_nid == memberships.c.user_nid).join(
-                    rooms, rooms.c.room_nid == memberships.c.room_nid
-                )
-            )
-            .where(rooms.c.room_id == room_id)
-            .order_by(users.c.user_id)
-        )
-        if membership is None:
-            query = query.where(memberships.c.membership != "leave")
-        else:
-            query = query.where(memberships.c.membership == membership)
-        with self.engine.begin() as conn:
-            return [
-                Member(row.user_id, row.membership, row.displayname, int(row.event_ts))
-                for row in conn.execute(query)
-            ]
+        return self._read(job)
 
-    @off_loop
-    def user_displayname(self, user_id: str) -> Optional[str]:
-        with self.engine.begin() as conn:
-            query = select(users.c.displayname).where(users.c.user_id == user_id)
-            return conn.execute(query).scalar()
+    def rooms_of(self, user_id: str, membership: str = JOIN) -> asyncio.Future[list[SharedRoom]]:
+        """Tracked rooms in which ``user_id`` has ``membership``, with their display name there."""
+
+        def job(txn: Transaction) -> list[SharedRoom]:
+            rows = txn.execute(
+                f"SELECT {_ROOM_COLUMNS}, m.displayname FROM roomstate_users u"
+                " JOIN roomstate_memberships m ON m.user_nid = u.user_nid AND m.membership = ?"
+                " JOIN roomstate_room_info i ON i.room_nid = m.room_nid"
+                " JOIN roomstate_rooms r ON r.room_nid = i.room_nid"
+                " LEFT JOIN roomstate_resync_queue q ON q.room_nid = i.room_nid"
+                " WHERE u.user_id = ?",
+                (membership, user_id),
+            ).fetchall()
+            return [SharedRoom(_room_from_row(row), row[13]) for row in rows]
+
+        return self._read(job)
+
+    def members(self, room_id: str) -> asyncio.Future[list[Member]]:
+        """A tracked room's members (every stored membership), sorted by user ID."""
+
+        def job(txn: Transaction) -> list[Member]:
+            rows = txn.execute(
+                "SELECT u.user_id, m.membership, m.displayname FROM roomstate_rooms r"
+                " JOIN roomstate_memberships m ON m.room_nid = r.room_nid"
+                " JOIN roomstate_users u ON u.user_nid = m.user_nid WHERE r.room_id = ? ORDER BY u.user_id",
+                (room_id,),
+            ).fetchall()
+            return [Member(*row) for row in rows]
+
+        return self._read(job)
+
+    def sweep_caches(self, idle_seconds: float) -> asyncio.Future[None]:
+        """Drop cache entries unused for ``idle_seconds`` (on the writer thread, which owns
+        them)."""
+
+        def job(txn: Transaction) -> None:
+            self.interner.sweep(idle_seconds)
+
+        return self._write(job, single_statement=True)
+
+
+_STALE_COLUMNS = "r.room_id, q.reason, q.queued_at, q.attempts, q.next_attempt_at, q.last_error"
+_STALE_FROM = "roomstate_resync_queue q JOIN roomstate_rooms r ON r.room_nid = q.room_nid"

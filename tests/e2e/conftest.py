@@ -5,29 +5,31 @@ running pytest. Without Synapse the suite is skipped, unless ROOMSTATE_E2E_REQUI
 scripts/test.sh sets), which makes that an error. Every server's PID is stopped at the end and the
 temp directory removed, unless a test failed or ROOMSTATE_E2E_KEEP=1.
 """
+
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Set
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from roomstate_dev.bots import StandaloneBot
-from roomstate_dev.client import MatrixUser
+from roomstate_dev.client import MatrixUser, eventually
 from roomstate_dev.servers import Synapse, synapse_python
 
 pytestmark = pytest.mark.e2e
 
 # Everything started in this session, for logs in failure reports.
-RUNNING: Dict[str, Any] = {}
+RUNNING: dict[str, Any] = {}
 
 
-def pytest_collection_modifyitems(items: List[pytest.Item]) -> None:
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "/e2e/" in str(item.fspath):
             item.add_marker(pytest.mark.e2e)
@@ -82,7 +84,7 @@ class People:
         self.carol = self._user("carol", "Carol")
         self.dave = self._user("dave", "Dave")
 
-    def _user(self, localpart: str, displayname: Optional[str] = None) -> MatrixUser:
+    def _user(self, localpart: str, displayname: str | None = None) -> MatrixUser:
         user_id, token = self.synapse.register(localpart, admin=localpart == "admin")
         user = MatrixUser(self.synapse.url, user_id, token)
         if displayname:
@@ -101,7 +103,7 @@ class BotDatabase:
     def __init__(self, url: str) -> None:
         self.engine = sa.create_engine(url)
 
-    def rows(self, sql: str, **params: Any) -> List[Any]:
+    def rows(self, sql: str, **params: Any) -> list[Any]:
         with self.engine.begin() as conn:
             return list(conn.execute(sa.text(sql), params))
 
@@ -109,32 +111,51 @@ class BotDatabase:
         with self.engine.begin() as conn:
             conn.execute(sa.text(sql), params)
 
-    def members(self, room_id: str, membership: str = "join") -> Set[str]:
-        return {row[0] for row in self.rows(
-            "SELECT u.user_id FROM roomstate_memberships m "
-            "JOIN roomstate_users u ON u.user_nid = m.user_nid "
-            "JOIN roomstate_rooms r ON r.room_nid = m.room_nid "
-            "WHERE r.room_id = :room AND m.membership = :membership", room=room_id, membership=membership)}
+    def members(self, room_id: str, membership: str = "join") -> set[str]:
+        return {
+            row[0]
+            for row in self.rows(
+                "SELECT u.user_id FROM roomstate_memberships m "
+                "JOIN roomstate_users u ON u.user_nid = m.user_nid "
+                "JOIN roomstate_rooms r ON r.room_nid = m.room_nid "
+                "WHERE r.room_id = :room AND m.membership = :membership",
+                room=room_id,
+                membership=membership,
+            )
+        }
 
-    def room(self, room_id: str) -> Optional[Any]:
+    def room(self, room_id: str) -> Any | None:
         found = self.rows(
             "SELECT i.* FROM roomstate_room_info i JOIN roomstate_rooms r ON r.room_nid = i.room_nid "
-            "WHERE r.room_id = :room", room=room_id)
+            "WHERE r.room_id = :room",
+            room=room_id,
+        )
         return found[0] if found else None
 
-    def room_ids(self) -> Set[str]:
-        return {row[0] for row in self.rows(
-            "SELECT r.room_id FROM roomstate_room_info i JOIN roomstate_rooms r ON r.room_nid = i.room_nid")}
+    def room_ids(self) -> set[str]:
+        return {
+            row[0]
+            for row in self.rows(
+                "SELECT r.room_id FROM roomstate_room_info i JOIN roomstate_rooms r ON r.room_nid = i.room_nid"
+            )
+        }
 
     def member_rows(self, room_id: str) -> int:
         return self.rows(
             "SELECT COUNT(*) FROM roomstate_memberships m JOIN roomstate_rooms r ON r.room_nid = m.room_nid "
-            "WHERE r.room_id = :room", room=room_id)[0][0]
+            "WHERE r.room_id = :room",
+            room=room_id,
+        )[0][0]
 
-    def processed_ids(self, room_id: str) -> Set[str]:
-        return {row[0] for row in self.rows(
-            "SELECT p.event_id FROM roomstate_processed_events p JOIN roomstate_rooms r ON r.room_nid = p.room_nid "
-            "WHERE r.room_id = :room", room=room_id)}
+    def processed_ids(self, room_id: str) -> set[str]:
+        return {
+            row[0]
+            for row in self.rows(
+                "SELECT p.event_id FROM roomstate_processed_events p JOIN roomstate_rooms r ON r.room_nid = p.room_nid "
+                "WHERE r.room_id = :room",
+                room=room_id,
+            )
+        }
 
 
 def wipe_postgres(url: str) -> None:
@@ -152,15 +173,44 @@ def bot(e2e_dir: Path, synapse: Synapse, people: People) -> Iterator[StandaloneB
     database = os.environ.get("ROOMSTATE_E2E_DATABASE")  # a PostgreSQL URL; wiped first
     if database:
         wipe_postgres(database)
-    runner = StandaloneBot(e2e_dir / "bot", synapse.url, user_id, token, database=database,
-                           plugin_config={"admins": [people.admin.user_id]})
+    runner = StandaloneBot(
+        e2e_dir / "bot",
+        synapse.url,
+        user_id,
+        token,
+        database=database,
+        plugin_config={"admins": [people.admin.user_id]},
+    )
     RUNNING["maubot"] = runner
     try:
-        runner.start()
+        runner.start(wait_for_first_sync=False)  # a first start has no sync token: nothing to miss
+        nudge_room = people.admin.create_room("Nudge", invite=[user_id])
+        eventually(
+            lambda: user_id in people.admin.call("GET", f"{people.admin.room(nudge_room)}/joined_members")["joined"],
+            what="bot joined the nudge room",
+        )
+        runner.nudge = lambda: people.admin.send(nudge_room, "nudge")  # ends the first sync's long poll
         yield runner
     finally:
         runner.stop()
         RUNNING.pop("maubot", None)
+
+
+@pytest.fixture(autouse=True)
+def no_plugin_tracebacks(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test that uses the bot: nothing it did made the plugin crash (a traceback in
+    the bot's log that mentions roomstate)."""
+    if "bot" not in request.fixturenames:
+        yield
+        return
+    runner: StandaloneBot = request.getfixturevalue("bot")
+    before = len(runner.log_text())
+    yield
+    text = runner.log_text()[before:]
+    crashes = [
+        block for block in text.split("\n[") if "Traceback (most recent call last)" in block and "roomstate" in block
+    ]
+    assert not crashes, crashes[:2]
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
 """How users install it: the .mbp from build.sh uploaded to a maubot manager through its API."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -25,10 +26,12 @@ def test_uploaded_mbp_runs_in_the_maubot_manager(e2e_dir: Path, synapse: Synapse
         alice, bob = people.alice, people.bob
         room = alice.create_room("Manager mode", invite=[bob.user_id, bot_id])
         bob.join(room)
-        eventually(lambda: bot_id in alice.call("GET", f"{alice.room(room)}/joined_members")["joined"],
-                   what="manager bot joined")
+        eventually(
+            lambda: bot_id in alice.call("GET", f"{alice.room(room)}/joined_members")["joined"],
+            what="manager bot joined",
+        )
         reply = alice.ask(room, bot_id, "!rooms")
-        assert reply.splitlines()[0] == "I'm in 1 room:" and "**Manager mode** (3 members)" in reply
+        assert reply.splitlines()[0] == "I'm in 1 room that you are in too:" and "Manager mode (3 members)" in reply
 
         # the instance database is the SQLite file maubot made for it, holding our tables
         [db_file] = list((e2e_dir / "manager" / "dbs").glob("*.db"))

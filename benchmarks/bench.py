@@ -1,0 +1,485 @@
+"""Side-by-side benchmark: roomstate vs mautrix-python's state store vs raw sqlite3, in one process.
+
+    scripts/bench.sh [--quick] [--postgres URL]      (sets up .venvs/bench, runs both SQLAlchemy versions)
+    python -m benchmarks.bench [--quick] [--postgres URL] [--json PATH] [--plot PATH]
+
+Repetitions are interleaved, the systems' order rotating each time; the table shows medians and
+the ratios that matter (absolute times drift on a shared machine; ratios in one run do not).
+Asserts nothing about speed. It does check correctness on the way: exactly-once claims under
+concurrency (no duplicate accepted, none lost) and that readers never see a half-written list.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import random
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import data  # noqa: E402
+from benchmarks.peers import BOT, Mautrix, RawSqlite, Roomstate, remove_sqlite  # noqa: E402
+
+
+@dataclass
+class Report:
+    sqlalchemy: str = sa.__version__
+    quick: bool = False
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    curves: dict[str, dict[int, float]] = field(default_factory=dict)  # system -> size -> seconds
+
+    def add(self, path: str, value: str, target: str, **numbers: Any) -> None:
+        self.rows.append({"path": path, "result": value, "target": target, **numbers})
+        print(f"  {path:<62} {value:<44} target {target}", flush=True)
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms" if seconds < 10 else f"{seconds:.1f} s"
+
+
+async def interleaved(reps: int, systems: Sequence[Any], run: Callable[[Any, int], Awaitable[float]]) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {s.name: [] for s in systems}
+    for rep in range(reps):
+        shift = rep % len(systems)
+        for system in [*systems[shift:], *systems[:shift]]:
+            gc.collect()
+            times[system.name].append(await run(system, rep))
+    return times
+
+
+class Workdir:
+    def __init__(self) -> None:
+        self.path = Path(tempfile.mkdtemp(prefix="roomstate-bench-"))
+
+    def sqlite(self, name: str) -> str:
+        path = str(self.path / f"{name}.db")
+        remove_sqlite(path)
+        return path
+
+
+async def open_systems(work: Workdir, tag: str, raw: bool = True) -> list[Any]:
+    systems: list[Any] = [Roomstate(f"sqlite:///{work.sqlite(f'roomstate-{tag}')}"), Mautrix(f"sqlite:{work.sqlite(f'mautrix-{tag}')}")]
+    if raw:
+        systems.append(RawSqlite(work.sqlite(f"raw-{tag}")))
+    for system in systems:
+        await system.open()
+    return systems
+
+
+async def close_all(systems: Sequence[Any]) -> None:
+    for system in systems:
+        await system.close()
+
+
+# ---- full syncs ---------------------------------------------------------------------------------
+
+
+async def full_sync(report: Report, work: Workdir, sizes: list[int], reps: int) -> dict[str, float]:
+    systems = await open_systems(work, "full")
+    medians: dict[int, dict[str, float]] = {}
+    for size_index, size in enumerate(sizes):
+        async def run(system: Any, rep: int, size: int = size, size_index: int = size_index) -> float:
+            # a new room of users the system has not seen yet
+            members = data.members(size, first_user=(size_index * 100 + rep) * 1_000_000, seed=rep)
+            prepared = system.prepare(f"!new{size}-{rep}:bench.example", members)
+            started = time.perf_counter()
+            await system.full_sync(prepared)
+            return time.perf_counter() - started
+
+        times = await interleaved(reps, systems, run)
+        medians[size] = {name: median(t) for name, t in times.items()}
+        for name, value in medians[size].items():
+            report.curves.setdefault(name, {})[size] = value
+    await close_all(systems)
+    largest = sizes[-1]
+    ours, theirs, raw = (medians[largest][n] for n in ("roomstate", "mautrix", "raw sqlite3"))
+    report.add(f"full sync, new {largest:,}-member room (SQLAlchemy {sa.__version__})",
+               f"{ms(ours)} = {ours / theirs:.2f}x mautrix, {ours / raw:.2f}x raw", "<= 1.0x mautrix",
+               roomstate=ours, mautrix=theirs, raw=raw, ratio=ours / theirs)
+    return medians[largest]
+
+
+async def resync(report: Report, work: Workdir, size: int, reps: int, new_sync: float) -> None:
+    system = Roomstate(f"sqlite:///{work.sqlite('resync')}")
+    await system.open()
+    original = data.members(size, seed=7)
+    changed = data.changed(original, 0.01)
+    await system.full_sync(system.prepare("!r:bench.example", original))
+    times, written = [], []
+    for rep in range(reps * 2):
+        snapshot = system.prepare("!r:bench.example", changed if rep % 2 == 0 else original)
+        gc.collect()
+        started = time.perf_counter()
+        diff = await system.store.replace_room(snapshot)
+        times.append(time.perf_counter() - started)
+        written.append(diff.rows_written)
+    await system.close()
+    value = median(times)
+    report.add(f"re-sync of a {size:,} room where 1% changed", f"{ms(value)} = {value / new_sync:.2f}x a new sync, "
+               f"{max(written):,} rows written", "<= 0.25x, only changed rows", seconds=value, ratio=value / new_sync,
+               rows_written=max(written))
+
+
+async def stall_and_heap(report: Report, work: Workdir, size: int) -> None:
+    """The longest event-loop stall while each system writes a big member list, and its peak of
+    Python heap (measured in separate runs: tracemalloc slows everything down)."""
+    systems = await open_systems(work, "stall", raw=False)
+    stalls: dict[str, list[float]] = {s.name: [] for s in systems}
+    heaps: dict[str, list[float]] = {s.name: [] for s in systems}
+    for rep in range(3):
+        for system in systems if rep % 2 == 0 else reversed(systems):
+            members = data.members(size, first_user=(500 + rep) * 1_000_000, seed=rep)
+            prepared = system.prepare(f"!stall{rep}:bench.example", members)
+            gc.collect()
+            longest = 0.0
+            running = True
+
+            async def tick() -> None:
+                nonlocal longest
+                while running:
+                    started = time.perf_counter()
+                    await asyncio.sleep(0.001)
+                    longest = max(longest, time.perf_counter() - started - 0.001)
+
+            ticker = asyncio.ensure_future(tick())
+            await asyncio.sleep(0.01)
+            await system.full_sync(prepared)
+            running = False
+            await ticker
+            stalls[system.name].append(longest)
+            members = data.members(size, first_user=(600 + rep) * 1_000_000, seed=rep)
+            prepared = system.prepare(f"!heap{rep}:bench.example", members)
+            gc.collect()
+            tracemalloc.start()
+            base = tracemalloc.get_traced_memory()[0]
+            await system.full_sync(prepared)
+            heaps[system.name].append(tracemalloc.get_traced_memory()[1] - base)
+            tracemalloc.stop()
+            del prepared
+    await close_all(systems)
+    ours, theirs = median(stalls["roomstate"]), median(stalls["mautrix"])
+    report.add(f"longest event-loop stall during a {size:,} sync", f"{ms(ours)} (mautrix {ms(theirs)})", "<= 50 ms",
+               roomstate=ours, mautrix=theirs)
+    ours, theirs = median(heaps["roomstate"]), median(heaps["mautrix"])
+    report.add(f"Python heap peak during a {size:,} sync", f"{ours / 2**20:.1f} MiB = {ours / theirs:.2f}x mautrix "
+               f"({theirs / 2**20:.1f} MiB)", "<= 2x mautrix", roomstate=ours, mautrix=theirs, ratio=ours / theirs)
+
+
+# ---- events and claims --------------------------------------------------------------------------
+
+
+def member_events(room_id: str, count: int, seed: int) -> list[dict[str, Any]]:
+    """A realistic stream: new users joining, people leaving, renames, invites."""
+    rng = random.Random(seed)
+    events = []
+    for index in range(count):
+        kind = rng.random()
+        user = data.user_id(rng.randrange(2_000) if kind >= 0.4 else 20_000_000 + seed * count + index)
+        membership = "join" if kind < 0.4 or kind >= 0.8 else "leave" if kind < 0.6 else "invite"
+        content: dict[str, Any] = {"membership": membership}
+        if membership == "join":
+            content["displayname"] = f"Name {rng.randrange(100)}"
+        events.append({"type": "m.room.member", "state_key": user, "sender": user, "room_id": room_id,
+                       "event_id": f"$ev{seed}-{index}:bench.example", "origin_server_ts": index, "content": content})
+    return events
+
+
+async def one_by_one(report: Report, work: Workdir, count: int, reps: int) -> None:
+    systems = await open_systems(work, "events", raw=False)
+    room = "!events:bench.example"
+    for system in systems:
+        await system.full_sync(system.prepare(room, data.members(2_000, seed=3)))
+
+    async def run(system: Any, rep: int) -> float:
+        events = member_events(room, count, seed=rep)
+        started = time.perf_counter()
+        for raw in events:
+            await system.member_event(raw)
+        return time.perf_counter() - started
+
+    times = await interleaved(reps, systems, run)
+    await close_all(systems)
+    ours, theirs = count / median(times["roomstate"]), count / median(times["mautrix"])
+    report.add("member events one by one, through the handler (claim + apply)",
+               f"{ours:,.0f}/s = {ours / theirs:.2f}x mautrix set_member ({theirs:,.0f}/s)", ">= 1.0x",
+               roomstate=ours, mautrix=theirs, ratio=ours / theirs)
+
+
+async def claims(report: Report, work: Workdir, batches: int, reps: int) -> None:
+    ours, raw = Roomstate(f"sqlite:///{work.sqlite('claims')}"), RawSqlite(work.sqlite("claims-raw"))
+    for system in (ours, raw):
+        await system.open()
+    accepted: dict[str, int] = {ours.name: 0, raw.name: 0}
+
+    async def run(system: Any, rep: int) -> float:
+        started = time.perf_counter()
+        for batch in range(batches):
+            # 100 in flight: 50 events, each delivered twice at once
+            ids = [f"$c{rep}-{batch}-{i % 50}" for i in range(100)]
+            results = await asyncio.gather(*(system.claim("!claims:bench.example", e) for e in ids))
+            accepted[system.name] += sum(results)
+        return time.perf_counter() - started
+
+    times = await interleaved(reps, [ours, raw], run)
+    await close_all([ours, raw])
+    expected = reps * batches * 50
+    assert accepted == {ours.name: expected, raw.name: expected}, f"exactly-once broken: {accepted} != {expected}"
+    total = batches * 100
+    ours_rate, raw_rate = total / median(times[ours.name]), total / median(times[raw.name])
+    report.add("dedup claims, 100 in flight", f"{ours_rate:,.0f}/s = {ours_rate / raw_rate:.2f}x raw batched "
+               f"({raw_rate:,.0f}/s); 0 duplicates accepted, 0 lost", ">= 0.6x raw batched",
+               roomstate=ours_rate, raw=raw_rate, ratio=ours_rate / raw_rate)
+
+
+# ---- queries on a big database ------------------------------------------------------------------
+
+
+async def queries(report: Report, work: Workdir, rooms: int, total: int, largest: int, lookups: int) -> None:
+    systems = await open_systems(work, "queries", raw=False)
+    sizes = data.skewed_room_sizes(rooms, total, largest)
+    rng = random.Random(11)
+    population = max(sizes) * 3
+    started = time.perf_counter()
+    for index, size in enumerate(sizes):
+        room_members = [data.Member(data.user_id(n), data.membership(rng), data.displayname(rng, n))
+                        for n in rng.sample(range(population), size)]
+        for system in systems:
+            await system.full_sync(system.prepare(f"!q{index}:bench.example", room_members))
+    rows = sum(sizes)
+    print(f"  (built {rooms} rooms, {rows:,} membership rows in each system in {time.perf_counter() - started:.0f}s)")
+    users = [data.user_id(n) for n in rng.sample(range(population), lookups)]
+    whereis: dict[str, list[float]] = {s.name: [] for s in systems}
+    for index, user in enumerate(users):
+        for system in systems if index % 2 == 0 else reversed(systems):
+            begun = time.perf_counter()
+            await system.rooms_of(user)
+            whereis[system.name].append(time.perf_counter() - begun)
+    listing = await interleaved(9, systems, lambda s, _: _timed(s.rooms_with_counts))
+    ours, theirs = whereis["roomstate"], whereis["mautrix"]
+    report.add(f"!whereis on {rows / 1e6:.1f}M membership rows / {rooms:,} rooms",
+               f"p50 {ms(median(ours))}, p99 {ms(percentile(ours, 99))} (mautrix p50 {ms(median(theirs))})",
+               "p50 <= 1 ms, p99 <= 5 ms", p50=median(ours), p99=percentile(ours, 99), mautrix_p50=median(theirs))
+    value = median(listing["roomstate"])
+    report.add(f"!rooms with counts, {rooms:,} rooms", f"{ms(value)} (mautrix {ms(median(listing['mautrix']))})",
+               "<= 50 ms", roomstate=value, mautrix=median(listing["mautrix"]))
+    ours_bytes, theirs_bytes = (s.membership_bytes() / rows for s in systems)
+    report.add("bytes per membership row", f"{ours_bytes:.0f} = {ours_bytes / theirs_bytes:.2f}x mautrix "
+               f"({theirs_bytes:.0f})", "<= 0.6x", roomstate=ours_bytes, mautrix=theirs_bytes,
+               ratio=ours_bytes / theirs_bytes)
+    await close_all(systems)
+
+
+async def _timed(call: Callable[[], Awaitable[Any]]) -> float:
+    started = time.perf_counter()
+    await call()
+    return time.perf_counter() - started
+
+
+async def cleanup_while_claiming(report: Report, work: Workdir, old_rows: int) -> None:
+    path = work.sqlite("cleanup")
+    system = Roomstate(f"sqlite:///{path}")
+    await system.open()
+    await system.claim("!old:bench.example", "$first")
+    with sqlite3.connect(path) as conn:  # a year of history, all past the retention
+        conn.executemany(
+            "INSERT INTO roomstate_processed_events (room_nid, event_id, processed_ts) VALUES (1, ?, ?)",
+            ((f"$old{i}:bench.example", 1_000 + i) for i in range(old_rows)),
+        )
+    cleanup = asyncio.ensure_future(system.service.delete_old_processed_events())
+    waits = []
+    index = 0
+    while not cleanup.done():
+        begun = time.perf_counter()
+        assert await system.claim("!live:bench.example", f"$live{index}")
+        waits.append(time.perf_counter() - begun)
+        index += 1
+        await asyncio.sleep(0.005)
+    deleted = await cleanup
+    await system.close()
+    report.add(f"a claim arriving during cleanup of {deleted / 1e6:.1f}M old records",
+               f"waits at most {ms(max(waits))} (p50 {ms(median(waits))}, {len(waits)} claims)", "<= 100 ms",
+               worst=max(waits), p50=median(waits))
+
+
+# ---- the plugin in maubot: first join of a huge room -------------------------------------------
+
+
+async def first_join(report: Report, work: Workdir, size: int) -> None:
+    """maubot standalone does not lazy-load members: joining a room delivers every member event in
+    the sync's state section. Compared with a full sync of the same room alone."""
+    import aiohttp
+
+    from tests.fakes import FakeHomeserver
+    from tests.helpers import Harness, sync_response
+
+    hs = FakeHomeserver(BOT)
+    await hs.start()
+    room_members = [m for m in data.members(size, seed=5) if m.membership != "leave"]
+    for room_id in ("!alone:bench.example", "!dispatch:bench.example"):
+        hs.create_room(room_id, data.user_id(0), name="Huge")
+        for member in room_members:
+            hs.member(room_id, member.user_id, member.membership, displayname=member.displayname or "")
+    hs.member("!alone:bench.example", BOT, "join")
+    async with aiohttp.ClientSession() as http:
+        harness = Harness(hs, http, f"sqlite:///{work.sqlite('first-join')}")
+        bot = await harness.start()
+        started = time.perf_counter()
+        assert (await bot.service.sync_room("!alone:bench.example")).ok
+        alone = time.perf_counter() - started
+
+        join = hs.member("!dispatch:bench.example", BOT, "join")
+        state = [{k: v for k, v in e.items() if k != "room_id"}
+                 for e in hs.rooms["!dispatch:bench.example"].state.values() if e is not join]
+        response = sync_response(joined={"!dispatch:bench.example": {
+            "state": state, "timeline": [{k: v for k, v in join.items() if k != "room_id"}]}})
+        await harness.sync(sync_response(), settle=False)  # the ignored first sync
+        started = time.perf_counter()
+        await harness.sync(response)
+        dispatched = time.perf_counter() - started
+        stored = len(harness.db.joined("!dispatch:bench.example"))
+        await harness.stop()
+        harness.engine.dispose()
+        harness.db.dispose()
+    await hs.stop()
+    assert stored == sum(m.membership == "join" for m in room_members) + 1, stored
+    report.add(f"first join of a {size:,}-member room through maubot's dispatch",
+               f"{ms(dispatched)} = {dispatched / alone:.2f}x the full sync alone ({ms(alone)})", "<= 2x",
+               dispatched=dispatched, alone=alone, ratio=dispatched / alone)
+
+
+# ---- PostgreSQL ---------------------------------------------------------------------------------
+
+
+async def postgres(report: Report, url: str, size: int, reps: int) -> None:
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP SCHEMA public CASCADE"))
+        conn.execute(sa.text("CREATE SCHEMA public"))
+    engine.dispose()
+    ours = Roomstate(url)
+    theirs = Mautrix(url.replace("postgresql://", "postgres://", 1).replace("+psycopg2", "").replace("+psycopg", ""))
+    for system in (ours, theirs):
+        await system.open()
+
+    async def run(system: Any, rep: int) -> float:
+        members = data.members(size, first_user=(900 + rep) * 1_000_000, seed=rep)
+        prepared = system.prepare(f"!pg{rep}:bench.example", members)
+        started = time.perf_counter()
+        await system.full_sync(prepared)
+        return time.perf_counter() - started
+
+    times = await interleaved(reps, [ours, theirs], run)
+    await close_all([ours, theirs])
+    mine, peer = median(times["roomstate"]), median(times["mautrix"])
+    driver = sa.create_engine(url).dialect.driver
+    report.add(f"PostgreSQL full sync, new {size:,} room ({driver}, SQLAlchemy {sa.__version__})",
+               f"{ms(mine)} = {mine / peer:.2f}x mautrix on asyncpg ({ms(peer)})", "<= 1.5x",
+               roomstate=mine, mautrix=peer, ratio=mine / peer)
+
+
+# ---- output -------------------------------------------------------------------------------------
+
+
+def plot(report: Report, path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("  (matplotlib is not installed: no plot; scripts/bench.sh uses .venvs/bench)")
+        return
+    figure, axes = plt.subplots(figsize=(7, 4.2), dpi=110)
+    for name, style in (("roomstate", "o-"), ("mautrix", "s--"), ("raw sqlite3", "^:")):
+        points = sorted(report.curves.get(name, {}).items())
+        if points:
+            axes.plot([p[0] for p in points], [p[1] * 1000 for p in points], style, label=name)
+    axes.set_xlabel("members in the room")
+    axes.set_ylabel("full sync of a new room (ms, median)")
+    axes.set_title(f"Full sync time vs room size (SQLite, SQLAlchemy {report.sqlalchemy})")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, metadata={"Software": None})  # no timestamp or version: stable bytes
+    print(f"  plot written to {path}")
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes, few repetitions (< 2 min; what CI runs)")
+    parser.add_argument("--postgres", help="also compare on this PostgreSQL database (it is wiped)")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--plot", type=Path, help="write the full-sync plot here (PNG)")
+    parser.add_argument("--only", help="comma-separated sections to run")
+    args = parser.parse_args()
+    quick = args.quick
+    report = Report(quick=quick)
+    work = Workdir()
+    big = 20_000 if quick else 100_000
+    reps = 3 if quick else 5
+    sections = set(args.only.split(",")) if args.only else None
+    print(f"roomstate benchmark: SQLAlchemy {sa.__version__}, SQLite {sqlite3.sqlite_version}, "
+          f"{'quick' if quick else 'full'} mode, medians of interleaved runs")
+
+    def wanted(name: str) -> bool:
+        return sections is None or name in sections
+
+    if wanted("sync"):
+        sizes = [1_000, 5_000, big] if quick else [1_000, 10_000, 30_000, 60_000, 100_000]
+        new_sync = await full_sync(report, work, sizes, reps)
+        await resync(report, work, big, reps, new_sync["roomstate"])
+    if wanted("events"):
+        await one_by_one(report, work, 500 if quick else 2_000, reps)
+    if wanted("claims"):
+        await claims(report, work, 10 if quick else 40, reps)
+    if wanted("queries"):
+        if quick:
+            await queries(report, work, rooms=200, total=100_000, largest=20_000, lookups=300)
+        else:
+            await queries(report, work, rooms=1_000, total=1_000_000, largest=100_000, lookups=1_000)
+    if wanted("cleanup"):
+        await cleanup_while_claiming(report, work, 100_000 if quick else 1_000_000)
+    if wanted("memory"):
+        await stall_and_heap(report, work, big)
+    if wanted("first-join"):
+        await first_join(report, work, 10_000 if quick else 100_000)
+    if args.postgres and wanted("postgres"):
+        await postgres(report, args.postgres, big, reps)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"sqlalchemy": report.sqlalchemy, "quick": quick, "rows": report.rows,
+                                         "curves": report.curves}, indent=1))
+        print(f"  results written to {args.json}")
+    if args.plot:
+        plot(report, args.plot)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    asyncio.run(main())

@@ -1,0 +1,228 @@
+"""The systems compared: roomstate, mautrix-python's own state store, and raw sqlite3.
+
+Each exposes the same operations, with its inputs prepared outside the timed part (what a bot
+would already have in hand: the member list from the homeserver, as the system's own types).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import queue
+import sqlite3
+import threading
+from typing import Any
+
+import sqlalchemy as sa
+from mautrix.client.state_store.asyncpg import PgStateStore
+from mautrix.types import Member as MautrixMember
+from mautrix.types import Membership
+from mautrix.util.async_db import Database
+
+from roomstate import models
+from roomstate.db import RoomStore
+from roomstate.dedup import EventClaim
+from roomstate.homeserver import HomeserverError
+from roomstate.service import RoomStateService
+
+from .data import Member
+
+BOT = "@bot:bench.example"
+
+
+def sqlite_bytes(path: str, tables: tuple[str, ...]) -> int:
+    """Bytes the tables and their indexes take in an SQLite file, after VACUUM."""
+    with sqlite3.connect(path) as conn:
+        conn.execute("VACUUM")
+        names = [row[0] for row in conn.execute(
+            f"SELECT name FROM sqlite_master WHERE tbl_name IN ({','.join('?' * len(tables))})", tables)]
+        marks = ",".join("?" * len(names))
+        return int(conn.execute(f"SELECT SUM(pgsize) FROM dbstat WHERE name IN ({marks})", names).fetchone()[0] or 0)
+
+
+class _NoHomeserver:
+    """The logic layer's homeserver, for benchmarks that never fetch."""
+
+    async def room_snapshot(self, room_id: str) -> Any:
+        raise HomeserverError("not in this benchmark")
+
+    async def joined_rooms(self) -> list[str]:
+        return []
+
+
+class Roomstate:
+    name = "roomstate"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = sa.create_engine(url)
+        self.store = RoomStore(self.engine)
+        from tests.helpers import make_config  # the plugin's base config, as the tests build it
+
+        self.service = RoomStateService(
+            self.store, _NoHomeserver(), BOT, make_config(), logging.getLogger("bench")  # type: ignore[arg-type]
+        )
+
+    async def open(self) -> None:
+        await self.store.open()
+
+    async def close(self) -> None:
+        await self.service.queue.close(5)
+        await self.store.close()
+        self.engine.dispose()
+
+    @staticmethod
+    def prepare(room_id: str, members: list[Member]) -> models.RoomSnapshot:
+        """What parsing the homeserver's /state gives: leaves dropped, one entry per user."""
+        return models.RoomSnapshot(
+            models.RoomInfo(room_id, name="Benchmark room"),
+            tuple(models.Member(m.user_id, m.membership, m.displayname) for m in members if m.membership != "leave"),
+        )
+
+    async def full_sync(self, prepared: models.RoomSnapshot) -> None:
+        await self.store.replace_room(prepared)
+
+    async def member_event(self, raw: dict[str, Any]) -> None:
+        await self.service.member_event(raw, EventClaim(raw["room_id"], raw["event_id"]))
+
+    async def rooms_of(self, user_id: str) -> int:
+        return len(await self.store.rooms_of(user_id))
+
+    async def rooms_with_counts(self) -> int:
+        return len(await self.store.rooms())
+
+    async def claim(self, room_id: str, event_id: str) -> bool:
+        return await self.store.claim(room_id, event_id)
+
+    def membership_bytes(self) -> int:
+        path = self.url.removeprefix("sqlite:///")
+        return sqlite_bytes(path, ("roomstate_memberships", "roomstate_users", "roomstate_rooms", "roomstate_room_info"))
+
+
+class Mautrix:
+    """mautrix-python's PgStateStore on its own Database (aiosqlite, or asyncpg for PostgreSQL):
+    what a maubot plugin author would use instead."""
+
+    name = "mautrix"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.db = Database.create(url, upgrade_table=PgStateStore.upgrade_table)
+        self.store = PgStateStore(self.db)
+
+    async def open(self) -> None:
+        await self.db.start()
+
+    async def close(self) -> None:
+        await self.db.stop()
+
+    @staticmethod
+    def prepare(room_id: str, members: list[Member]) -> tuple[str, dict[str, MautrixMember]]:
+        return room_id, {m.user_id: MautrixMember(membership=Membership(m.membership), displayname=m.displayname)
+                         for m in members}
+
+    async def full_sync(self, prepared: tuple[str, dict[str, MautrixMember]]) -> None:
+        await self.store.set_members(*prepared)  # type: ignore[arg-type]
+
+    async def member_event(self, raw: dict[str, Any]) -> None:
+        content = raw["content"]
+        member = MautrixMember(membership=Membership(content["membership"]), displayname=content.get("displayname"))
+        await self.store.set_member(raw["room_id"], raw["state_key"], member)
+
+    async def rooms_of(self, user_id: str) -> int:
+        rows = await self.db.fetch("SELECT room_id FROM mx_user_profile WHERE user_id=$1 AND membership='join'", user_id)
+        return len(rows)
+
+    async def rooms_with_counts(self) -> int:
+        rows = await self.db.fetch(
+            "SELECT room_id, SUM(CASE WHEN membership='join' THEN 1 ELSE 0 END),"
+            " SUM(CASE WHEN membership='invite' THEN 1 ELSE 0 END) FROM mx_user_profile GROUP BY room_id"
+        )
+        return len(rows)
+
+    def membership_bytes(self) -> int:
+        return sqlite_bytes(self.url.removeprefix("sqlite:"), ("mx_user_profile", "mx_room_state"))
+
+
+class RawSqlite:
+    """Python's sqlite3 doing the minimal equivalent work, with the same PRAGMAs (the limit)."""
+
+    name = "raw sqlite3"
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        for pragma in ("journal_mode = WAL", "synchronous = NORMAL", "cache_size = -32000"):
+            self.conn.execute(f"PRAGMA {pragma}")
+        self.conn.execute(
+            "CREATE TABLE IF NOT EXISTS members (room_id TEXT, user_id TEXT, membership TEXT, displayname TEXT,"
+            " PRIMARY KEY (room_id, user_id)) WITHOUT ROWID"
+        )
+        self.conn.execute(
+            "CREATE TABLE IF NOT EXISTS processed (room_id TEXT, event_id TEXT, ts INTEGER,"
+            " PRIMARY KEY (room_id, event_id)) WITHOUT ROWID"
+        )
+        self._claims: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    async def open(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        if self._thread is not None:
+            self._claims.put(None)
+            await asyncio.to_thread(self._thread.join)
+        self.conn.close()
+
+    @staticmethod
+    def prepare(room_id: str, members: list[Member]) -> tuple[str, list[tuple[str, str, str, str | None]]]:
+        return room_id, [(room_id, m.user_id, m.membership, m.displayname) for m in members]
+
+    async def full_sync(self, prepared: tuple[str, list[tuple[str, str, str, str | None]]]) -> None:
+        room_id, rows = prepared
+        self.conn.execute("BEGIN IMMEDIATE")
+        self.conn.execute("DELETE FROM members WHERE room_id = ?", (room_id,))
+        self.conn.executemany("INSERT INTO members VALUES (?, ?, ?, ?)", rows)
+        self.conn.execute("COMMIT")
+
+    async def claim(self, room_id: str, event_id: str) -> bool:
+        """The minimal asynchronous claim: one thread, whatever is queued in one transaction."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._claim_loop, args=(asyncio.get_running_loop(),), daemon=True)
+            self._thread.start()
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._claims.put((room_id, event_id, future))
+        return await future
+
+    def _claim_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        conn.execute("PRAGMA synchronous = NORMAL")
+        while True:
+            batch = [self._claims.get()]
+            while True:
+                try:
+                    batch.append(self._claims.get_nowait())
+                except queue.Empty:
+                    break
+            if batch[-1] is None:
+                conn.close()
+                return
+            conn.execute("BEGIN IMMEDIATE")
+            results = []
+            for room_id, event_id, future in batch:
+                cursor = conn.execute("INSERT OR IGNORE INTO processed VALUES (?, ?, 0)", (room_id, event_id))
+                results.append((future, cursor.rowcount == 1))
+            conn.execute("COMMIT")
+            loop.call_soon_threadsafe(_settle, results)
+
+
+def _settle(results: list[tuple[asyncio.Future[bool], bool]]) -> None:
+    for future, value in results:
+        future.set_result(value)
+
+
+def remove_sqlite(path: str) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(path + suffix):
+            os.remove(path + suffix)

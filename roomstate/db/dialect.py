@@ -1,0 +1,175 @@
+"""What differs between SQLite and PostgreSQL, and how a DBAPI connection is taken from the engine.
+
+The store runs plain SQL on DBAPI connections that it takes out of maubot's SQLAlchemy engine
+(``engine.raw_connection()``, detached from the pool, one per database thread). That is the same
+database and the same driver SQLAlchemy uses, without SQLAlchemy's per-statement overhead and
+without pysqlite's implicit transactions: every connection is in autocommit mode and the store
+writes ``BEGIN``/``COMMIT`` itself, so DDL and DML alike run in the transactions it asks for.
+
+SQL is written once with ``?`` placeholders; ``Dialect.sql`` turns them into ``%s`` for psycopg.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
+
+from sqlalchemy.engine import Engine
+
+SUPPORTED = ("sqlite", "postgresql")
+BUSY_TIMEOUT_MS = 10_000
+
+
+class Cursor(Protocol):
+    """The part of a DBAPI cursor the store uses."""
+
+    rowcount: int
+    lastrowid: Any
+
+    def execute(self, sql: str, params: Sequence[Any] = ...) -> Any: ...
+
+    def executemany(self, sql: str, params: Iterable[Sequence[Any]]) -> Any: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def close(self) -> None: ...
+
+
+class DBAPIConnection(Protocol):
+    def cursor(self) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+class UnsupportedDatabase(RuntimeError):
+    pass
+
+
+def _copy_text(value: Any) -> str:
+    """One field in PostgreSQL's COPY text format."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    text = str(value)
+    if any(c in text for c in "\\\t\n\r"):
+        text = text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    return text
+
+
+class Dialect:
+    """SQL spelling and connection setup for one database kind."""
+
+    def __init__(self, engine: Engine) -> None:
+        name = engine.dialect.name
+        if name not in SUPPORTED:
+            raise UnsupportedDatabase(f"roomstate supports SQLite and PostgreSQL, not {name}")
+        self.engine = engine
+        self.name = name
+        self.is_sqlite = name == "sqlite"
+        self.driver = engine.dialect.driver  # pysqlite, psycopg2, psycopg, ...
+
+    # ---- connections ------------------------------------------------------------------------
+
+    def connect(self) -> Any:
+        """A new DBAPI connection of the engine's own driver, owned by the caller (detached from
+        the pool), in autocommit mode; call it on the thread that will use it."""
+        fairy = self.engine.raw_connection()
+        fairy.detach()
+        conn = getattr(fairy, "dbapi_connection", None) or fairy.connection
+        if self.is_sqlite:
+            conn.isolation_level = None  # we issue BEGIN/COMMIT ourselves
+            cur = conn.cursor()
+            cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            # With WAL, commits do not wait for fsync; the database stays consistent and a power
+            # cut can only lose the last commits, which the next resync restores (mautrix's own
+            # SQLite settings). Temporary staging tables live in memory.
+            cur.execute("PRAGMA synchronous = NORMAL")
+            cur.execute("PRAGMA temp_store = MEMORY")
+            cur.execute("PRAGMA cache_size = -32000")
+            cur.close()
+        else:
+            conn.autocommit = True
+        return conn
+
+    def begin_write(self) -> str:
+        # IMMEDIATE: take SQLite's write lock now, not halfway through (no upgrade deadlocks).
+        return "BEGIN IMMEDIATE" if self.is_sqlite else "BEGIN"
+
+    def begin_read(self) -> str:
+        return "BEGIN" if self.is_sqlite else "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+
+    # ---- SQL --------------------------------------------------------------------------------
+
+    def sql(self, text: str) -> str:
+        """``?`` placeholders in the driver's paramstyle (the store's SQL never contains a literal
+        ``?`` or ``%``)."""
+        return text if self.is_sqlite else text.replace("?", "%s")
+
+    def insert_returning_id(self, cur: Cursor, sql: str, params: Sequence[Any], id_column: str) -> int:
+        """Run an INSERT and return the generated integer key."""
+        if self.is_sqlite:
+            cur.execute(sql, params)
+            return int(cur.lastrowid)
+        cur.execute(self.sql(f"{sql} RETURNING {id_column}"), params)
+        return int(cur.fetchone()[0])
+
+    def create_temp_table(self, cur: Cursor, name: str, columns: str) -> None:
+        """An empty session-private table (created once per connection, emptied on reuse)."""
+        if self.is_sqlite:
+            cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {name} ({columns})")
+        else:
+            cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {name} ({columns}) ON COMMIT DELETE ROWS")
+        cur.execute(f"DELETE FROM {name}")
+
+    def bulk_insert(self, cur: Cursor, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        """Insert many rows fast: ``executemany`` on SQLite (rows may be a generator), ``COPY`` on
+        PostgreSQL (psycopg2's executemany is one round trip per row)."""
+        names = ", ".join(columns)
+        if self.is_sqlite:
+            marks = ", ".join("?" * len(columns))
+            cur.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)
+            return
+        copy = f"COPY {table} ({names}) FROM STDIN"
+        if hasattr(cur, "copy_expert"):  # psycopg2
+            cur.copy_expert(copy, _CopyReader(rows))
+        else:  # psycopg 3
+            with cur.copy(copy) as target:  # type: ignore[attr-defined]
+                for row in rows:
+                    target.write_row(row)
+
+
+class _CopyReader(io.RawIOBase):
+    """A file-like view of rows in COPY text format, produced lazily (psycopg2 reads it in
+    chunks, so a 100k-row copy never exists as one string)."""
+
+    def __init__(self, rows: Iterable[Sequence[Any]]) -> None:
+        self._rows = iter(rows)
+        self._buffer = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self._buffer) < size:
+            chunk = []
+            for row in self._rows:
+                chunk.append("\t".join(map(_copy_text, row)))
+                if len(chunk) >= 512:
+                    break
+            if not chunk:
+                break
+            self._buffer += ("\n".join(chunk) + "\n").encode()
+        if size < 0:
+            data, self._buffer = self._buffer, b""
+        else:
+            data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+    def readinto(self, target: Any) -> int:
+        data = self.read(len(target))
+        target[: len(data)] = data
+        return len(data)

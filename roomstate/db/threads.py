@@ -1,0 +1,258 @@
+"""Database threads: all SQL runs here, never on the event loop.
+
+``WriterThread`` owns the one connection that writes. Jobs are submitted from the event loop in
+order and run in that order (FIFO is what keeps each room's events in delivery order). Whatever
+is queued while the thread is busy runs as one group commit: one transaction, each job inside its
+own savepoint, so a failing job is rolled back alone and every job gets its own result.
+
+``ReaderThread`` answers queries on a second connection, so that a long write (a 100k-member
+sync) does not hold up ``!rooms``; with SQLite's WAL and PostgreSQL's MVCC a reader sees the last
+committed state, never a half-written one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from .dialect import Cursor, Dialect
+
+T = TypeVar("T")
+log = logging.getLogger("roomstate.db")
+
+MAX_BATCH = 1000  # jobs per group commit
+
+
+class Transaction:
+    """What a write job gets: the cursor and SQL helpers, and hooks that run only once the
+    transaction has committed (e.g. filling caches with rows that are now durable)."""
+
+    def __init__(self, cur: Cursor, dialect: Dialect) -> None:
+        self.cur = cur
+        self.dialect = dialect
+        self.hooks: list[Callable[[], None]] = []
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> Cursor:
+        self.cur.execute(self.dialect.sql(sql), params)
+        return self.cur
+
+    def after_commit(self, hook: Callable[[], None]) -> None:
+        self.hooks.append(hook)
+
+
+@dataclass
+class _Job(Generic[T]):
+    work: Callable[[Transaction], T]
+    future: asyncio.Future[T]
+    single_statement: bool = False  # atomic by itself on SQLite: no savepoint needed
+    raw: bool = False  # gets the connection itself and manages its own transactions
+    result: Any = None
+    error: BaseException | None = None
+    hooks: list[Callable[[], None]] = field(default_factory=list)
+
+
+_STOP = object()
+
+
+class _DatabaseThread:
+    def __init__(self, name: str, dialect: Dialect, loop: asyncio.AbstractEventLoop) -> None:
+        self.dialect = dialect
+        self.loop = loop
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._conn: Any = None
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, work: Callable[[Transaction], T], single_statement: bool = False) -> asyncio.Future[T]:
+        """Queue ``work`` now (FIFO); the future resolves on the loop with its result."""
+        if self._closed:
+            raise RuntimeError("the roomstate database is closed")
+        future: asyncio.Future[T] = self.loop.create_future()
+        self._queue.put(_Job(work, future, single_statement))
+        return future
+
+    def submit_raw(self, work: Callable[[Any], T]) -> asyncio.Future[T]:
+        """Queue ``work(connection)``, run alone and outside any transaction (migrations)."""
+        if self._closed:
+            raise RuntimeError("the roomstate database is closed")
+        future: asyncio.Future[T] = self.loop.create_future()
+        self._queue.put(_Job(work, future, raw=True))
+        return future
+
+    async def close(self) -> None:
+        """Run what is queued, then close the connection and end the thread."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+
+    # ---- on the thread ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            jobs = [self._queue.get()]
+            while len(jobs) < MAX_BATCH:
+                try:
+                    jobs.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            batch: list[_Job[Any]] = []
+            for job in jobs:
+                if job is _STOP:
+                    stop = True
+                elif job.raw:
+                    if batch:
+                        self._run_batch(batch)
+                        batch = []
+                    self._run_raw(job)
+                else:
+                    batch.append(job)
+            if batch:
+                self._run_batch(batch)
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:  # pragma: no cover - closing a broken connection
+                log.debug("Closing the database connection failed", exc_info=True)
+
+    def _run_raw(self, job: _Job[Any]) -> None:
+        try:
+            job.result = job.work(self._connection())
+        except Exception as error:
+            job.error = error
+            self._drop_broken_connection()
+        self._deliver([job])
+
+    def _connection(self) -> Any:
+        if self._conn is None:
+            self._conn = self.dialect.connect()
+        return self._conn
+
+    def _drop_broken_connection(self) -> None:
+        """After a failure: keep the connection if it still answers, else reconnect next time."""
+        if self._conn is None:
+            return
+        try:
+            cur = self._conn.cursor()
+            if not self.dialect.is_sqlite or self._conn.in_transaction:
+                cur.execute("ROLLBACK")
+            cur.execute("SELECT 1")
+            cur.fetchall()
+            cur.close()
+        except Exception:
+            log.warning("Database connection lost; reconnecting")
+            try:
+                self._conn.close()
+            except Exception:
+                pass
+            self._conn = None
+
+    def _run_batch(self, batch: list[_Job[Any]]) -> None:
+        raise NotImplementedError
+
+    def _deliver(self, batch: list[_Job[Any]]) -> None:
+        try:
+            self.loop.call_soon_threadsafe(_settle, batch)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
+
+
+def _settle(batch: list[_Job[Any]]) -> None:
+    for job in batch:
+        if job.future.done():  # cancelled by its caller
+            continue
+        if job.error is not None:
+            job.future.set_exception(job.error)
+        else:
+            job.future.set_result(job.result)
+
+
+class WriterThread(_DatabaseThread):
+    """The single writer; group-commits whatever is queued."""
+
+    def _run_batch(self, batch: list[_Job[Any]]) -> None:
+        try:
+            cur = self._connection().cursor()
+            cur.execute(self.dialect.begin_write())
+        except Exception as error:
+            for job in batch:
+                job.error = error
+            self._drop_broken_connection()
+            self._deliver(batch)
+            return
+        txn = Transaction(cur, self.dialect)
+        isolate = len(batch) > 1
+        for job in batch:
+            savepoint = isolate and not (job.single_statement and self.dialect.is_sqlite)
+            txn.hooks = job.hooks
+            try:
+                if savepoint:
+                    cur.execute("SAVEPOINT job")
+                job.result = job.work(txn)
+                if savepoint:
+                    cur.execute("RELEASE SAVEPOINT job")
+            except Exception as error:
+                job.error = error
+                job.hooks = []
+                if not isolate:
+                    break
+                try:
+                    if savepoint:
+                        cur.execute("ROLLBACK TO SAVEPOINT job")
+                        cur.execute("RELEASE SAVEPOINT job")
+                except Exception as rollback_error:  # the transaction itself is gone
+                    log.warning("Rolling back a failed job failed: %s", rollback_error)
+                    self._fail_all(batch, error)
+                    break
+        try:
+            if len(batch) == 1 and batch[0].error is not None:
+                cur.execute("ROLLBACK")
+            else:
+                cur.execute("COMMIT")
+        except Exception as error:
+            self._fail_all(batch, error)
+        cur.close()
+        if all(job.error is not None for job in batch):
+            self._drop_broken_connection()
+        for job in batch:
+            for hook in job.hooks:
+                hook()
+        self._deliver(batch)
+
+    def _fail_all(self, batch: list[_Job[Any]], error: BaseException) -> None:
+        for job in batch:
+            if job.error is None:
+                job.error = error
+            job.hooks = []
+        try:
+            if not self.dialect.is_sqlite or self._connection().in_transaction:
+                self._connection().cursor().execute("ROLLBACK")
+        except Exception:
+            pass
+
+
+class ReaderThread(_DatabaseThread):
+    """Read-only queries, each in its own read transaction (one consistent snapshot)."""
+
+    def _run_batch(self, batch: list[_Job[Any]]) -> None:
+        for job in batch:
+            try:
+                cur = self._connection().cursor()
+                cur.execute(self.dialect.begin_read())
+                try:
+                    job.result = job.work(Transaction(cur, self.dialect))
+                finally:
+                    cur.execute("ROLLBACK")
+                    cur.close()
+            except Exception as error:
+                job.error = error
+                self._drop_broken_connection()
+        self._deliver(batch)
