@@ -67,21 +67,42 @@ def skewed_room_sizes(rooms: int, total: int, largest: int) -> list[int]:
 def state_events(room_id: str, room_members: list[Member], bot: str) -> list[dict[str, object]]:
     """A room's /state response: create, name, and a member event per member (the bot joined)."""
     events: list[dict[str, object]] = [
-        {"type": "m.room.create", "state_key": "", "sender": bot, "room_id": room_id, "event_id": f"$create-{room_id}",
-         "origin_server_ts": 1, "content": {"room_version": "10", "creator": bot}},
-        {"type": "m.room.name", "state_key": "", "sender": bot, "room_id": room_id, "event_id": f"$name-{room_id}",
-         "origin_server_ts": 2, "content": {"name": "Benchmark room"}},
+        {
+            "type": "m.room.create",
+            "state_key": "",
+            "sender": bot,
+            "room_id": room_id,
+            "event_id": f"$create-{room_id}",
+            "origin_server_ts": 1,
+            "content": {"room_version": "10", "creator": bot},
+        },
+        {
+            "type": "m.room.name",
+            "state_key": "",
+            "sender": bot,
+            "room_id": room_id,
+            "event_id": f"$name-{room_id}",
+            "origin_server_ts": 2,
+            "content": {"name": "Benchmark room"},
+        },
     ]
     for index, member in enumerate([*room_members, Member(bot, "join", "Bot")]):
         content: dict[str, object] = {"membership": member.membership}
         if member.displayname is not None:
             content["displayname"] = member.displayname
             content["avatar_url"] = "mxc://matrix.org/AbCdEfGhIjKlMnOpQrStUvWx"
-        events.append({
-            "type": "m.room.member", "state_key": member.user_id, "sender": member.user_id, "room_id": room_id,
-            "event_id": f"${index:010d}abcdefghijklmnopqrstuvwxyzABCDEFGHIJ", "origin_server_ts": 1_700_000_000_000 + index,
-            "content": content, "unsigned": {"age": 1234},
-        })
+        events.append(
+            {
+                "type": "m.room.member",
+                "state_key": member.user_id,
+                "sender": member.user_id,
+                "room_id": room_id,
+                "event_id": f"${index:010d}abcdefghijklmnopqrstuvwxyzABCDEFGHIJ",
+                "origin_server_ts": 1_700_000_000_000 + index,
+                "content": content,
+                "unsigned": {"age": 1234},
+            }
+        )
     return events
 
 

@@ -35,8 +35,12 @@ def sqlite_bytes(path: str, tables: tuple[str, ...]) -> int:
     """Bytes the tables and their indexes take in an SQLite file, after VACUUM."""
     with sqlite3.connect(path) as conn:
         conn.execute("VACUUM")
-        names = [row[0] for row in conn.execute(
-            f"SELECT name FROM sqlite_master WHERE tbl_name IN ({','.join('?' * len(tables))})", tables)]
+        names = [
+            row[0]
+            for row in conn.execute(
+                f"SELECT name FROM sqlite_master WHERE tbl_name IN ({','.join('?' * len(tables))})", tables
+            )
+        ]
         marks = ",".join("?" * len(names))
         return int(conn.execute(f"SELECT SUM(pgsize) FROM dbstat WHERE name IN ({marks})", names).fetchone()[0] or 0)
 
@@ -61,7 +65,11 @@ class Roomstate:
         from tests.helpers import make_config  # the plugin's base config, as the tests build it
 
         self.service = RoomStateService(
-            self.store, _NoHomeserver(), BOT, make_config(), logging.getLogger("bench")  # type: ignore[arg-type]
+            self.store,
+            _NoHomeserver(),
+            BOT,
+            make_config(),
+            logging.getLogger("bench"),  # type: ignore[arg-type]
         )
 
     async def open(self) -> None:
@@ -84,7 +92,16 @@ class Roomstate:
         await self.store.replace_room(prepared)
 
     async def member_event(self, raw: dict[str, Any]) -> None:
+        """What the plugin's handler does: schedule the event in its room's order and return."""
+        key = (raw["room_id"], raw["event_id"])
+        self.service.dedup.follow(self.service.member_event(raw, EventClaim(*key)), key, "on_member")
+
+    async def member_event_committed(self, raw: dict[str, Any]) -> None:
+        """The same, waiting until the event's transaction has committed."""
         await self.service.member_event(raw, EventClaim(raw["room_id"], raw["event_id"]))
+
+    async def drain(self) -> None:
+        await self.store.flush()
 
     async def rooms_of(self, user_id: str) -> int:
         return len(await self.store.rooms_of(user_id))
@@ -97,7 +114,9 @@ class Roomstate:
 
     def membership_bytes(self) -> int:
         path = self.url.removeprefix("sqlite:///")
-        return sqlite_bytes(path, ("roomstate_memberships", "roomstate_users", "roomstate_rooms", "roomstate_room_info"))
+        return sqlite_bytes(
+            path, ("roomstate_memberships", "roomstate_users", "roomstate_rooms", "roomstate_room_info")
+        )
 
 
 class Mautrix:
@@ -119,11 +138,18 @@ class Mautrix:
 
     @staticmethod
     def prepare(room_id: str, members: list[Member]) -> tuple[str, dict[str, MautrixMember]]:
-        return room_id, {m.user_id: MautrixMember(membership=Membership(m.membership), displayname=m.displayname)
-                         for m in members}
+        return room_id, {
+            m.user_id: MautrixMember(membership=Membership(m.membership), displayname=m.displayname) for m in members
+        }
 
     async def full_sync(self, prepared: tuple[str, dict[str, MautrixMember]]) -> None:
         await self.store.set_members(*prepared)  # type: ignore[arg-type]
+
+    async def drain(self) -> None:
+        pass
+
+    async def member_event_committed(self, raw: dict[str, Any]) -> None:
+        await self.member_event(raw)
 
     async def member_event(self, raw: dict[str, Any]) -> None:
         content = raw["content"]
@@ -131,7 +157,9 @@ class Mautrix:
         await self.store.set_member(raw["room_id"], raw["state_key"], member)
 
     async def rooms_of(self, user_id: str) -> int:
-        rows = await self.db.fetch("SELECT room_id FROM mx_user_profile WHERE user_id=$1 AND membership='join'", user_id)
+        rows = await self.db.fetch(
+            "SELECT room_id FROM mx_user_profile WHERE user_id=$1 AND membership='join'", user_id
+        )
         return len(rows)
 
     async def rooms_with_counts(self) -> int:

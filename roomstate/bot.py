@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
 
 from maubot.handlers import command, event
@@ -81,8 +81,8 @@ class RoomStateBot(Plugin):
 
     @on(EventType.ROOM_MEMBER)
     @deduplicated_with_claim
-    async def on_member(self, evt: StateEvent, claim: EventClaim | None) -> Applied | None:
-        return await self.service.member_event(evt, claim, outside_joined_room=_outside_joined_room(evt))
+    def on_member(self, evt: StateEvent, claim: EventClaim | None) -> Awaitable[Applied | None]:
+        return self.service.member_event(evt, claim, outside_joined_room=_outside_joined_room(evt))
 
     @on(EventType.ROOM_NAME)
     @on(EventType.ROOM_TOPIC)
@@ -91,8 +91,8 @@ class RoomStateBot(Plugin):
     @on(EventType.ROOM_TOMBSTONE)
     @on(EventType.ROOM_CREATE)
     @deduplicated_with_claim
-    async def on_room_info(self, evt: StateEvent, claim: EventClaim | None) -> Applied | None:
-        return await self.service.room_info_event(evt, claim, outside_joined_room=_outside_joined_room(evt))
+    def on_room_info(self, evt: StateEvent, claim: EventClaim | None) -> Awaitable[Applied | None]:
+        return self.service.room_info_event(evt, claim, outside_joined_room=_outside_joined_room(evt))
 
     @on(InternalEventType.SYNC_SUCCESSFUL)
     async def on_sync(self, data: dict[str, Any]) -> None:

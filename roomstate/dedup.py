@@ -11,7 +11,8 @@ Two decorators, for the two kinds of handlers:
 ``@deduplicated_with_claim`` (state events: their effect is a database change)
     hands the handler an ``EventClaim``, which the logic layer passes to the store, which records
     the claim in the same transaction as the state change. After a crash or a failure an event is
-    either applied and claimed, or neither (and a later delivery applies it).
+    either applied and claimed, or neither (and the room is resynced). The handler only schedules
+    the work in the room's order and returns: a burst of events is group-committed.
 
 Both sit directly above ``def`` (below ``@command.argument`` / ``@event.on``), which then mark the
 wrapper: ``functools.wraps`` keeps the function's name and docstring.
@@ -67,6 +68,10 @@ class Deduplicator:
         self.log = logger
         self.running: set[asyncio.Task[Any]] = set()
 
+    def earlier_work(self, room_id: str) -> Awaitable[Any]:
+        """Everything scheduled in the room up to now: its order's steps and the writes queued."""
+        return asyncio.gather(self.queue.barrier(room_id), self.store.flush())
+
     @contextlib.contextmanager
     def running_handler(self) -> Iterator[None]:
         task = asyncio.current_task()
@@ -78,6 +83,27 @@ class Deduplicator:
             yield
         finally:
             self.running.discard(task)
+
+    def follow(self, outcome: Awaitable[Applied | None], key: tuple[str, str] | None, handler: str) -> None:
+        """Log an event's outcome once it is known (a failure in one line: the logic layer has
+        queued the room for a resync, and nothing was applied nor claimed)."""
+
+        def report(done: asyncio.Future[Applied | None]) -> None:
+            room_id, event_id = key or ("?", "an event")
+            if done.cancelled():
+                return
+            error = done.exception()
+            if error is not None:
+                self.log.warning("Could not apply %s in %s: %s", event_id, room_id, error)
+            elif done.result() is Applied.DUPLICATE:
+                self.log.debug("Skipping %s in %s: already processed", event_id, room_id)
+            elif done.result() is Applied.COVERED:
+                pass  # one of many (a join's state section): the full sync logged them all at once
+            elif key is not None and (result := done.result()) is not None:
+                self.log.debug("Processing %s in %s with %s: %s", event_id, room_id, handler, result.value)
+
+        if not isinstance(outcome, SharedOutcome):  # one for many covered events: nothing to log
+            asyncio.ensure_future(outcome).add_done_callback(report)
 
     async def claim(self, room_id: str, event_id: str) -> bool:
         """Record the event as processed; False if it was already. If the caller is cancelled
@@ -93,6 +119,10 @@ class Deduplicator:
 
             pending.add_done_callback(release_if_claimed)
             raise
+
+
+class SharedOutcome(asyncio.Future):  # type: ignore[type-arg]
+    """One outcome shared by many events (those a full sync covers): nothing to report each."""
 
 
 class HasDeduplicator(Protocol):
@@ -119,7 +149,7 @@ def deduplicated(
         if key is None:  # nothing to key on
             return await func(self, evt, *args, **kwargs)
         dedup = self.dedup
-        earlier = dedup.queue.barrier(key[0])  # fixed now, before the first await
+        earlier = dedup.earlier_work(key[0])  # fixed now, before the first await
         with dedup.running_handler():
             if not await dedup.claim(*key):
                 dedup.log.debug("Skipping %s in %s: already processed", key[1], key[0])
@@ -140,19 +170,13 @@ def deduplicated_with_claim(
     func: Callable[[H, E, EventClaim | None], Awaitable[Applied | None]],
 ) -> Callable[[H, E], Awaitable[None]]:
     """Exactly one application per event, claim and change in one transaction; see the module
-    docstring. The handler must schedule its work before its first ``await``."""
+    docstring. ``func`` is a plain function that schedules the event's work (fixing its position
+    in the room's order) and returns the pending outcome; the handler does not wait for it: the
+    logic layer and the store carry it out in order, and the outcome is logged when it is known."""
 
     async def wrapper(self: H, evt: E, /) -> None:
         key = _key(evt)
-        dedup = self.dedup
-        with dedup.running_handler():
-            outcome = await func(self, evt, EventClaim(*key) if key else None)
-        if key is None or outcome is None:
-            return
-        if outcome is Applied.DUPLICATE:
-            dedup.log.debug("Skipping %s in %s: already processed", key[1], key[0])
-        else:
-            dedup.log.debug("Processing %s in %s with %s: %s", key[1], key[0], func.__name__, outcome.value)
+        self.dedup.follow(func(self, evt, EventClaim(*key) if key else None), key, func.__name__)
 
     functools.update_wrapper(wrapper, func)
     return wrapper

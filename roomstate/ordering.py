@@ -48,29 +48,26 @@ class _Line:
     def __init__(self) -> None:
         self.items: deque[tuple[bool, Callable[[], Awaitable[Any]], asyncio.Future[Any]]] = deque()
         self.drainer: asyncio.Task[None] | None = None
+        self.current: asyncio.Future[Any] | None = None  # the step in progress
 
 
 class RoomQueue:
     def __init__(self) -> None:
         self._lines: dict[str, _Line] = {}
-        self._pending: dict[str, set[asyncio.Future[Any]]] = {}
 
     def __len__(self) -> int:
-        """Rooms with pending work."""
-        return len(self._pending)
-
-    @property
-    def busy_rooms(self) -> int:
+        """Rooms with a ``run`` step pending (work started with ``submit`` is the store's)."""
         return len(self._lines)
 
     def submit(self, room_id: str, start: Callable[[], Awaitable[T]]) -> asyncio.Future[T]:
-        """Schedule work that queues its database job when ``start()`` is called."""
+        """Schedule work that queues its database job when ``start()`` is called: at once if
+        nothing in the room is waiting for a ``run`` step, else right after it."""
         line = self._lines.get(room_id)
         if line is None:
-            return self._track(room_id, self._start(start))
+            return self._start(start)
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         line.items.append((False, start, future))
-        return self._track(room_id, future)
+        return future
 
     def run(self, room_id: str, step: Callable[[], Awaitable[T]]) -> asyncio.Future[T]:
         """Schedule work that later work in the room must wait for."""
@@ -80,17 +77,20 @@ class RoomQueue:
             line = self._lines[room_id] = _Line()
             line.drainer = asyncio.create_task(self._drain(room_id, line), name=f"roomstate-line-{room_id}")
         line.items.append((True, step, future))
-        return self._track(room_id, future)
+        return future
 
     def barrier(self, room_id: str) -> Awaitable[Any]:
-        """An awaitable that completes when everything scheduled in the room *up to now* has
-        finished (failed or not). Call it synchronously where the position matters."""
-        pending = self._pending.get(room_id)
-        if pending:
-            return asyncio.wait(set(pending))
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return done
+        """An awaitable that completes when the room's ``run`` steps scheduled *up to now*, and
+        the work queued behind them, have finished (failed or not). Work started with ``submit``
+        before is the store's to order (``RoomStore.flush``). Call it synchronously where the
+        position matters."""
+        line = self._lines.get(room_id)
+        if line is None or (not line.items and line.drainer is None):
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+        last = line.items[-1][2] if line.items else line.current
+        return asyncio.wait({last}) if last is not None else asyncio.sleep(0)
 
     async def close(self, timeout: float) -> None:
         """Let pending work finish for up to ``timeout`` seconds, then cancel what is left."""
@@ -114,22 +114,11 @@ class RoomQueue:
             failed.set_exception(error)
             return failed
 
-    def _track(self, room_id: str, future: asyncio.Future[T]) -> asyncio.Future[T]:
-        pending = self._pending.setdefault(room_id, set())
-        pending.add(future)
-
-        def done(_: asyncio.Future[Any]) -> None:
-            pending.discard(future)
-            if not pending and self._pending.get(room_id) is pending:
-                del self._pending[room_id]
-
-        future.add_done_callback(done)
-        return future
-
     async def _drain(self, room_id: str, line: _Line) -> None:
         try:
             while line.items:
                 blocking, work, future = line.items.popleft()
+                line.current = future
                 if not blocking:
                     self._start(work).add_done_callback(functools.partial(_copy_outcome, target=future))
                     continue

@@ -77,6 +77,8 @@ class Repairer:
         async def repair() -> None:
             try:
                 await self.service.sync_room(room_id, f"repair ({reason})")
+            except Exception:  # sync_room reports its failures; this is a last resort
+                log.exception("Repairing %s failed", room_id)
             finally:
                 del self._in_flight[room_id]
                 self.wake()

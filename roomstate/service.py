@@ -16,17 +16,17 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
-from mautrix.types import Event, StateEvent
+from mautrix.types import Event, Membership, MemberStateEventContent, StateEvent
 
 from . import parsing, power
 from .aio import sleep_unless
 from .caches import IdleCache
 from .config import Config
 from .db import RoomStore
-from .dedup import Deduplicator, EventClaim
+from .dedup import Deduplicator, EventClaim, SharedOutcome
 from .homeserver import Homeserver, HomeserverError
 from .limits import Limiter
 from .models import (
@@ -48,9 +48,26 @@ from .repair import Repairer
 T = TypeVar("T")
 log = logging.getLogger("roomstate.service")
 
-SUPERSEDED_ROOMS_REMEMBERED = 32  # rooms whose just-synced event IDs are kept in memory
-SUPERSEDED_IDLE_SECONDS = 600
+COVERS_REMEMBERED = 32  # rooms whose just-joined sync's event IDs are kept in memory
+COVER_IDLE_SECONDS = 600
 HANDLED_STATE_TYPES = frozenset({"m.room.member", *parsing.ROOM_INFO_EVENT_TYPES})
+
+
+class Cover:
+    """The state events of the sync in which the bot joined a room. That room's full sync is
+    requested after they were delivered, so its snapshot covers them: it records them as
+    processed in its own transaction, and their handlers skip them without any work (a join of
+    a 100k-member room in maubot standalone delivers 100k member events)."""
+
+    def __init__(self, event_ids: frozenset[str]) -> None:
+        self.event_ids = event_ids
+        self.recorded = False  # claimed by a successful sync (else the next sync claims them)
+        self.outcome: asyncio.Future[Applied | None] = SharedOutcome()
+
+    def settle(self, recorded: bool) -> None:
+        self.recorded = self.recorded or recorded
+        if not self.outcome.done():
+            self.outcome.set_result(Applied.COVERED if recorded else None)
 
 
 def by_name(room: RoomInfo) -> tuple[str, str]:
@@ -64,9 +81,27 @@ def _done(value: T) -> asyncio.Future[T]:
 
 
 def _raw(evt: Event | StateEvent | Mapping[str, Any]) -> Mapping[str, Any]:
-    """The event as Matrix JSON (mautrix events serialize back to what the server sent)."""
+    """The event as Matrix JSON (mautrix events serialize back to what the server sent). A
+    member event that mautrix parsed is read off its attributes: serializing it back costs more
+    than everything else its handler does (a 100k-member room's join delivers 100k of them)."""
     if isinstance(evt, Mapping):
         return evt
+    if isinstance(evt, StateEvent) and isinstance(evt.content, MemberStateEventContent):
+        content = evt.content
+        membership = content.membership
+        return {
+            "type": "m.room.member",
+            "room_id": evt.room_id,
+            "event_id": evt.event_id,
+            "sender": evt.sender,
+            "state_key": evt.state_key,
+            "origin_server_ts": evt.timestamp,
+            "content": {
+                "membership": membership.value if isinstance(membership, Membership) else membership,
+                "displayname": content.displayname,
+                "reason": content.reason,
+            },
+        }
     try:
         raw = evt.serialize()
     except Exception:  # mautrix could not make sense of it either
@@ -98,11 +133,8 @@ class RoomStateService:
         self.fetches = Limiter(lambda: self.config.sync_concurrency)
         self.rate_limiter = RateLimiter()
         self.repairer = Repairer(self)
-        # room -> event IDs that its last full sync recorded as processed (they were delivered
-        # before the sync was requested): their handlers skip without a database round trip.
-        self._superseded: IdleCache[str, frozenset[str]] = IdleCache(
-            SUPERSEDED_ROOMS_REMEMBERED, SUPERSEDED_IDLE_SECONDS
-        )
+        # room -> the events of the sync that joined it, which its full sync covers
+        self._covers: IdleCache[str, Cover] = IdleCache(COVERS_REMEMBERED, COVER_IDLE_SECONDS)
         self._background: set[asyncio.Task[Any]] = set()
         self._wake_cleanup = asyncio.Event()
 
@@ -152,7 +184,8 @@ class RoomStateService:
 
         def quiet() -> bool:
             reconciling = any(t.get_name() == "roomstate-reconcile" for t in self._background)
-            return not len(self.queue) and self.repairer.idle() and not self.dedup.running and not reconciling
+            busy = len(self.queue) or self.store.writes_pending or self.dedup.running or reconciling
+            return not busy and self.repairer.idle()
 
         while time.monotonic() < deadline:
             if quiet() and not await self.store.due_resyncs(1) and quiet():
@@ -168,6 +201,9 @@ class RoomStateService:
         """Apply one m.room.member event. The bot's own join syncs a room it does not track;
         its own leave or ban forgets the room. In an untracked room the room is queued for a
         resync instead, unless the event comes from a room the bot is not in (left or invited)."""
+        covered = self._covered(claim)
+        if covered is not None:
+            return covered
         raw = _raw(evt)
         if outside_joined_room and not raw.get("event_id"):
             return _done(None)  # stripped state of an invite: nothing to track
@@ -195,6 +231,9 @@ class RoomStateService:
         self, evt: Event | StateEvent | Mapping[str, Any], claim: EventClaim | None, outside_joined_room: bool = False
     ) -> Awaitable[Applied | None]:
         """Apply a name/topic/alias/encryption/create/tombstone event to the room's info."""
+        covered = self._covered(claim)
+        if covered is not None:
+            return covered
         raw = _raw(evt)
         change = parsing.room_info_change(raw)
         if change is None or not self._claim_matches(claim, change.room_id, change.event_id):
@@ -216,41 +255,40 @@ class RoomStateService:
             ),
         )
 
+    def _covered(self, claim: EventClaim | None) -> Awaitable[Applied | None] | None:
+        """The shared outcome of an event that a join's full sync covers, else None."""
+        if claim is None:
+            return None
+        cover = self._covers.get(claim.room_id)
+        return cover.outcome if cover is not None and claim.event_id in cover.event_ids else None
+
     @staticmethod
     def _claim_matches(claim: EventClaim | None, room_id: str, event_id: str) -> bool:
         return claim is None or (claim.room_id, claim.event_id) == (room_id, event_id)
 
     def _applying(
         self, room_id: str, event_id: str, claimed: bool, write: Callable[[], asyncio.Future[Applied]]
-    ) -> asyncio.Future[Applied | None]:
+    ) -> asyncio.Future[Applied]:
         """Run ``write`` (which queues a database job) unless the event was covered by a full
-        sync just now; a failure queues the room for a resync instead of raising."""
-        if claimed and event_id in (self._superseded.get(room_id) or ()):
-            return _done(Applied.DUPLICATE)
-        result: asyncio.Future[Applied | None] = asyncio.get_running_loop().create_future()
+        sync just now. If the write fails, the room is queued for a resync (and the returned
+        future carries the error, for the caller to report)."""
 
-        def settle(done: asyncio.Future[Applied]) -> None:
+        def after(done: asyncio.Future[Applied]) -> None:
             if done.cancelled():
-                result.cancel()
                 return
             error = done.exception()
             if error is not None:
-                self.log.warning("Could not apply %s in %s (%s); the room will be resynced", event_id, room_id, error)
                 self.queue_resync(room_id, "an event could not be applied", str(error))
-                outcome = None
-            else:
-                outcome = done.result()
-                if outcome is Applied.NOT_TRACKED:
-                    self.repairer.wake()
-            if not result.done():
-                result.set_result(outcome)
+            elif done.result() is Applied.NOT_TRACKED:
+                self.repairer.wake()
 
-        write().add_done_callback(settle)
-        return result
+        future = write()
+        future.add_done_callback(after)
+        return future
 
-    def _forget(self, change: MemberChange, claimed: bool) -> asyncio.Future[Applied | None]:
-        def forgotten(outcome: Applied | None) -> None:
-            if outcome is Applied.APPLIED:
+    def _forget(self, change: MemberChange, claimed: bool) -> asyncio.Future[Applied]:
+        def forgotten(done: asyncio.Future[Applied]) -> None:
+            if not done.cancelled() and done.exception() is None and done.result() is Applied.APPLIED:
                 self.log.info(
                     "The bot's membership in %s is now %s (by %s); forgot the room",
                     change.room_id,
@@ -264,15 +302,18 @@ class RoomStateService:
             claimed,
             lambda: self.store.forget_room(change.room_id, change.event_id if claimed else None),
         )
-        future.add_done_callback(lambda done: None if done.cancelled() else forgotten(done.result()))
+        future.add_done_callback(forgotten)
         return future
 
     async def _own_join(self, change: MemberChange, claimed: bool) -> Applied | None:
         """The bot joined (or changed its profile): a room it does not track yet is synced in
         full, in this position of the room's order."""
-        outcome = await self._applying(
-            change.room_id, change.event_id, claimed, lambda: self.store.apply_member(change, claimed, True)
-        )
+        try:
+            outcome = await self._applying(
+                change.room_id, change.event_id, claimed, lambda: self.store.apply_member(change, claimed, True)
+            )
+        except Exception:
+            return None  # queued for a resync; the handler's wrapper reports the event
         if outcome is Applied.NOT_TRACKED:
             self.log.info("Joined %s; syncing its members and info", change.room_id)
             await self._full_sync(change.room_id)
@@ -308,13 +349,15 @@ class RoomStateService:
                 if events or (isinstance(timeline, Mapping) and timeline.get("limited")):
                     self.sync_room(room_id, "events the first sync after a start did not deliver")
             elif self._contains_own_join(events):
-                self.queue.run(room_id, functools.partial(self._join_sync, room_id, events))
+                cover = Cover(frozenset(self._state_event_ids(events)))
+                self._covers.put(room_id, cover)
+                self.queue.run(room_id, functools.partial(self._join_sync, room_id, cover))
             elif isinstance(timeline, Mapping) and timeline.get("limited"):
                 self.sync_room(room_id, "a gap in the timeline")
 
-    def _forget_left(self, room_id: str) -> asyncio.Future[Applied | None]:
-        def forgotten(done: asyncio.Future[Applied | None]) -> None:
-            if not done.cancelled() and done.result() is Applied.APPLIED:
+    def _forget_left(self, room_id: str) -> asyncio.Future[Applied]:
+        def forgotten(done: asyncio.Future[Applied]) -> None:
+            if not done.cancelled() and done.exception() is None and done.result() is Applied.APPLIED:
                 self.log.info("The bot is no longer in %s; forgot the room", room_id)
 
         future = self._applying(room_id, "", False, lambda: self.store.forget_room(room_id))
@@ -322,26 +365,33 @@ class RoomStateService:
         return future
 
     def _contains_own_join(self, events: Iterable[Any]) -> bool:
+        """Whether the bot joined in these events (a join whose previous membership was not
+        join; without ``prev_content`` any join of the bot counts: a needless sync at worst)."""
         for raw in events:
             if isinstance(raw, Mapping) and raw.get("state_key") == self.bot_user_id:
                 member = parsing.member_from_state(raw)
-                if member is not None and member.membership == JOIN:
+                unsigned = raw.get("unsigned")
+                previous = unsigned.get("prev_content") if isinstance(unsigned, Mapping) else None
+                was_joined = isinstance(previous, Mapping) and previous.get("membership") == JOIN
+                if member is not None and member.membership == JOIN and not was_joined:
                     return True
         return False
 
-    async def _join_sync(self, room_id: str, events: list[Any]) -> None:
-        if await self.store.is_tracked(room_id):
-            return  # a profile change of the bot: its events are applied one by one
-        claims = [
-            raw["event_id"]
-            for raw in events
-            if isinstance(raw, Mapping)
-            and raw.get("type") in HANDLED_STATE_TYPES
-            and isinstance(raw.get("state_key"), str)
-            and parsing.is_event_id(raw.get("event_id"))
-        ]
+    @staticmethod
+    def _state_event_ids(events: Iterable[Any]) -> Iterator[str]:
+        for raw in events:
+            if (
+                isinstance(raw, Mapping)
+                and raw.get("type") in HANDLED_STATE_TYPES
+                and isinstance(raw.get("state_key"), str)
+                and parsing.is_event_id(raw.get("event_id"))
+            ):
+                yield raw["event_id"]
+
+    async def _join_sync(self, room_id: str, cover: Cover) -> None:
         self.log.info("Joined %s; syncing its members and info", room_id)
-        await self._full_sync(room_id, claims)
+        outcome = await self._full_sync(room_id)
+        cover.settle(outcome.ok and not outcome.forgotten)
 
     # ---- whole rooms ----------------------------------------------------------------------------
 
@@ -351,7 +401,14 @@ class RoomStateService:
         self.log.debug("Syncing %s: %s", room_id, reason)
         return self.queue.run(room_id, lambda: self._full_sync(room_id))
 
-    async def _full_sync(self, room_id: str, claims: list[str] | None = None) -> SyncOutcome:
+    async def _full_sync(self, room_id: str) -> SyncOutcome:
+        try:
+            return await self._fetch_and_replace(room_id)
+        except Exception as error:  # a bug, or a failure nobody foresaw: still never lost
+            self.log.exception("Syncing %s failed unexpectedly", room_id)
+            return await self._sync_failed(room_id, f"unexpected error: {error}")
+
+    async def _fetch_and_replace(self, room_id: str) -> SyncOutcome:
         try:
             async with self.fetches:
                 snapshot, own_membership = await self.homeserver.room_snapshot(room_id)
@@ -367,20 +424,23 @@ class RoomStateService:
             self.log.info("The bot's membership in %s is %s; forgetting it", room_id, own_membership)
             await self.store.forget_room(room_id)
             return SyncOutcome(room_id, forgotten=True)
+        cover = self._covers.get(room_id)
+        claims = cover.event_ids if cover is not None and not cover.recorded else frozenset()
         try:
-            diff = await self.store.replace_room(snapshot, claims or ())
+            diff = await self.store.replace_room(snapshot, tuple(claims))
             room = await self.store.room(room_id)
         except Exception as error:
             return await self._sync_failed(room_id, f"database error: {error}")
-        if claims:
-            self._superseded.put(room_id, frozenset(claims))
+        if cover is not None:
+            cover.settle(True)
         self.log.info(
-            "Synced %s: %d members (+%d -%d), %d rows written",
+            "Synced %s: %d members (+%d -%d), %d rows written%s",
             room_id,
             len(snapshot.members),
             diff.added_count,
             diff.removed_count,
             diff.rows_written,
+            f"; it covers the {len(claims)} state events of the sync that joined it" if claims else "",
         )
         return SyncOutcome(room_id, diff=diff, room=room)
 
@@ -539,7 +599,7 @@ class RoomStateService:
             try:
                 await self.delete_old_processed_events()
                 self.rate_limiter.sweep()
-                self._superseded.sweep()
+                self._covers.sweep()
                 await self.store.sweep_caches(self.config.idle_seconds)
             except Exception:
                 self.log.exception("Cleanup failed; trying again later")

@@ -1,8 +1,10 @@
-"""A local demo: Synapse + maubot standalone running roomstate, and a user to log in with.
+"""A local demo: Synapse + maubot standalone running roomstate, and users to log in with.
 
-    scripts/demo.sh            (sets up the virtualenvs, then runs this)
+    scripts/demo.sh [--port 8008] [--users 2] [--dir .demo]   (sets up the virtualenvs, then runs this)
 
-Prints the homeserver URL and credentials, then runs until Ctrl-C; stops everything it started.
+Prints the homeserver URL and the credentials, then runs until Ctrl-C; stops everything it started.
+More users: `--users 5`, or register them while it runs with Synapse's own tool:
+    .venvs/synapse/bin/register_new_matrix_user -c .demo/synapse/homeserver.yaml http://127.0.0.1:8008
 """
 
 from __future__ import annotations
@@ -10,54 +12,83 @@ from __future__ import annotations
 import argparse
 import shutil
 import signal
+import socket
+import sys
 import time
 from pathlib import Path
 
 from .bots import StandaloneBot
 from .client import MatrixUser, eventually
-from .servers import ROOT, Synapse
+from .servers import ROOT, ServerFailed, Synapse
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def step(text: str) -> None:
+    print(f"== {text}", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dir", type=Path, default=ROOT / ".demo", help="where the servers keep their files")
-    parser.add_argument("--port", type=int, default=8008, help="homeserver port on 127.0.0.1")
-    parser.add_argument("--password", default="roomstate-demo", help="password of @demo:localhost")
+    parser.add_argument("--port", type=int, default=8008, help="homeserver port on 127.0.0.1 (default 8008)")
+    parser.add_argument("--users", type=int, default=2, help="how many people to register (default 2)")
+    parser.add_argument("--password", default="roomstate-demo", help="their password")
     args = parser.parse_args()
+    if not port_is_free(args.port):
+        sys.exit(
+            f"Port {args.port} on 127.0.0.1 is in use (another homeserver or demo?). "
+            f"Pick another: scripts/demo.sh --port {args.port + 1}"
+        )
 
     shutil.rmtree(args.dir, ignore_errors=True)
     synapse = Synapse(args.dir / "synapse", port=args.port)
     bot = None
     try:
-        print("starting Synapse ...", flush=True)
+        step(f"starting Synapse on http://127.0.0.1:{args.port} (first start: ~20 s)")
         synapse.start()
-        demo_id, demo_token = synapse.register("demo", admin=True, password=args.password)
-        friend_id, friend_token = synapse.register("friend", password=args.password)
+        names = ["demo", "friend"] + [f"user{n}" for n in range(3, args.users + 1)]
+        people = []
+        for index, name in enumerate(names[: max(1, args.users)]):
+            user_id, token = synapse.register(name, admin=index == 0, password=args.password)
+            people.append(MatrixUser(synapse.url, user_id, token))
+        step(f"registered {', '.join(p.user_id for p in people)}")
         bot_id, bot_token = synapse.register("roomstate")
-        print("starting maubot standalone with roomstate ...", flush=True)
-        bot = StandaloneBot(args.dir / "bot", synapse.url, bot_id, bot_token, plugin_config={"admins": [demo_id]})
-        bot.start()
-
-        demo = MatrixUser(synapse.url, demo_id, demo_token)
-        friend = MatrixUser(synapse.url, friend_id, friend_token)
+        step("starting maubot standalone with roomstate")
+        demo = people[0]
+        bot = StandaloneBot(args.dir / "bot", synapse.url, bot_id, bot_token, plugin_config={"admins": [demo.user_id]})
+        bot.start(wait_for_first_sync=False)
+        step("creating a room with everyone and the bot")
         room = demo.create_room(
-            "roomstate demo", invite=[friend_id, bot_id], topic="Try !rooms, !whereis @friend:localhost, !resync"
+            "roomstate demo",
+            invite=[p.user_id for p in people[1:]] + [bot_id],
+            topic="Try !rooms, !whereis @friend:localhost, !resync",
         )
-        friend.join(room)
+        for person in people[1:]:
+            person.join(room)
         eventually(lambda: bot_id in demo.call("GET", f"{demo.room(room)}/joined_members")["joined"], what="bot joined")
         first_reply = demo.ask(room, bot_id, "!rooms")
-
+        others = "\n".join(f"  Also there:  {p.user_id}   password: {args.password}" for p in people[1:])
         print(
             f"""
 roomstate demo is running.
 
   Homeserver:  {synapse.url}   (server name: localhost)
-  Log in as:   {demo_id}   password: {args.password}   (a bot admin)
-  Also there:  {friend_id}   password: {args.password}
+  Log in as:   {demo.user_id}   password: {args.password}   (a bot admin)
+{others}
   Bot:         {bot_id}, already in the room "roomstate demo" ({room})
 
-Log in with any Matrix client (e.g. Element: choose "Other homeserver" and enter {synapse.url})
-and try `!rooms`, `!whereis {friend_id}`, `!resync`, `!resync all`. Invite {bot_id} to new rooms.
+Log in with any Matrix client (e.g. Element: "Other homeserver", {synapse.url}) and try
+`!rooms`, `!whereis @friend:localhost`, `!resync`, `!resync all`; invite {bot_id} to new rooms.
+More people: scripts/demo.sh --users 5, or while it runs:
+  .venvs/synapse/bin/register_new_matrix_user -c {synapse.dir / "homeserver.yaml"} {synapse.url}
 The bot just answered `!rooms` with:
 
 {first_reply}
@@ -70,6 +101,8 @@ Press Ctrl-C to stop.""",
         while synapse.process.running() and bot.process.running():
             time.sleep(1)
         print("a server exited; see the logs above", flush=True)
+    except ServerFailed as error:
+        print(f"could not start the demo: {str(error).splitlines()[0]}\n(logs in {args.dir})", flush=True)
     except KeyboardInterrupt:
         print("\nstopping ...", flush=True)
     finally:

@@ -250,14 +250,14 @@ class Harness:
         self.engine = sa.create_engine(self.db_url)
         return await self.start(**config_overrides)
 
-    async def sync(self, response: dict[str, Any], settle: bool = True) -> None:
+    async def sync(self, response: dict[str, Any], settle: bool = True, copy_response: bool = True) -> None:
         """Hand a /sync response to the client as its syncer does: SYNC_SUCCESSFUL first (with
         the first-sync flag), then (unless it is the ignored first sync) every event, in order."""
         assert self.bot is not None
         client = self.bot.client
         is_first = self.syncs == 0
         self.syncs += 1
-        data = copy.deepcopy(response)
+        data = copy.deepcopy(response) if copy_response else response
         data["net.maunium.mautrix"] = {"is_initial": False, "is_first": is_first}
         await client.run_internal_event(InternalEventType.SYNC_SUCCESSFUL, data=data)
         if not (is_first and client.ignore_first_sync):

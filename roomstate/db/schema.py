@@ -15,21 +15,24 @@ VERSION = 2
 
 _SERIAL = {"sqlite": "INTEGER", "postgresql": "SERIAL"}
 _CLUSTERED = {"sqlite": " WITHOUT ROWID", "postgresql": ""}
+# Matrix IDs compare byte by byte (SQLite's default; PostgreSQL's "C" collation, which is also
+# much cheaper for its indexes than a language collation)
+_ID = {"sqlite": "TEXT", "postgresql": 'TEXT COLLATE "C"'}
 
 
 def ddl(dialect: str) -> list[str]:
     """CREATE statements of the latest schema (``roomstate_schema_version`` excluded)."""
-    serial, clustered = _SERIAL[dialect], _CLUSTERED[dialect]
+    serial, clustered, text_id = _SERIAL[dialect], _CLUSTERED[dialect], _ID[dialect]
     return [
         f"""CREATE TABLE roomstate_rooms (
 	room_nid {serial} NOT NULL,
-	room_id TEXT NOT NULL,
+	room_id {text_id} NOT NULL,
 	PRIMARY KEY (room_nid),
 	UNIQUE (room_id)
 )""",
         f"""CREATE TABLE roomstate_users (
 	user_nid {serial} NOT NULL,
-	user_id TEXT NOT NULL,
+	user_id {text_id} NOT NULL,
 	PRIMARY KEY (user_nid),
 	UNIQUE (user_id)
 )""",
@@ -60,7 +63,7 @@ def ddl(dialect: str) -> list[str]:
         "CREATE INDEX roomstate_memberships_user_idx ON roomstate_memberships (user_nid, membership)",
         f"""CREATE TABLE roomstate_processed_events (
 	room_nid INTEGER NOT NULL,
-	event_id TEXT NOT NULL,
+	event_id {text_id} NOT NULL,
 	processed_ts BIGINT NOT NULL,
 	PRIMARY KEY (room_nid, event_id)
 ){clustered}""",

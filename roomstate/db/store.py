@@ -110,13 +110,18 @@ class Interner:
         nid = self.users.get(user_id)
         if nid is not None:
             return nid
-        row = txn.execute("SELECT user_nid FROM roomstate_users WHERE user_id = ?", (user_id,)).fetchone()
-        if row is not None:
-            nid = int(row[0])
-        else:
-            nid = txn.dialect.insert_returning_id(
-                txn.cur, txn.dialect.sql("INSERT INTO roomstate_users (user_id) VALUES (?)"), (user_id,), "user_nid"
-            )
+        if txn.dialect.is_sqlite:  # insert first: one statement for a new user
+            txn.execute("INSERT INTO roomstate_users (user_id) VALUES (?) ON CONFLICT DO NOTHING", (user_id,))
+            if txn.cur.rowcount == 1:
+                nid = int(txn.cur.lastrowid)
+        if nid is None:  # PostgreSQL looks up first: a conflicting insert would still use up a serial
+            row = txn.execute("SELECT user_nid FROM roomstate_users WHERE user_id = ?", (user_id,)).fetchone()
+            if row is not None:
+                nid = int(row[0])
+            else:
+                nid = txn.dialect.insert_returning_id(
+                    txn.cur, txn.dialect.sql("INSERT INTO roomstate_users (user_id) VALUES (?)"), (user_id,), "user_nid"
+                )
         found = nid
         txn.after_commit(lambda: self.users.put(user_id, found))
         return nid
@@ -128,6 +133,13 @@ class Interner:
 
 
 # ---- write jobs (run on the writer thread) ---------------------------------------------------
+
+
+# The room's info row (is it tracked?) and the user's membership in it, in one statement.
+_TRACKED_AND_MEMBER = (
+    "SELECT m.membership, m.displayname FROM roomstate_room_info i LEFT JOIN roomstate_memberships m"
+    " ON m.room_nid = i.room_nid AND m.user_nid = ? WHERE i.room_nid = ?"
+)
 
 
 def _claim(txn: Transaction, room_nid: int, event_id: str, ts: int) -> bool:
@@ -222,6 +234,16 @@ class RoomStore:
         if self._reader is not None:
             await self._reader.close()
 
+    @property
+    def writes_pending(self) -> int:
+        """Write jobs queued or running."""
+        return self._writer.pending if self._writer is not None else 0
+
+    def flush(self) -> asyncio.Future[None]:
+        """Resolves once every write queued before this call has finished (no transaction)."""
+        assert self._writer is not None, "RoomStore.open_soon() was not called"
+        return self._writer.submit_raw(lambda conn: None)
+
     def _write(self, work: Callable[[Transaction], T], single_statement: bool = False) -> asyncio.Future[T]:
         assert self._writer is not None, "RoomStore.open_soon() was not called"
         return self._writer.submit(work, single_statement)
@@ -304,16 +326,14 @@ class RoomStore:
             assert room_nid is not None
             if claim and not _claim(txn, room_nid, change.event_id, now):
                 return Applied.DUPLICATE
-            if not _is_tracked(txn, room_nid):
+            user_nid = self.interner.user(txn, member.user_id)
+            row = txn.execute(_TRACKED_AND_MEMBER, (user_nid, room_nid)).fetchone()
+            if row is None:
                 if queue_if_untracked:
                     _queue_resync(txn, room_nid, "event in an untracked room", None, now, now)
                 return Applied.NOT_TRACKED
-            user_nid = self.interner.user(txn, member.user_id)
-            old = txn.execute(
-                "SELECT membership, displayname FROM roomstate_memberships WHERE room_nid = ? AND user_nid = ?",
-                (room_nid, user_nid),
-            ).fetchone()
-            old_membership = old[0] if old else None
+            old = None if row[0] is None else (row[0], row[1])
+            old_membership = row[0]
             if member.membership == LEAVE:
                 if old is None:
                     return Applied.UNCHANGED
@@ -331,11 +351,12 @@ class RoomStore:
                 )
             new_joined, new_invited = _counts(None if member.membership == LEAVE else member.membership)
             old_joined, old_invited = _counts(old_membership)
-            txn.execute(
-                "UPDATE roomstate_room_info SET joined_count = joined_count + ?,"
-                " invited_count = invited_count + ?, updated_at = ? WHERE room_nid = ?",
-                (new_joined - old_joined, new_invited - old_invited, now, room_nid),
-            )
+            if (new_joined, new_invited) != (old_joined, old_invited):  # a rename changes no count
+                txn.execute(
+                    "UPDATE roomstate_room_info SET joined_count = joined_count + ?,"
+                    " invited_count = invited_count + ?, updated_at = ? WHERE room_nid = ?",
+                    (new_joined - old_joined, new_invited - old_invited, now, room_nid),
+                )
             return Applied.APPLIED
 
         return self._write(job)

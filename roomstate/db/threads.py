@@ -17,7 +17,6 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from .dialect import Cursor, Dialect
@@ -45,15 +44,19 @@ class Transaction:
         self.hooks.append(hook)
 
 
-@dataclass
 class _Job(Generic[T]):
-    work: Callable[[Transaction], T]
-    future: asyncio.Future[T]
-    single_statement: bool = False  # atomic by itself on SQLite: no savepoint needed
-    raw: bool = False  # gets the connection itself and manages its own transactions
-    result: Any = None
-    error: BaseException | None = None
-    hooks: list[Callable[[], None]] = field(default_factory=list)
+    __slots__ = ("error", "future", "hooks", "raw", "result", "single_statement", "work")
+
+    def __init__(
+        self, work: Callable[[Any], T], future: asyncio.Future[T], single_statement: bool = False, raw: bool = False
+    ) -> None:
+        self.work = work
+        self.future = future
+        self.single_statement = single_statement  # atomic by itself on SQLite: no savepoint needed
+        self.raw = raw  # gets the connection itself and manages its own transactions
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.hooks: list[Callable[[], None]] = []
 
 
 _STOP = object()
@@ -66,6 +69,7 @@ class _DatabaseThread:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._conn: Any = None
         self._closed = False
+        self.pending = 0  # jobs submitted and not yet settled (loop thread only)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -74,6 +78,7 @@ class _DatabaseThread:
         if self._closed:
             raise RuntimeError("the roomstate database is closed")
         future: asyncio.Future[T] = self.loop.create_future()
+        self.pending += 1
         self._queue.put(_Job(work, future, single_statement))
         return future
 
@@ -82,6 +87,7 @@ class _DatabaseThread:
         if self._closed:
             raise RuntimeError("the roomstate database is closed")
         future: asyncio.Future[T] = self.loop.create_future()
+        self.pending += 1
         self._queue.put(_Job(work, future, raw=True))
         return future
 
@@ -154,34 +160,45 @@ class _DatabaseThread:
             except Exception:
                 pass
             self._conn = None
+            self._cur = None
 
     def _run_batch(self, batch: list[_Job[Any]]) -> None:
         raise NotImplementedError
 
     def _deliver(self, batch: list[_Job[Any]]) -> None:
         try:
-            self.loop.call_soon_threadsafe(_settle, batch)
+            self.loop.call_soon_threadsafe(self._settle, batch)
         except RuntimeError:  # the loop is closed: nobody is waiting any more
             pass
 
-
-def _settle(batch: list[_Job[Any]]) -> None:
-    for job in batch:
-        if job.future.done():  # cancelled by its caller
-            continue
-        if job.error is not None:
-            job.future.set_exception(job.error)
-        else:
-            job.future.set_result(job.result)
+    def _settle(self, batch: list[_Job[Any]]) -> None:
+        self.pending -= len(batch)
+        for job in batch:
+            if job.future.done():  # cancelled by its caller
+                continue
+            if job.error is not None:
+                job.future.set_exception(job.error)
+            else:
+                job.future.set_result(job.result)
 
 
 class WriterThread(_DatabaseThread):
     """The single writer; group-commits whatever is queued."""
 
+    def __init__(self, name: str, dialect: Dialect, loop: asyncio.AbstractEventLoop) -> None:
+        self._cur: Any = None
+        self._begin = dialect.begin_write()
+        super().__init__(name, dialect, loop)
+
+    def _cursor(self) -> Any:
+        if self._cur is None or self._conn is None:
+            self._cur = self._connection().cursor()
+        return self._cur
+
     def _run_batch(self, batch: list[_Job[Any]]) -> None:
         try:
-            cur = self._connection().cursor()
-            cur.execute(self.dialect.begin_write())
+            cur = self._cursor()
+            cur.execute(self._begin)
         except Exception as error:
             for job in batch:
                 job.error = error
@@ -219,7 +236,6 @@ class WriterThread(_DatabaseThread):
                 cur.execute("COMMIT")
         except Exception as error:
             self._fail_all(batch, error)
-        cur.close()
         if all(job.error is not None for job in batch):
             self._drop_broken_connection()
         for job in batch:

@@ -8,6 +8,7 @@
   transaction as every membership change) and ``synced_at`` (last full sync).
 - ``roomstate_processed_events`` becomes clustered on SQLite (same columns and indexes).
 - New ``roomstate_resync_queue``: rooms whose stored state may be wrong, retried with backoff.
+- On PostgreSQL, Matrix IDs use the "C" collation (byte order).
 
 Never edit this file once released.
 """
@@ -98,6 +99,10 @@ SQLITE = [
 
 POSTGRESQL = [
     "ALTER TABLE roomstate_users DROP COLUMN displayname",
+    # IDs compare byte by byte: correct for Matrix IDs, and cheaper for the indexes
+    'ALTER TABLE roomstate_rooms ALTER COLUMN room_id TYPE TEXT COLLATE "C"',
+    'ALTER TABLE roomstate_users ALTER COLUMN user_id TYPE TEXT COLLATE "C"',
+    'ALTER TABLE roomstate_processed_events ALTER COLUMN event_id TYPE TEXT COLLATE "C"',
     """DELETE FROM roomstate_memberships m WHERE m.membership = 'leave'
 	OR NOT EXISTS (SELECT 1 FROM roomstate_room_info i WHERE i.room_nid = m.room_nid)""",
     "ALTER TABLE roomstate_memberships DROP COLUMN event_ts",
