@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import data  # noqa: E402
+from benchmarks import history as history_bench  # noqa: E402
 from benchmarks.peers import Mautrix, RawSqlite, Roomstate, remove_sqlite  # noqa: E402
 
 
@@ -226,31 +227,6 @@ async def stall_and_heap(report: Report, work: Workdir, size: int) -> None:
 # ---- events and claims --------------------------------------------------------------------------
 
 
-def member_events(room_id: str, count: int, seed: int) -> list[dict[str, Any]]:
-    """A realistic stream: new users joining, people leaving, renames, invites."""
-    rng = random.Random(seed)
-    events = []
-    for index in range(count):
-        kind = rng.random()
-        user = data.user_id(rng.randrange(2_000) if kind >= 0.4 else 20_000_000 + seed * count + index)
-        membership = "join" if kind < 0.4 or kind >= 0.8 else "leave" if kind < 0.6 else "invite"
-        content: dict[str, Any] = {"membership": membership}
-        if membership == "join":
-            content["displayname"] = f"Name {rng.randrange(100)}"
-        events.append(
-            {
-                "type": "m.room.member",
-                "state_key": user,
-                "sender": user,
-                "room_id": room_id,
-                "event_id": f"$ev{seed}-{index}:bench.example",
-                "origin_server_ts": index,
-                "content": content,
-            }
-        )
-    return events
-
-
 async def one_by_one(report: Report, work: Workdir, count: int, reps: int) -> None:
     systems = await open_systems(work, "events", raw=False)
     room = "!events:bench.example"
@@ -258,7 +234,7 @@ async def one_by_one(report: Report, work: Workdir, count: int, reps: int) -> No
         await system.full_sync(system.prepare(room, data.members(2_000, seed=3)))
 
     async def run(system: Any, rep: int) -> float:
-        events = member_events(room, count, seed=rep)
+        events = data.member_events(room, count, seed=rep)
         started = time.perf_counter()
         for raw in events:
             await system.member_event(raw)
@@ -266,7 +242,7 @@ async def one_by_one(report: Report, work: Workdir, count: int, reps: int) -> No
         return time.perf_counter() - started
 
     async def latency(system: Any, rep: int) -> float:
-        events = member_events(room, count, seed=100 + rep)
+        events = data.member_events(room, count, seed=100 + rep)
         started = time.perf_counter()
         for raw in events:
             await system.member_event_committed(raw)
@@ -613,6 +589,8 @@ async def main() -> None:
         await stall_and_heap(report, work, big)
     if wanted("first-join"):
         await first_join(report, work, 10_000 if quick else 100_000)
+    if wanted("history"):
+        await history_bench.run(report, work, quick, reps)
     if args.postgres and wanted("postgres"):
         await postgres(report, args.postgres, big, reps)
     if args.json:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import random
+import time
 from dataclasses import dataclass
+from typing import Any
 
 FIRST = ["Ada", "Bob", "Chen", "Dana", "Emil", "Fatima", "Goran", "Hana", "Ivo", "Jun", "Kai", "Lea", "Mia", "Noor"]
 LAST = ["Smith", "Nguyen", "Müller", "García", "Kowalski", "Rossi", "Tanaka", "Okafor", "Silva", "Larsen"]
@@ -108,3 +112,35 @@ def state_events(room_id: str, room_members: list[Member], bot: str) -> list[dic
 
 def state_body(room_id: str, room_members: list[Member], bot: str) -> bytes:
     return json.dumps(state_events(room_id, room_members, bot)).encode()
+
+
+def event_id(text: str) -> str:
+    """A room v4+ event ID (the URL-safe base64 of a SHA-256 hash), as modern rooms have."""
+    return "$" + base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).decode().rstrip("=")
+
+
+def member_events(room_id: str, count: int, seed: int, regulars: int = 2_000) -> list[dict[str, Any]]:
+    """A realistic stream: new users joining, people leaving, renames, invites (``regulars`` is
+    how many users come and go besides the newcomers)."""
+    rng = random.Random(seed)
+    now_ms = int(time.time() * 1000)
+    events = []
+    for index in range(count):
+        kind = rng.random()
+        user = user_id(rng.randrange(regulars) if kind >= 0.4 else 20_000_000 + seed * count + index)
+        membership = "join" if kind < 0.4 or kind >= 0.8 else "leave" if kind < 0.6 else "invite"
+        content: dict[str, Any] = {"membership": membership}
+        if membership == "join":
+            content["displayname"] = f"Name {rng.randrange(100)}"
+        events.append(
+            {
+                "type": "m.room.member",
+                "state_key": user,
+                "sender": user,
+                "room_id": room_id,
+                "event_id": event_id(f"{room_id}-{seed}-{index}"),
+                "origin_server_ts": now_ms + index,
+                "content": content,
+            }
+        )
+    return events

@@ -58,7 +58,8 @@ class _NoHomeserver:
 class Roomstate:
     name = "roomstate"
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, name: str = "roomstate", config: dict[str, Any] | None = None) -> None:
+        self.name = name
         self.url = url
         self.engine = sa.create_engine(url)
         self.store = RoomStore(self.engine)
@@ -68,7 +69,7 @@ class Roomstate:
             self.store,
             _NoHomeserver(),
             BOT,
-            make_config(),
+            make_config(config),
             logging.getLogger("bench"),  # type: ignore[arg-type]
         )
 

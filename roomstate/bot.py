@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
 from typing import Any, TypeVar, cast
 
 from maubot.handlers import command, event
@@ -14,18 +15,22 @@ from mautrix.types import EventType, Format, MessageType, StateEvent, TextMessag
 from mautrix.util.config import BaseProxyConfig
 from sqlalchemy.engine import Engine
 
-from . import replies
+from . import replies, timeparse
 from .config import Config
 from .db import RoomStore
 from .dedup import Deduplicator, EventClaim, deduplicated, deduplicated_with_claim
 from .homeserver import REQUEST_ERRORS, Homeserver
 from .mentions import BadUserArgument, Problem, resolve_user
-from .models import Applied
+from .models import Applied, RoomInfo
 from .ratelimit import Verdict
 from .service import RoomStateService
 
 F = TypeVar("F", bound=Callable[..., Any])
 STOP_TIMEOUT_SECONDS = 15
+HISTORY_DEFAULT_COUNT = 10
+HISTORY_MAX_COUNT = 50
+DEFAULT_JOINS_PERIOD = 24 * 3600
+COUNT_RE = re.compile(r"[0-9]{1,4}")
 PAGE_RE = re.compile(r"[0-9]{1,6}")  # ASCII digits only: "²".isdigit() is True
 
 
@@ -175,3 +180,71 @@ class RoomStateBot(Plugin):
             await self._reply(evt, replies.reply(replies.RESYNC_REFUSED))
         else:
             await self._reply(evt, replies.resync_room(await self.service.sync_room(evt.room_id)))
+
+    @command.new("history", help="A user's membership changes (joins, leaves, kicks, bans, renames)")
+    @command.argument("args", required=False, pass_raw=True)
+    @deduplicated
+    async def history_command(self, evt: MessageEvent, args: str | None = None) -> None:
+        if not await self._allowed(evt):
+            return
+        words = (args or "").split()
+        count = HISTORY_DEFAULT_COUNT
+        if len(words) >= 2 and COUNT_RE.fullmatch(words[-1]):
+            count = min(HISTORY_MAX_COUNT, max(1, int(words[-1])))
+            words = words[:-1]
+        try:
+            user_id = resolve_user(" ".join(words), evt.content, self.client.mxid)
+        except BadUserArgument as error:
+            await self._reply(
+                evt,
+                replies.reply(replies.HISTORY_USAGE)
+                if error.problem is Problem.MISSING
+                else replies.not_a_user_id(error.argument),
+            )
+            return
+        entries = await self.service.history_of(user_id, evt.sender, count)
+        rooms = {room.room_id: room for room in await self.service.known_rooms()}
+        limited = entries is not None and not self.service.sees_every_room(evt.sender) and user_id != evt.sender
+        await self._reply(evt, replies.history(user_id, entries, rooms, limited))
+
+    @command.new("joins", help="Who joined and left this room in a period (`!joins all`: every room)")
+    @command.argument("args", required=False, pass_raw=True)
+    @deduplicated
+    async def joins_command(self, evt: MessageEvent, args: str | None = None) -> None:
+        if not await self._allowed(evt):
+            return
+        words = (args or "").lower().split()
+        every_room = bool(words) and words[0] == "all"
+        words = words[1:] if every_room else words
+        try:
+            seconds = timeparse.period(words[0]) if words else DEFAULT_JOINS_PERIOD
+            if len(words) > 1:
+                raise timeparse.BadTime(words[1])
+        except timeparse.BadTime:
+            await self._reply(evt, replies.reply(replies.JOINS_USAGE))
+            return
+        if every_room:
+            await self._reply(evt, replies.waves(seconds, await self.service.waves(evt.sender, seconds)))
+            return
+        room = await self.service.room(evt.room_id)
+        entries = await self.service.joins(evt.room_id, evt.sender, seconds)
+        await self._reply(evt, replies.joins(room or RoomInfo(evt.room_id), seconds, entries))
+
+    @command.new("members", help="This room's members at a past time: `!members at 2026-11-20 14:00` (UTC)")
+    @command.argument("args", required=False, pass_raw=True)
+    @deduplicated
+    async def members_command(self, evt: MessageEvent, args: str | None = None) -> None:
+        if not await self._allowed(evt):
+            return
+        text = (args or "").strip()
+        if not text.lower().startswith("at "):
+            await self._reply(evt, replies.reply(replies.MEMBERS_USAGE))
+            return
+        try:
+            moment = timeparse.point_in_time(text[3:], datetime.now(timezone.utc))
+        except timeparse.BadTime:
+            await self._reply(evt, replies.reply(replies.MEMBERS_USAGE))
+            return
+        room = await self.service.room(evt.room_id)
+        answer = await self.service.members_at(evt.room_id, evt.sender, int(moment.timestamp()))
+        await self._reply(evt, replies.members_at(room or RoomInfo(evt.room_id), answer))

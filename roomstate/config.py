@@ -35,6 +35,7 @@ DEFAULTS: dict[str, Any] = {
     "dedup.cleanup_interval_minutes": 60,
     "commands.rate_limit": 10,
     "commands.rate_period_seconds": 60,
+    "history.retention_days": 90,
     "memory.idle_hours": 24,
 }
 
@@ -133,6 +134,11 @@ class Config(BaseProxyConfig):
     @property
     def rate_period_seconds(self) -> float:
         return float(self._number("commands.rate_period_seconds", float, 0.001))
+
+    @property
+    def history_retention_seconds(self) -> float:
+        """0: no history."""
+        return float(self._number("history.retention_days", float, 0)) * 86400
 
     @property
     def idle_seconds(self) -> float:

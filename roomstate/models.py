@@ -191,6 +191,55 @@ class WhereisAnswer:
 
 
 @dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One membership transition, as history recorded it."""
+
+    room_id: str
+    user_id: str
+    membership: str
+    previous: str | None  # None: not known
+    observed_at: int  # Unix seconds, the bot's clock
+    sender: str | None = None  # who made the change, when not the user themselves
+    displayname: str | None = None  # the new display name, when it changed ("" when removed)
+    reason: str | None = None
+    event_id: str | None = None  # None: a full sync found the change (no event was seen)
+    origin_at: int | None = None  # Unix seconds, the sender's clock
+
+    @property
+    def joined(self) -> bool:
+        return self.membership == JOIN and self.previous != JOIN
+
+    @property
+    def left(self) -> bool:
+        """Stopped being joined: left, kicked or banned."""
+        return self.previous == JOIN and self.membership != JOIN
+
+
+@dataclass(frozen=True, slots=True)
+class MembersAt:
+    """A room's membership at a past time compared with now."""
+
+    room_id: str
+    at: int  # Unix seconds
+    joined_count: int
+    invited_count: int
+    joined_since: tuple[str, ...] = ()  # some who are joined now and were not then
+    left_since: tuple[str, ...] = ()  # some who were joined then and are not now
+    joined_since_total: int = 0
+    left_since_total: int = 0
+    tracked: bool = True  # False: the bot was not in the room then
+
+
+@dataclass(frozen=True, slots=True)
+class Wave:
+    """Joins and leaves of one room in a period."""
+
+    room: RoomInfo
+    joined: int
+    left: int
+
+
+@dataclass(frozen=True, slots=True)
 class RoomsAnswer:
     """The rooms one asker may see (``!rooms``)."""
 

@@ -17,7 +17,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .models import MemberDiff, ResyncReport, RoomInfo, RoomsAnswer, SyncOutcome, WhereisAnswer
+from .models import (
+    BAN,
+    INVITE,
+    JOIN,
+    KNOCK,
+    LEAVE,
+    HistoryEntry,
+    MemberDiff,
+    MembersAt,
+    ResyncReport,
+    RoomInfo,
+    RoomsAnswer,
+    SyncOutcome,
+    Wave,
+    WhereisAnswer,
+)
+from .timeparse import shown, shown_period
 
 REPLY_BUDGET = 30_000  # bytes of body + formatted_body
 NAME_LIMIT = 80
@@ -224,11 +240,11 @@ SLOW_DOWN = "You are sending commands too fast; I'll ignore them for a little wh
 NAMES_SHOWN = 10
 
 
-def _user_ids(user_ids: Sequence[str], total: int) -> Text:
+def _user_ids(user_ids: Sequence[str], total: int, shown_at_most: int = NAMES_SHOWN) -> Text:
     text = literal("")
-    for index, user_id in enumerate(user_ids[:NAMES_SHOWN]):
+    for index, user_id in enumerate(user_ids[:shown_at_most]):
         text = text + (", " if index else "") + code(user_id)
-    rest = total - min(len(user_ids), NAMES_SHOWN)
+    rest = total - min(len(user_ids), shown_at_most)
     return text + (f" and {rest} more" if rest > 0 else "")
 
 
@@ -277,4 +293,137 @@ def resync_all(report: ResyncReport) -> Reply:
     footer = None
     if report.forgotten:
         footer = f"Forgot {plural(len(report.forgotten), 'room')} I'm no longer in."
+    return reply(header, items, footer)
+
+
+# ---- history ----------------------------------------------------------------------------------
+
+HISTORY_USAGE = "Usage: !history @name:server.org [count]"
+JOINS_USAGE = "Usage: !joins [period] in a room, e.g. !joins 1h, !joins 7d; !joins all [period] across rooms"
+MEMBERS_USAGE = "Usage: !members at <time>, e.g. !members at 2026-11-20 14:00 (UTC), !members at 3h ago"
+HISTORY_REFUSED = "Sorry, only the bot's admins may ask about membership history here."
+JOINS_ALL_REFUSED = "Sorry, only the bot's admins may ask about every room."
+NAMES_IN_LISTS = 15
+
+
+def _by(entry: HistoryEntry) -> Text:
+    return " by " + code(entry.sender) if entry.sender else literal("")
+
+
+def _because(entry: HistoryEntry) -> Text:
+    return literal(" (") + quoted(entry.reason, 120) + ")" if entry.reason else literal("")
+
+
+def transition(entry: HistoryEntry, room: Text) -> Text:
+    """What happened, in words: "joined Ops", "kicked from Design by @mod (spam)"."""
+    was, now = entry.previous, entry.membership
+    if now == JOIN and was == JOIN:
+        if entry.displayname:
+            text = "renamed to " + name(entry.displayname) + " in " + room
+        else:
+            text = "removed their display name in " + room
+    elif now == JOIN:
+        text = "joined " + room
+    elif now == INVITE:
+        text = "invited to " + room + _by(entry)
+    elif now == KNOCK:
+        text = "knocked on " + room
+    elif now == BAN:
+        text = "banned from " + room + _by(entry) + _because(entry)
+    elif was == BAN:
+        text = "unbanned in " + room + _by(entry)
+    elif was == INVITE and not entry.sender:
+        text = "rejected the invite to " + room
+    elif was == INVITE:
+        text = "invite to " + room + " withdrawn" + _by(entry)
+    elif was == KNOCK and entry.sender:
+        text = "knock on " + room + " refused" + _by(entry)
+    elif entry.sender:
+        text = "kicked from " + room + _by(entry) + _because(entry)
+    else:
+        text = "left " + room + _because(entry)
+    text = text + " " + shown(entry.observed_at)
+    if entry.event_id is None:
+        text = text + " (found by a resync)"
+    return text
+
+
+def history(user_id: str, entries: tuple[HistoryEntry, ...] | None, rooms: dict[str, RoomInfo], limited: bool) -> Reply:
+    if entries is None:
+        return reply(HISTORY_REFUSED)
+    scope = " in rooms you are in too" if limited else ""
+    if not entries:
+        return reply("I have no membership history of " + code(user_id) + scope + ".")
+    header = literal(f"Latest {plural(len(entries), 'change')} of ") + code(user_id) + scope + ", newest first:"
+    return reply(header, [transition(e, _room_name(e.room_id, rooms)) for e in entries])
+
+
+def _room_name(room_id: str, rooms: dict[str, RoomInfo]) -> Text:
+    room = rooms.get(room_id)
+    return name(room.display_name) if room is not None else code(room_id)
+
+
+def _listing(user_ids: list[str], total: int) -> Text:
+    return _user_ids(user_ids, total, NAMES_IN_LISTS)
+
+
+def joins(room: RoomInfo, seconds: int, entries: tuple[HistoryEntry, ...] | None) -> Reply:
+    if entries is None:
+        return reply(HISTORY_REFUSED)
+    joined = [e for e in entries if e.joined]
+    left = [e for e in entries if e.left]
+    kicked = sum(1 for e in left if e.membership == LEAVE and e.sender)
+    banned = sorted({e.user_id for e in entries if e.membership == BAN and e.previous != BAN})
+    header = (
+        "In " + name(room.display_name) + f" in the last {shown_period(seconds)}: "
+        f"{len(joined)} joined, {len(left)} left"
+        + (f" ({kicked} kicked)" if kicked else "")
+        + (f", {len(banned)} banned" if banned else "")
+        + "."
+    )
+    items: list[Text] = []
+    for label, group in (("joined", joined), ("left", left)):
+        if group:
+            ids = sorted({e.user_id for e in group})
+            items.append(label + ": " + _listing(ids, len(ids)))
+    if banned:
+        items.append("banned: " + _listing(banned, len(banned)))
+    return reply(header, items)
+
+
+def waves(seconds: int, found: tuple[Wave, ...] | None) -> Reply:
+    if found is None:
+        return reply(JOINS_ALL_REFUSED)
+    if not found:
+        return reply(f"Nobody joined or left any room in the last {shown_period(seconds)}.")
+    header = f"Joins and leaves in the last {shown_period(seconds)}, biggest first:"
+    return reply(header, [name(w.room.display_name) + f": +{w.joined} -{w.left}" for w in found])
+
+
+def members_at(room: RoomInfo, answer: MembersAt | None) -> Reply:
+    if answer is None:
+        return reply(HISTORY_REFUSED)
+    when = shown(answer.at)
+    if not answer.tracked:
+        return reply(
+            "I have no record of " + name(room.display_name) + f" at {when}: I was not in it then"
+            " (or that is before the history I keep)."
+        )
+    header = (
+        name(room.display_name)
+        + f" at {when}: {plural(answer.joined_count, 'member')}"
+        + (f", {answer.invited_count} invited" if answer.invited_count else "")
+        + "."
+    )
+    items: list[Text] = []
+    if answer.joined_since_total:
+        items.append(
+            f"joined since ({answer.joined_since_total}): "
+            + _listing(list(answer.joined_since), answer.joined_since_total)
+        )
+    if answer.left_since_total:
+        items.append(
+            f"left since ({answer.left_since_total}): " + _listing(list(answer.left_since), answer.left_since_total)
+        )
+    footer = None if items else "Nobody joined or left since then."
     return reply(header, items, footer)

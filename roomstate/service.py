@@ -34,11 +34,14 @@ from .models import (
     JOIN,
     LEAVE,
     Applied,
+    HistoryEntry,
     MemberChange,
+    MembersAt,
     ResyncReport,
     RoomInfo,
     RoomsAnswer,
     SyncOutcome,
+    Wave,
     WhereisAnswer,
 )
 from .ordering import RoomQueue
@@ -48,6 +51,7 @@ from .repair import Repairer
 T = TypeVar("T")
 log = logging.getLogger("roomstate.service")
 
+HISTORY_NAMES_SHOWN = 20  # user IDs per direction in !members at
 COVERS_REMEMBERED = 32  # rooms whose just-joined sync's event IDs are kept in memory
 COVER_IDLE_SECONDS = 600
 HANDLED_STATE_TYPES = frozenset({"m.room.member", *parsing.ROOM_INFO_EVENT_TYPES})
@@ -129,6 +133,7 @@ class RoomStateService:
         self.bot_user_id = bot_user_id
         self.config = config
         self.queue = RoomQueue()
+        self.store.history_enabled = config.history_retention_seconds > 0
         self.dedup = Deduplicator(store, self.queue, logger)
         self.fetches = Limiter(lambda: self.config.sync_concurrency)
         self.rate_limiter = RateLimiter()
@@ -173,6 +178,7 @@ class RoomStateService:
 
     def config_changed(self) -> None:
         """A new configuration was loaded: wake whatever waits on configured values."""
+        self.store.history_enabled = self.config.history_retention_seconds > 0
         self.fetches.changed()
         self._wake_cleanup.set()
         self.repairer.wake()
@@ -550,6 +556,63 @@ class RoomStateService:
         rooms = tuple(sorted((s.room for s in shared), key=by_name))
         return WhereisAnswer(user_id, name, rooms, only_rooms_of_asker=limited)
 
+    # ---- membership history ------------------------------------------------------------------
+
+    async def room(self, room_id: str) -> RoomInfo | None:
+        return await self.store.room(room_id)
+
+    async def known_rooms(self) -> list[RoomInfo]:
+        return await self.store.rooms()
+
+    def sees_every_room(self, asker: str) -> bool:
+        return self.config.is_admin(asker) or self.config.visibility == "everyone"
+
+    async def _visible_rooms(self, asker: str) -> frozenset[str] | None:
+        """The rooms whose history ``asker`` may see: None for all of them."""
+        if self.sees_every_room(asker):
+            return None
+        return frozenset(shared.room.room_id for shared in await self.store.rooms_of(asker))
+
+    def may_see_history(self, asker: str) -> bool:
+        return self.config.visibility != "admins" or self.config.is_admin(asker)
+
+    async def history_of(self, user_id: str, asker: str, count: int) -> tuple[HistoryEntry, ...] | None:
+        """``user_id``'s transitions, newest first, in the rooms the asker may see (None: refused)."""
+        if not self.may_see_history(asker):
+            return None
+        rooms = None if user_id == asker else await self._visible_rooms(asker)
+        return tuple(await self.store.user_history(user_id, count, rooms))
+
+    async def joins(self, room_id: str, asker: str, seconds: int) -> tuple[HistoryEntry, ...] | None:
+        """Who joined and left the room in the last ``seconds`` (None: refused)."""
+        if not self.may_see_history(asker):
+            return None
+        rooms = await self._visible_rooms(asker)
+        if rooms is not None and room_id not in rooms:
+            return None
+        return tuple(await self.store.room_history(room_id, time.time() - seconds))
+
+    async def waves(self, asker: str, seconds: int) -> tuple[Wave, ...] | None:
+        """Joins and leaves per room in the last ``seconds``, biggest first (admins only)."""
+        if not self.config.is_admin(asker):
+            return None
+        rooms = {room.room_id: room for room in await self.store.rooms()}
+        return tuple(
+            Wave(rooms.get(room_id) or RoomInfo(room_id), joined, left)
+            for room_id, joined, left in await self.store.waves(time.time() - seconds)
+        )
+
+    async def members_at(self, room_id: str, asker: str, at: int) -> MembersAt | None:
+        """The room's membership at ``at`` (Unix seconds) compared with now (None: refused)."""
+        if not self.may_see_history(asker):
+            return None
+        rooms = await self._visible_rooms(asker)
+        if rooms is not None and room_id not in rooms:
+            return None
+        return await self.store.members_at(room_id, at, HISTORY_NAMES_SHOWN) or MembersAt(
+            room_id, at, 0, 0, tracked=False
+        )
+
     def may_resync_all(self, user_id: str) -> bool:
         return self.config.is_admin(user_id)
 
@@ -594,10 +657,24 @@ class RoomStateService:
             )
         return deleted
 
+    async def maintain_history(self) -> None:
+        """Delete history past the retention (all of it when history is off), in small chunks;
+        index what the user index does not hold yet."""
+        retention = self.config.history_retention_seconds
+        self.store.history_enabled = retention > 0
+        if retention <= 0:
+            deleted = await self.store.clear_history()
+        else:
+            deleted = await self.store.delete_history_before(time.time() - retention)
+            await self.store.index_history()
+        if deleted:
+            self.log.info("Deleted %d membership history rows past the retention", deleted)
+
     async def _cleanup_loop(self) -> None:
         while True:
             try:
                 await self.delete_old_processed_events()
+                await self.maintain_history()
                 self.rate_limiter.sweep()
                 self._covers.sweep()
                 await self.store.sweep_caches(self.config.idle_seconds)

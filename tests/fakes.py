@@ -139,9 +139,17 @@ class FakeHomeserver:
         return events
 
     def member(
-        self, room_id: str, user_id: str, membership: str, sender: str | None = None, displayname: str | None = None
+        self,
+        room_id: str,
+        user_id: str,
+        membership: str,
+        sender: str | None = None,
+        displayname: str | None = None,
+        reason: str | None = None,
     ) -> Event:
         content: dict[str, Any] = {"membership": membership}
+        if reason is not None:
+            content["reason"] = reason
         if displayname is None and membership == "join":
             displayname = user_id[1:].split(":")[0].capitalize()
         if displayname is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import logging
 import os
@@ -19,6 +20,7 @@ from ruamel.yaml import YAML
 
 from roomstate import RoomStateBot
 from roomstate.config import Config
+from roomstate.db import schema
 
 from .fakes import Event, FakeHomeserver
 
@@ -29,7 +31,7 @@ ALICE, BOB, CAROL, DAVE = "@alice:fake.test", "@bob:fake.test", "@carol:fake.tes
 ROOM = "!design:fake.test"
 OTHER = "!other:fake.test"
 
-TABLES = ("processed_events", "memberships", "room_info", "users", "rooms", "resync_queue", "schema_version")
+TABLES = (*schema.TABLES, schema.VERSION_TABLE)
 
 
 async def eventually(check: Any, timeout: float = 10, what: str = "condition") -> Any:
@@ -79,8 +81,19 @@ def drop_tables(url: str) -> None:
     engine = sa.create_engine(url)
     with engine.begin() as conn:
         for table in TABLES:
-            conn.execute(sa.text(f"DROP TABLE IF EXISTS roomstate_{table}"))
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
     engine.dispose()
+
+
+def fresh_database(url: str) -> None:
+    """An empty database at ``url``: the SQLite file removed, or the plugin's tables dropped."""
+    if url.startswith("sqlite:///"):
+        path = url.removeprefix("sqlite:///")
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path + suffix)
+    else:
+        drop_tables(url)
 
 
 def sqlite_url(directory: Path) -> str:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 import pytest_asyncio
 import sqlalchemy as sa
 
-from roomstate.db import RoomStore
+from roomstate.db import RoomStore, schema
 from roomstate.db.threads import Transaction
 from roomstate.models import (
     BAN,
@@ -240,14 +240,32 @@ async def test_database_work_runs_off_the_event_loop(store: RoomStore) -> None:
     assert seen and seen[0] != loop_thread
 
 
+async def test_deferred_rows_commit_with_their_job_and_go_with_a_failed_one(store: RoomStore, db: Database) -> None:
+    insert = store.dialect.sql("INSERT INTO roomstate_history_progress (name, seq) VALUES (?, ?)")
+
+    def job(name: str, fail: bool = False) -> Callable[[Transaction], None]:
+        def work(txn: Transaction) -> None:
+            txn.defer(insert, (name, 1))
+            if fail:
+                raise RuntimeError("this job fails after deferring a row")
+
+        return work
+
+    results = await asyncio.gather(
+        store._write(job("a")), store._write(job("b", fail=True)), store._write(job("c")), return_exceptions=True
+    )
+    assert isinstance(results[1], RuntimeError) and results[0] is None and results[2] is None
+    assert db.rows("SELECT name FROM roomstate_history_progress ORDER BY name") == [("a",), ("c",)]
+
+
 async def test_reopening_is_a_no_op(db_url: str, db: Database) -> None:
     for _ in range(2):
         engine = sa.create_engine(db_url)
         store = RoomStore(engine)
-        assert await store.open() == 2
+        assert await store.open() == schema.VERSION
         await store.close()
         engine.dispose()
-    assert db.rows("SELECT version FROM roomstate_schema_version") == [(2,)]
+    assert db.rows("SELECT version FROM roomstate_schema_version") == [(schema.VERSION,)]
 
 
 async def test_sqlite_uses_wal(sqlite_only: str) -> None:

@@ -11,7 +11,9 @@ keeps its nid, and its processed-event records keep matching when the bot comes 
 
 from __future__ import annotations
 
-VERSION = 2
+from .migrations.v3 import ddl as history_ddl
+
+VERSION = 3
 
 _SERIAL = {"sqlite": "INTEGER", "postgresql": "SERIAL"}
 _CLUSTERED = {"sqlite": " WITHOUT ROWID", "postgresql": ""}
@@ -78,10 +80,17 @@ def ddl(dialect: str) -> list[str]:
 	last_error TEXT,
 	PRIMARY KEY (room_nid)
 )""",
+        # Membership history and checkpoints (see db/history.py); v3 wrote them, unchanged since.
+        *history_ddl(dialect),
     ]
 
 
 TABLES = (
+    "roomstate_history",
+    "roomstate_history_by_user",
+    "roomstate_history_progress",
+    "roomstate_history_checkpoints",
+    "roomstate_history_blocks",
     "roomstate_rooms",
     "roomstate_users",
     "roomstate_room_info",

@@ -35,8 +35,9 @@ from ..models import (
     SharedRoom,
     StaleRoom,
 )
-from . import migrations
+from . import history, migrations
 from .dialect import Dialect
+from .history_store import HistoryStore
 from .sync_write import replace_members
 from .threads import ReaderThread, Transaction, WriterThread
 
@@ -197,12 +198,14 @@ def _delete_room_state(txn: Transaction, room_nid: int) -> bool:
     return was_known
 
 
-class RoomStore:
+class RoomStore(HistoryStore):
     """Rooms, members, processed events and the resync queue in the plugin's database."""
 
     def __init__(self, engine: Engine) -> None:
         self.dialect = Dialect(engine)
         self.interner = Interner(idle_seconds=24 * 3600)
+        self.history_enabled = True  # recording membership history (config history.retention_days > 0)
+        self.recorder = history.Recorder()  # writer thread only
         self._writer: WriterThread | None = None
         self._reader: ReaderThread | None = None
 
@@ -357,6 +360,21 @@ class RoomStore:
                     " invited_count = invited_count + ?, updated_at = ? WHERE room_nid = ?",
                     (new_joined - old_joined, new_invited - old_invited, now, room_nid),
                 )
+            if self.history_enabled:
+                renamed = member.membership != LEAVE and (old is None or old[1] != member.displayname)
+                sender_nid = None if change.sender == member.user_id else self.interner.user(txn, change.sender)
+                self.recorder.record(
+                    txn,
+                    room_nid,
+                    user_nid,
+                    member.membership,
+                    old_membership or LEAVE,
+                    (member.displayname or "") if renamed else None,
+                    sender_nid,
+                    change.reason,
+                    change.event_id,
+                    change.origin_ts,
+                )
             return Applied.APPLIED
 
         return self._write(job)
@@ -403,9 +421,13 @@ class RoomStore:
                 "SELECT joined_count, invited_count FROM roomstate_room_info WHERE room_nid = ?", (room_nid,)
             ).fetchone()
             counts = None if row is None else (int(row[0]), int(row[1]))
-            diff, joined, invited = replace_members(
-                txn, self.interner, room_nid, info.room_id, snapshot.members, counts
-            )
+            written = replace_members(txn, self.interner, room_nid, info.room_id, snapshot.members, counts)
+            diff, joined, invited = written.diff, written.joined, written.invited
+            if self.history_enabled:
+                if written.all:
+                    self.recorder.checkpoint(txn, room_nid)
+                else:
+                    self._record_resync(txn, room_nid, written.changes)
             txn.execute(
                 "INSERT INTO roomstate_room_info (room_nid, name, topic, canonical_alias, encrypted, creator,"
                 " room_version, replacement_room, updated_at, joined_count, invited_count, synced_at)"
@@ -447,9 +469,21 @@ class RoomStore:
                 return Applied.UNCHANGED
             if claim is not None and not _claim(txn, room_nid, claim, now):
                 return Applied.DUPLICATE
-            return Applied.APPLIED if _delete_room_state(txn, room_nid) else Applied.UNCHANGED
+            if not _delete_room_state(txn, room_nid):
+                return Applied.UNCHANGED
+            if self.history_enabled:
+                self.recorder.stop_tracking(txn, room_nid)
+            return Applied.APPLIED
 
         return self._write(job)
+
+    def _record_resync(self, txn: Transaction, room_nid: int, changes: list[tuple[str, str, str, str | None]]) -> None:
+        """History rows for the differences a full sync found (no event: a resync marker)."""
+        self.recorder.record_resync(
+            txn,
+            room_nid,
+            [(self.interner.user(txn, user_id), before, after, name) for user_id, before, after, name in changes],
+        )
 
     def is_tracked(self, room_id: str) -> asyncio.Future[bool]:
         """Whether the room is tracked, after every write queued before this call."""

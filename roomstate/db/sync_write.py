@@ -15,9 +15,10 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..models import INVITE, JOIN, NAMES_SAMPLED, Member, MemberDiff
+from ..models import INVITE, JOIN, LEAVE, NAMES_SAMPLED, Member, MemberDiff
 from .threads import Transaction
 
 if TYPE_CHECKING:
@@ -72,6 +73,18 @@ def _staged_counts(txn: Transaction) -> tuple[int, int]:
     return int(counts.get(JOIN, 0)), int(counts.get(INVITE, 0))
 
 
+@dataclass
+class Written:
+    """What replace_members did: the diff of joined members, the new counts, and the changes
+    (user_id, membership before, after, display name if it changed), unless it wrote ``all``."""
+
+    diff: MemberDiff
+    joined: int
+    invited: int
+    changes: list[tuple[str, str, str, str | None]] = field(default_factory=list)
+    all: bool = False  # the room had no stored members: everything was inserted
+
+
 def replace_members(
     txn: Transaction,
     interner: Interner,
@@ -79,19 +92,16 @@ def replace_members(
     room_id: str,
     members: Sequence[Member],
     counts: tuple[int, int] | None,
-) -> tuple[MemberDiff, int, int]:
+) -> Written:
     """Make the room's stored memberships equal ``members`` (non-leave, one per user).
-    ``counts`` are the stored (joined, invited) counts, None for an untracked room. Returns the
-    diff of joined members and the new counts."""
+    ``counts`` are the stored (joined, invited) counts, None for an untracked room."""
     stored = None if counts is None else _stored(txn, room_nid)
     if counts is None or stored is None:
         return _insert_all(txn, room_nid, room_id, members, counts is not None)
     return _write_differences(txn, interner, room_nid, room_id, members, stored, counts)
 
 
-def _insert_all(
-    txn: Transaction, room_nid: int, room_id: str, members: Sequence[Member], was_known: bool
-) -> tuple[MemberDiff, int, int]:
+def _insert_all(txn: Transaction, room_nid: int, room_id: str, members: Sequence[Member], was_known: bool) -> Written:
     _stage(txn, members)  # the Member tuples are the rows: no Python loop over them
     joined, invited = _staged_counts(txn)
     if members:
@@ -101,7 +111,7 @@ def _insert_all(
     diff = MemberDiff(
         room_id, added_count=joined, added=tuple(sorted(sample)), rows_written=len(members), was_known=was_known
     )
-    return diff, joined, invited
+    return Written(diff, joined, invited, all=True)
 
 
 def _stored(txn: Transaction, room_nid: int) -> Iterable[tuple[str, str, str | None]] | None:
@@ -139,11 +149,12 @@ def _write_differences(
     members: Sequence[Member],
     stored: Iterable[tuple[str, str, str | None]],
     counts: tuple[int, int],
-) -> tuple[MemberDiff, int, int]:
+) -> Written:
     incoming = {member[0]: member for member in members}
     changed: list[Member] = []
     gone: list[str] = []
     was: dict[str, str] = {}  # user -> stored membership, for the rows that differ
+    renamed: set[str] = set()
     take = incoming.pop
     for user_id, membership, name in stored:
         member = take(user_id, None)
@@ -153,6 +164,9 @@ def _write_differences(
         elif member[1] != membership or member[2] != name:
             changed.append(member)
             was[user_id] = membership
+            if member[2] != name:
+                renamed.add(user_id)
+    renamed.update(m.user_id for m in incoming.values() if m.displayname is not None)
     changed += incoming.values()  # not stored yet
     now = {m.user_id: m for m in changed}
     added = [m.user_id for m in changed if m.membership == JOIN and was.get(m.user_id) != JOIN]
@@ -183,7 +197,12 @@ def _write_differences(
         rows_written=len(changed) + len(gone),
         was_known=True,
     )
-    return diff, counts[0] + len(added) - len(removed), counts[1] + invited_delta
+    changes: list[tuple[str, str, str, str | None]] = [
+        (m.user_id, was.get(m.user_id, LEAVE), m.membership, (m.displayname or "") if m.user_id in renamed else None)
+        for m in changed
+    ]
+    changes += [(user_id, was[user_id], LEAVE, None) for user_id in gone]
+    return Written(diff, counts[0] + len(added) - len(removed), counts[1] + invited_delta, changes)
 
 
 def _delete_members(txn: Transaction, room_nid: int, user_ids: list[str]) -> None:

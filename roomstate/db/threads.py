@@ -13,7 +13,9 @@ committed state, never a half-written one.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import operator
 import queue
 import threading
 from collections.abc import Callable
@@ -35,10 +37,22 @@ class Transaction:
         self.cur = cur
         self.dialect = dialect
         self.hooks: list[Callable[[], None]] = []
+        self.deferred: list[tuple[str, tuple[Any, ...]]] = []
 
     def execute(self, sql: str, params: tuple[Any, ...] = ()) -> Cursor:
         self.cur.execute(self.dialect.sql(sql), params)
         return self.cur
+
+    def defer(self, sql: str, params: tuple[Any, ...]) -> None:
+        """Run this INSERT (``sql`` in the driver's paramstyle) just before the commit, batched
+        with the others like it: for append-only rows that nothing reads in this transaction. A
+        failing job's deferred rows are dropped with the rest of its changes."""
+        self.deferred.append((sql, params))
+
+    def run_deferred(self) -> None:
+        for sql, group in itertools.groupby(self.deferred, key=operator.itemgetter(0)):
+            self.cur.executemany(sql, [params for _, params in group])
+        self.deferred.clear()
 
     def after_commit(self, hook: Callable[[], None]) -> None:
         self.hooks.append(hook)
@@ -210,6 +224,7 @@ class WriterThread(_DatabaseThread):
         for job in batch:
             savepoint = isolate and not (job.single_statement and self.dialect.is_sqlite)
             txn.hooks = job.hooks
+            deferred = len(txn.deferred)
             try:
                 if savepoint:
                     cur.execute("SAVEPOINT job")
@@ -219,6 +234,7 @@ class WriterThread(_DatabaseThread):
             except Exception as error:
                 job.error = error
                 job.hooks = []
+                del txn.deferred[deferred:]
                 if not isolate:
                     break
                 try:
@@ -233,6 +249,7 @@ class WriterThread(_DatabaseThread):
             if len(batch) == 1 and batch[0].error is not None:
                 cur.execute("ROLLBACK")
             else:
+                txn.run_deferred()
                 cur.execute("COMMIT")
         except Exception as error:
             self._fail_all(batch, error)

@@ -1,0 +1,213 @@
+"""Checkpoints: a room's member set at a history ``seq``, stored as reusable blocks (Dendrite's
+state snapshots, for memberships), and the past rebuilt from them.
+
+A block holds the sorted user nids and membership codes of a slice of a room, cut where a nid's
+hash says so (content-defined chunking, ~512 members a block): a change touches one block, and a
+later checkpoint reuses every block of the one before it that did not change. The membership at
+any past time is the nearest checkpoint before it plus the history rows after it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from array import array
+from collections.abc import Iterable, Iterator
+
+from ..models import LEAVE
+from .codes import CODES
+from .threads import Transaction
+
+BLOCK_SHIFT = 23  # a block ends where the top 9 bits of a nid's 32-bit hash are 0: ~512 members
+_HASH = 2654435761  # Knuth's multiplicative hash
+
+Members = dict[int, int]  # user_nid -> membership code (no leaves)
+
+
+def _words(values: Iterable[int]) -> bytes:
+    """Unsigned 32-bit little-endian words (portable across machines)."""
+    words = array("I", values)
+    if sys.byteorder == "big":
+        words.byteswap()
+    return words.tobytes()
+
+
+def _unwords(blob: bytes) -> array[int]:
+    words = array("I")
+    words.frombytes(blob)
+    if sys.byteorder == "big":
+        words.byteswap()
+    return words
+
+
+def encode_block(members: list[tuple[int, int]]) -> bytes:
+    """Sorted (user_nid, code) pairs: the count, the nids, then one byte of code each."""
+    return len(members).to_bytes(4, "little") + _words(nid for nid, _ in members) + bytes(c for _, c in members)
+
+
+def decode_block(blob: bytes) -> Iterator[tuple[int, int]]:
+    count = int.from_bytes(blob[:4], "little")
+    return zip(_unwords(blob[4 : 4 + 4 * count]), blob[4 + 4 * count :], strict=True)
+
+
+def block_list(blob: bytes | None) -> list[int]:
+    """The block nids of a checkpoint (empty for "the bot stopped tracking the room")."""
+    return [] if blob is None else list(_unwords(bytes(blob)))
+
+
+def is_cut(user_nid: int) -> bool:
+    """Whether a block ends at this nid (content-defined: a change moves no boundary but its own,
+    so the other blocks of the room stay byte-identical)."""
+    return ((user_nid * _HASH) & 0xFFFFFFFF) >> BLOCK_SHIFT == 0
+
+
+# the same in SQL, with the membership as its code: rows for _chunks straight from the database
+CUT_SQL = f"(((m.user_nid * {_HASH}) & 4294967295) >> {BLOCK_SHIFT}) = 0"
+_CODE_SQL = "CASE m.membership " + " ".join(f"WHEN '{name}' THEN {code}" for name, code in CODES.items()) + " END"
+
+
+def _chunks(rows: list[tuple[int, int, bool]]) -> Iterator[bytes]:
+    """Sorted (user_nid, code, is_cut) rows, cut into blocks, encoded (see ``encode_block``)."""
+    nids = _words(row[0] for row in rows)
+    codes = bytes(row[1] for row in rows)
+    start = 0
+    for end in itertools.chain((index + 1 for index, row in enumerate(rows) if row[2]), (len(rows),)):
+        if end > start:
+            yield (end - start).to_bytes(4, "little") + nids[4 * start : 4 * end] + codes[start:end]
+            start = end
+
+
+def _blocks(txn: Transaction, nids: list[int]) -> dict[int, bytes]:
+    found: dict[int, bytes] = {}
+    for start in range(0, len(nids), 500):
+        chunk = tuple(nids[start : start + 500])
+        marks = ", ".join("?" * len(chunk))
+        found.update(
+            (int(nid), bytes(blob))
+            for nid, blob in txn.execute(
+                f"SELECT block_nid, members FROM roomstate_history_blocks WHERE block_nid IN ({marks})", chunk
+            ).fetchall()
+        )
+    return found
+
+
+def latest(txn: Transaction, room_nid: int, seq: int = 2**62) -> tuple[int, list[int] | None] | None:
+    """(seq, block nids or None for "not tracked") of the room's last checkpoint at or before seq."""
+    row = txn.execute(
+        "SELECT seq, blocks FROM roomstate_history_checkpoints WHERE room_nid = ? AND seq <= ?"
+        " ORDER BY seq DESC LIMIT 1",
+        (room_nid, seq),
+    ).fetchone()
+    if row is None:
+        return None
+    return int(row[0]), None if row[1] is None else block_list(row[1])
+
+
+def write_checkpoint(txn: Transaction, room_nid: int, seq: int, members: Members | list[tuple[int, int, bool]]) -> int:
+    """Store ``members`` (a dict, or rows from ``current_rows``) as the room's checkpoint at
+    ``seq``, reusing the blocks of the checkpoint before it that did not change (none at all if
+    nothing did). Returns how many new blocks."""
+    if isinstance(members, dict):
+        members = [(nid, code, is_cut(nid)) for nid, code in sorted(members.items())]
+    previous = latest(txn, room_nid, seq)
+    previous_nids = previous[1] or [] if previous else []
+    known = {blob: nid for nid, blob in _blocks(txn, previous_nids).items()}
+    block_nids: list[int] = []
+    written = 0
+    for blob in _chunks(members):
+        nid = known.get(blob)
+        if nid is None:
+            nid = known[blob] = txn.dialect.insert_returning_id(
+                txn.cur,
+                txn.dialect.sql("INSERT INTO roomstate_history_blocks (members) VALUES (?)"),
+                (blob,),
+                "block_nid",
+            )
+            written += 1
+        block_nids.append(nid)
+    if previous is not None and previous[1] == block_nids:
+        return 0  # unchanged since the previous checkpoint: it still holds
+    txn.execute(
+        "INSERT INTO roomstate_history_checkpoints (room_nid, seq, blocks) VALUES (?, ?, ?)",
+        (room_nid, seq, _words(block_nids)),
+    )
+    return written
+
+
+def members_at(txn: Transaction, room_nid: int, seq: int) -> Members | None:
+    """The room's non-leave members after history row ``seq`` (the nearest checkpoint plus the
+    rows after it); None if the bot did not track the room then."""
+    base = latest(txn, room_nid, seq)
+    if base is None:
+        return None
+    base_seq, nids = base
+    if nids is None:
+        return None
+    state: Members = {}
+    blocks = _blocks(txn, nids)
+    for nid in nids:
+        state.update(decode_block(blocks[nid]))
+    leave = CODES[LEAVE]
+    for user_nid, code in txn.execute(
+        "SELECT user_nid, membership FROM roomstate_history WHERE room_nid = ? AND seq > ? AND seq <= ? ORDER BY seq",
+        (room_nid, base_seq, seq),
+    ).fetchall():
+        if code == leave:
+            state.pop(user_nid, None)
+        else:
+            state[user_nid] = code
+    return state
+
+
+def member_count(txn: Transaction, block_nids: list[int]) -> int:
+    """How many members the checkpoint with these blocks holds."""
+    return sum((len(blob) - 4) // 5 for blob in _blocks(txn, block_nids).values())
+
+
+def stop(txn: Transaction, room_nid: int, seq: int) -> None:
+    """From ``seq`` on the bot does not track the room: a checkpoint without blocks."""
+    txn.execute(
+        "INSERT INTO roomstate_history_checkpoints (room_nid, seq, blocks) VALUES (?, ?, NULL)", (room_nid, seq)
+    )
+
+
+def current_rows(txn: Transaction, room_nid: int) -> list[tuple[int, int, bool]]:
+    """The room's stored memberships as (user_nid, code, is_cut) rows, by nid (for a checkpoint)."""
+    return list(
+        txn.execute(
+            f"SELECT m.user_nid, {_CODE_SQL}, {CUT_SQL} FROM roomstate_memberships m WHERE m.room_nid = ?"
+            " ORDER BY m.user_nid",
+            (room_nid,),
+        ).fetchall()
+    )
+
+
+def compact(txn: Transaction, room_nid: int, cutoff: int, limit: int) -> int:
+    """Delete up to ``limit`` of the room's history rows at or before seq ``cutoff``, after making
+    the membership at the last of them a checkpoint (the new base of what is kept). Checkpoints
+    before the base go too, and a base saying "not tracked" with nothing after it. Returns how
+    many rows were deleted."""
+    base = latest(txn, room_nid, cutoff)
+    last_row = txn.execute(
+        "SELECT MAX(seq) FROM roomstate_history WHERE room_nid = ? AND seq <= ?", (room_nid, cutoff)
+    ).fetchone()[0]
+    upto = None if base is None else base[0]
+    if last_row is not None and (upto is None or int(last_row) > upto):
+        upto = int(last_row)
+        members = members_at(txn, room_nid, upto)
+        if members is not None:
+            write_checkpoint(txn, room_nid, upto, members)
+            base = upto, []
+    if upto is None:
+        return 0
+    txn.execute(
+        "DELETE FROM roomstate_history WHERE room_nid = ? AND seq IN (SELECT seq FROM roomstate_history"
+        " WHERE room_nid = ? AND seq <= ? ORDER BY seq LIMIT ?)",
+        (room_nid, room_nid, upto, limit),
+    )
+    deleted = max(txn.cur.rowcount, 0)
+    if deleted < limit and base is not None:
+        txn.execute("DELETE FROM roomstate_history_checkpoints WHERE room_nid = ? AND seq < ?", (room_nid, base[0]))
+        if base[1] is None and latest(txn, room_nid) == base:  # untracked ever since
+            txn.execute("DELETE FROM roomstate_history_checkpoints WHERE room_nid = ? AND seq = ?", (room_nid, base[0]))
+    return deleted

@@ -1,0 +1,194 @@
+"""The store's membership-history methods: reading the past, and retention."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from ..models import INVITE, JOIN, HistoryEntry, MembersAt
+from . import checkpoints, history
+from .codes import CODES
+from .threads import Transaction
+
+T = TypeVar("T")
+CHUNK = 2_000  # rows deleted per transaction
+
+
+class HistoryStore:
+    """Mixed into RoomStore, whose writer and reader threads it uses."""
+
+    recorder: history.Recorder
+
+    def _write(self, work: Callable[[Transaction], T], single_statement: bool = False) -> asyncio.Future[T]:
+        raise NotImplementedError
+
+    def _read(self, work: Callable[[Transaction], T]) -> asyncio.Future[T]:
+        raise NotImplementedError
+
+    # ---- reading --------------------------------------------------------------------------------
+
+    def user_history(
+        self, user_id: str, limit: int, room_ids: frozenset[str] | None = None
+    ) -> asyncio.Future[list[HistoryEntry]]:
+        """``user_id``'s transitions, newest first (only in ``room_ids``, if given)."""
+
+        def job(txn: Transaction) -> list[HistoryEntry]:
+            user = txn.execute("SELECT user_nid FROM roomstate_users WHERE user_id = ?", (user_id,)).fetchone()
+            if user is None:
+                return []
+            found: list[HistoryEntry] = []
+            before = 2**62
+            while len(found) < limit:  # in pages, since rooms the asker may not see are left out
+                rows = history.user_rows(txn, int(user[0]), before, limit * 2)
+                found += [e for e in map(history.entry, rows) if room_ids is None or e.room_id in room_ids]
+                if len(rows) < limit * 2:
+                    break
+                before = int(rows[-1][4])
+            return found[:limit]
+
+        return self._read(job)
+
+    def room_history(self, room_id: str, since_s: float) -> asyncio.Future[list[HistoryEntry]]:
+        """The room's transitions since ``since_s`` (Unix seconds), oldest first."""
+
+        def job(txn: Transaction) -> list[HistoryEntry]:
+            room = txn.execute("SELECT room_nid FROM roomstate_rooms WHERE room_id = ?", (room_id,)).fetchone()
+            if room is None:
+                return []
+            return [history.entry(row) for row in history.room_rows(txn, int(room[0]), history.seq_at(since_s))]
+
+        return self._read(job)
+
+    def waves(self, since_s: float) -> asyncio.Future[list[tuple[str, int, int]]]:
+        """(room_id, joins, leaves) per room since ``since_s``, biggest first."""
+
+        def job(txn: Transaction) -> list[tuple[str, int, int]]:
+            waves = history.waves(txn, history.seq_at(since_s))
+            return sorted((w for w in waves if w[1] or w[2]), key=lambda w: (-(w[1] + w[2]), w[0]))
+
+        return self._read(job)
+
+    def members_at(self, room_id: str, at_s: float, names: int) -> asyncio.Future[MembersAt | None]:
+        """The room's membership at ``at_s`` (Unix seconds) and who differs from now (up to
+        ``names`` user IDs each way). None if the room was never known."""
+
+        def job(txn: Transaction) -> MembersAt | None:
+            room = txn.execute("SELECT room_nid FROM roomstate_rooms WHERE room_id = ?", (room_id,)).fetchone()
+            if room is None:
+                return None
+            room_nid = int(room[0])
+            then = checkpoints.members_at(txn, room_nid, history.seq_at(at_s + 1) - 1)
+            if then is None:
+                return MembersAt(room_id, int(at_s), 0, 0, tracked=False)
+            now = checkpoints.members_at(txn, room_nid, 2**62) or {}  # O(room), however long ago ``at`` was
+            join = CODES[JOIN]
+            joined_since = [nid for nid, code in now.items() if code == join and then.get(nid) != join]
+            left_since = [nid for nid, code in then.items() if code == join and now.get(nid) != join]
+            ids = _user_ids(txn, [*joined_since[:names], *left_since[:names]])
+            return MembersAt(
+                room_id,
+                int(at_s),
+                joined_count=sum(code == join for code in then.values()),
+                invited_count=sum(code == CODES[INVITE] for code in then.values()),
+                joined_since=tuple(sorted(ids[n] for n in joined_since[:names])),
+                left_since=tuple(sorted(ids[n] for n in left_since[:names])),
+                joined_since_total=len(joined_since),
+                left_since_total=len(left_since),
+            )
+
+        return self._read(job)
+
+    # ---- upkeep ---------------------------------------------------------------------------------
+
+    def index_history(self) -> asyncio.Future[int]:
+        """Add the rows after the last batch to the user index now (the writer also does so every
+        history.INDEX_BATCH_ROWS rows). Resolves to how many."""
+        return self._write(lambda txn: self.recorder.index_users(txn))
+
+    async def delete_history_before(self, cutoff_s: float) -> int:
+        """Delete the history older than ``cutoff_s`` (Unix seconds), room by room in bounded
+        chunks (see checkpoints.compact), then the user index of the days before, then blocks no
+        checkpoint uses any more. Returns how many history rows were deleted."""
+        cutoff = history.seq_at(cutoff_s)
+        deleted = 0
+        room_nid: int | None = 0
+        while room_nid is not None:
+            count, room_nid = await self._write(
+                functools.partial(_compact_chunk, from_room_nid=room_nid, cutoff=cutoff)
+            )
+            deleted += count
+        while await self._write(lambda txn: _delete_user_index(txn, cutoff)):
+            pass
+        await self._write(_delete_unused_blocks)
+        return deleted
+
+    async def clear_history(self) -> int:
+        """Delete all history (it was turned off), in bounded chunks. Returns how many rows."""
+        deleted = 0
+        while count := await self._write(lambda txn: _delete_chunk(txn, "roomstate_history", "room_nid, seq")):
+            deleted += count
+        while await self._write(lambda txn: _delete_chunk(txn, "roomstate_history_by_user", "day, user_nid, seq")):
+            pass
+        await self._write(self._clear_rest)
+        return deleted
+
+    def _clear_rest(self, txn: Transaction) -> None:
+        self.recorder.forget()
+        for table in ("roomstate_history_checkpoints", "roomstate_history_blocks", "roomstate_history_progress"):
+            txn.execute(f"DELETE FROM {table}")
+
+
+def _delete_chunk(txn: Transaction, table: str, key: str, where: str = "", params: tuple[int, ...] = ()) -> int:
+    """Delete up to CHUNK rows of ``table`` (``key``: its primary key columns); how many."""
+    txn.execute(f"DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM {table}{where} LIMIT ?)", (*params, CHUNK))
+    return max(txn.cur.rowcount, 0)
+
+
+def _compact_chunk(txn: Transaction, from_room_nid: int, cutoff: int) -> tuple[int, int | None]:
+    """Compact one room (a chunk of it): (rows deleted, the room to continue from or None)."""
+    row = txn.execute(
+        "SELECT MIN(room_nid) FROM roomstate_history_checkpoints WHERE room_nid >= ?", (from_room_nid,)
+    ).fetchone()
+    if row is None or row[0] is None:
+        return 0, None
+    room_nid = int(row[0])
+    deleted = checkpoints.compact(txn, room_nid, cutoff, CHUNK)
+    return deleted, room_nid if deleted == CHUNK else room_nid + 1
+
+
+def _delete_user_index(txn: Transaction, cutoff: int) -> int:
+    """A chunk of the user index of days wholly before the cutoff."""
+    return _delete_chunk(
+        txn, "roomstate_history_by_user", "day, user_nid, seq", " WHERE day < ?", (cutoff // history.DAY,)
+    )
+
+
+def _delete_unused_blocks(txn: Transaction) -> None:
+    """Delete history blocks that no checkpoint lists any more."""
+    referenced: set[int] = set()
+    for (blob,) in txn.execute("SELECT blocks FROM roomstate_history_checkpoints WHERE blocks IS NOT NULL").fetchall():
+        referenced.update(checkpoints.block_list(blob))
+    unused = [
+        int(nid)
+        for (nid,) in txn.execute("SELECT block_nid FROM roomstate_history_blocks").fetchall()
+        if int(nid) not in referenced
+    ]
+    for start in range(0, len(unused), 500):
+        chunk = tuple(unused[start : start + 500])
+        txn.execute(f"DELETE FROM roomstate_history_blocks WHERE block_nid IN ({', '.join('?' * len(chunk))})", chunk)
+
+
+def _user_ids(txn: Transaction, nids: Sequence[int]) -> dict[int, str]:
+    found: dict[int, str] = {}
+    for start in range(0, len(nids), 500):
+        chunk = tuple(nids[start : start + 500])
+        marks = ", ".join("?" * len(chunk))
+        found.update(
+            (int(nid), user_id)
+            for nid, user_id in txn.execute(
+                f"SELECT user_nid, user_id FROM roomstate_users WHERE user_nid IN ({marks})", chunk
+            ).fetchall()
+        )
+    return found
