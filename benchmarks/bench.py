@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import gc
 import json
 import os
 import random
+import shutil
 import sqlite3
 import statistics
 import sys
@@ -76,8 +78,11 @@ async def interleaved(
 
 
 class Workdir:
+    """A temporary directory for the benchmark's databases, removed at exit."""
+
     def __init__(self) -> None:
         self.path = Path(tempfile.mkdtemp(prefix="roomstate-bench-"))
+        atexit.register(shutil.rmtree, self.path, True)
 
     def sqlite(self, name: str) -> str:
         path = str(self.path / f"{name}.db")

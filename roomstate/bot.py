@@ -202,10 +202,7 @@ class RoomStateBot(Plugin):
                 else replies.not_a_user_id(error.argument),
             )
             return
-        entries = await self.service.history_of(user_id, evt.sender, count)
-        rooms = {room.room_id: room for room in await self.service.known_rooms()}
-        limited = entries is not None and not self.service.sees_every_room(evt.sender) and user_id != evt.sender
-        await self._reply(evt, replies.history(user_id, entries, rooms, limited))
+        await self._reply(evt, replies.history(await self.service.history_of(user_id, evt.sender, count)))
 
     @command.new("joins", help="Who joined and left this room in a period (`!joins all`: every room)")
     @command.argument("args", required=False, pass_raw=True)

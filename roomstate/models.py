@@ -216,6 +216,17 @@ class HistoryEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class HistoryAnswer:
+    """A user's membership history for one asker (``!history``)."""
+
+    user_id: str
+    entries: tuple[HistoryEntry, ...] = ()
+    rooms: tuple[RoomInfo, ...] = ()  # the rooms the entries are in, as far as the bot knows them
+    only_rooms_of_asker: bool = False  # entries were limited to rooms the asker is in too
+    refused: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class MembersAt:
     """A room's membership at a past time compared with now."""
 

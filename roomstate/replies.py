@@ -23,6 +23,7 @@ from .models import (
     JOIN,
     KNOCK,
     LEAVE,
+    HistoryAnswer,
     HistoryEntry,
     MemberDiff,
     MembersAt,
@@ -348,14 +349,16 @@ def transition(entry: HistoryEntry, room: Text) -> Text:
     return text
 
 
-def history(user_id: str, entries: tuple[HistoryEntry, ...] | None, rooms: dict[str, RoomInfo], limited: bool) -> Reply:
-    if entries is None:
+def history(answer: HistoryAnswer) -> Reply:
+    if answer.refused:
         return reply(HISTORY_REFUSED)
-    scope = " in rooms you are in too" if limited else ""
-    if not entries:
-        return reply("I have no membership history of " + code(user_id) + scope + ".")
-    header = literal(f"Latest {plural(len(entries), 'change')} of ") + code(user_id) + scope + ", newest first:"
-    return reply(header, [transition(e, _room_name(e.room_id, rooms)) for e in entries])
+    scope = " in rooms you are in too" if answer.only_rooms_of_asker else ""
+    if not answer.entries:
+        return reply("I have no membership history of " + code(answer.user_id) + scope + ".")
+    count = plural(len(answer.entries), "change")
+    header = literal(f"Latest {count} of ") + code(answer.user_id) + scope + ", newest first:"
+    rooms = {room.room_id: room for room in answer.rooms}
+    return reply(header, [transition(e, _room_name(e.room_id, rooms)) for e in answer.entries])
 
 
 def _room_name(room_id: str, rooms: dict[str, RoomInfo]) -> Text:

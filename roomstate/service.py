@@ -34,6 +34,7 @@ from .models import (
     JOIN,
     LEAVE,
     Applied,
+    HistoryAnswer,
     HistoryEntry,
     MemberChange,
     MembersAt,
@@ -561,9 +562,6 @@ class RoomStateService:
     async def room(self, room_id: str) -> RoomInfo | None:
         return await self.store.room(room_id)
 
-    async def known_rooms(self) -> list[RoomInfo]:
-        return await self.store.rooms()
-
     def sees_every_room(self, asker: str) -> bool:
         return self.config.is_admin(asker) or self.config.visibility == "everyone"
 
@@ -576,12 +574,19 @@ class RoomStateService:
     def may_see_history(self, asker: str) -> bool:
         return self.config.visibility != "admins" or self.config.is_admin(asker)
 
-    async def history_of(self, user_id: str, asker: str, count: int) -> tuple[HistoryEntry, ...] | None:
-        """``user_id``'s transitions, newest first, in the rooms the asker may see (None: refused)."""
+    async def history_of(self, user_id: str, asker: str, count: int) -> HistoryAnswer:
+        """``user_id``'s transitions, newest first, in the rooms the asker may see (their own: all)."""
         if not self.may_see_history(asker):
-            return None
+            return HistoryAnswer(user_id, refused=True)
         rooms = None if user_id == asker else await self._visible_rooms(asker)
-        return tuple(await self.store.user_history(user_id, count, rooms))
+        entries = tuple(await self.store.user_history(user_id, count, rooms))
+        named = {room.room_id: room for room in await self.store.rooms()}
+        return HistoryAnswer(
+            user_id,
+            entries,
+            tuple(named[room_id] for room_id in {e.room_id for e in entries} if room_id in named),
+            only_rooms_of_asker=rooms is not None,
+        )
 
     async def joins(self, room_id: str, asker: str, seconds: int) -> tuple[HistoryEntry, ...] | None:
         """Who joined and left the room in the last ``seconds`` (None: refused)."""

@@ -11,7 +11,7 @@ from mautrix.util.config import RecursiveDict
 
 from roomstate.config import DEFAULTS, Config
 
-from .helpers import ALICE, BOB, CAROL, ROOM, Database, Harness, eventually, load_base_config, make_config
+from .helpers import ADMIN, ALICE, BOB, CAROL, ROOM, Database, Harness, eventually, load_base_config, make_config
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -102,6 +102,28 @@ async def test_live_change_of_retention(harness: Harness, db: Database) -> None:
     assert db.processed(ROOM)
     await update(harness, dedup__retention_hours=1)  # applies now, not at the next interval
     await eventually(lambda: not db.processed(ROOM), what="old records deleted")
+
+
+async def test_live_change_of_history_retention(harness: Harness, db: Database) -> None:
+    await harness.start()
+    await harness.setup_room()
+    await harness.deliver(harness.hs.member(ROOM, CAROL, "join"))
+    await eventually(lambda: db.scalar("SELECT COUNT(*) FROM roomstate_history") == 1, what="history recorded")
+    await update(harness, history__retention_days=0)  # off: what was recorded goes, nothing new comes
+    await eventually(
+        lambda: (
+            db.scalar("SELECT COUNT(*) FROM roomstate_history")
+            + db.scalar("SELECT COUNT(*) FROM roomstate_history_checkpoints")
+            == 0
+        ),
+        what="history deleted",
+    )
+    await harness.deliver(harness.hs.member(ROOM, CAROL, "leave"))
+    assert (await harness.command(ROOM, ADMIN, f"!history {CAROL}"))[0].startswith("I have no membership history")
+    await update(harness, history__retention_days=30)
+    await harness.deliver(harness.hs.member(ROOM, CAROL, "join"))
+    [answer] = await harness.command(ROOM, ADMIN, f"!history {CAROL}")
+    assert answer.splitlines()[1].startswith("• joined Design")
 
 
 async def test_live_change_of_intervals(harness: Harness, db: Database) -> None:

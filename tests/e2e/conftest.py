@@ -84,6 +84,10 @@ class People:
         self.carol = self._user("carol", "Carol")
         self.dave = self._user("dave", "Dave")
 
+    def newcomer(self, localpart: str, displayname: str) -> MatrixUser:
+        """A user of one test only, free to be renamed, kicked or banned."""
+        return self._user(localpart, displayname)
+
     def _user(self, localpart: str, displayname: str | None = None) -> MatrixUser:
         user_id, token = self.synapse.register(localpart, admin=localpart == "admin")
         user = MatrixUser(self.synapse.url, user_id, token)

@@ -20,7 +20,8 @@ def lines(reply: str) -> list[str]:
 def test_history_of_a_room_with_moderation_and_a_restart(
     people: People, bot: StandaloneBot, bot_db: BotDatabase
 ) -> None:
-    admin, alice, bob, carol, dave = people.admin, people.alice, people.bob, people.carol, people.dave
+    admin = people.admin  # the moderator; the others are this test's own, renamed, kicked and banned
+    alice, bob, carol, dave = (people.newcomer(f"h-{name.lower()}", name) for name in ("Alice", "Bob", "Carol", "Dave"))
     room = admin.create_room("Lobby", invite=[bot.user_id])
     eventually(lambda: bot.user_id in bot_db.members(room), what="bot joined")
     for user in (alice, bob, carol):
