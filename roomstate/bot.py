@@ -223,9 +223,7 @@ class RoomStateBot(Plugin):
         if every_room:
             await self._reply(evt, replies.waves(seconds, await self.service.waves(evt.sender, seconds)))
             return
-        room = await self.service.room(evt.room_id)
-        entries = await self.service.joins(evt.room_id, evt.sender, seconds)
-        await self._reply(evt, replies.joins(room or RoomInfo(evt.room_id), seconds, entries))
+        await self._reply(evt, replies.joins(await self.service.joins(evt.room_id, evt.sender, seconds)))
 
     @command.new("members", help="This room's members at a past time: `!members at 2026-11-20 14:00` (UTC)")
     @command.argument("args", required=False, pass_raw=True)

@@ -205,14 +205,27 @@ class HistoryEntry:
     event_id: str | None = None  # None: a full sync found the change (no event was seen)
     origin_at: int | None = None  # Unix seconds, the sender's clock
 
-    @property
-    def joined(self) -> bool:
-        return self.membership == JOIN and self.previous != JOIN
 
-    @property
-    def left(self) -> bool:
-        """Stopped being joined: left, kicked or banned."""
-        return self.previous == JOIN and self.membership != JOIN
+@dataclass(frozen=True, slots=True)
+class Group:
+    """Distinct users in one group, with a sample of their IDs (sorted)."""
+
+    total: int = 0
+    sample: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RoomChanges:
+    """Who joined, left (of whom how many were kicked) and was banned in a room in a period
+    (``!joins``): distinct users each."""
+
+    room: RoomInfo
+    seconds: int
+    joined: Group = Group()
+    left: Group = Group()
+    kicked: int = 0
+    banned: Group = Group()
+    refused: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from .models import (
 
 MAX_ID_LENGTH = 255
 MAX_TIMESTAMP = 2**53  # beyond that, an origin_server_ts is junk
+MAX_REASON = 500  # characters of a membership change's reason kept in history
 
 # https://spec.matrix.org/latest/appendices/#user-identifiers (historical localparts tolerated)
 _SERVER = r"(?:[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?"
@@ -71,10 +72,16 @@ def is_alias(value: Any) -> bool:
 
 
 def _string(value: Any) -> str | None:
-    """A string as it can be stored anywhere (PostgreSQL text cannot hold NUL), else None."""
+    """A string as it can be stored anywhere, else None: NUL (PostgreSQL text cannot hold it) and
+    lone surrogates (JSON allows "\\ud800"; no UTF-8 encoder does) become U+FFFD."""
     if not isinstance(value, str):
         return None
-    return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    text: str = value.replace("\x00", "\ufffd") if "\x00" in value else value
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
 
 
 def _text(value: Any) -> str | None:
@@ -121,6 +128,8 @@ def member_change(raw: Any) -> MemberChange | None:
         return None
     content = _content(raw) or {}
     reason = _string(content.get("reason"))
+    if reason is not None:
+        reason = reason[:MAX_REASON]
     return MemberChange(
         room_id=room_id,
         event_id=event_id,

@@ -22,12 +22,12 @@ from .models import (
     INVITE,
     JOIN,
     KNOCK,
-    LEAVE,
     HistoryAnswer,
     HistoryEntry,
     MemberDiff,
     MembersAt,
     ResyncReport,
+    RoomChanges,
     RoomInfo,
     RoomsAnswer,
     SyncOutcome,
@@ -370,27 +370,21 @@ def _listing(user_ids: list[str], total: int) -> Text:
     return _user_ids(user_ids, total, NAMES_IN_LISTS)
 
 
-def joins(room: RoomInfo, seconds: int, entries: tuple[HistoryEntry, ...] | None) -> Reply:
-    if entries is None:
+def joins(answer: RoomChanges) -> Reply:
+    if answer.refused:
         return reply(HISTORY_REFUSED)
-    joined = [e for e in entries if e.joined]
-    left = [e for e in entries if e.left]
-    kicked = sum(1 for e in left if e.membership == LEAVE and e.sender)
-    banned = sorted({e.user_id for e in entries if e.membership == BAN and e.previous != BAN})
     header = (
-        "In " + name(room.display_name) + f" in the last {shown_period(seconds)}: "
-        f"{len(joined)} joined, {len(left)} left"
-        + (f" ({kicked} kicked)" if kicked else "")
-        + (f", {len(banned)} banned" if banned else "")
+        "In " + name(answer.room.display_name) + f" in the last {shown_period(answer.seconds)}: "
+        f"{answer.joined.total} joined, {answer.left.total} left"
+        + (f" ({answer.kicked} kicked)" if answer.kicked else "")
+        + (f", {answer.banned.total} banned" if answer.banned.total else "")
         + "."
     )
-    items: list[Text] = []
-    for label, group in (("joined", joined), ("left", left)):
-        if group:
-            ids = sorted({e.user_id for e in group})
-            items.append(label + ": " + _listing(ids, len(ids)))
-    if banned:
-        items.append("banned: " + _listing(banned, len(banned)))
+    items = [
+        label + ": " + _listing(list(group.sample), group.total)
+        for label, group in (("joined", answer.joined), ("left", answer.left), ("banned", answer.banned))
+        if group.total
+    ]
     return reply(header, items)
 
 

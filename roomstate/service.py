@@ -34,11 +34,12 @@ from .models import (
     JOIN,
     LEAVE,
     Applied,
+    Group,
     HistoryAnswer,
-    HistoryEntry,
     MemberChange,
     MembersAt,
     ResyncReport,
+    RoomChanges,
     RoomInfo,
     RoomsAnswer,
     SyncOutcome,
@@ -52,7 +53,7 @@ from .repair import Repairer
 T = TypeVar("T")
 log = logging.getLogger("roomstate.service")
 
-HISTORY_NAMES_SHOWN = 20  # user IDs per direction in !members at
+HISTORY_NAMES_SHOWN = 15  # user IDs listed per group in !joins and !members at
 COVERS_REMEMBERED = 32  # rooms whose just-joined sync's event IDs are kept in memory
 COVER_IDLE_SECONDS = 600
 HANDLED_STATE_TYPES = frozenset({"m.room.member", *parsing.ROOM_INFO_EVENT_TYPES})
@@ -77,6 +78,14 @@ class Cover:
 
 def by_name(room: RoomInfo) -> tuple[str, str]:
     return (room.display_name.casefold(), room.room_id)
+
+
+async def _logged(work: Awaitable[Any], logger: logging.Logger, what: str) -> None:
+    """Await background ``work``, logging (not raising) its failure."""
+    try:
+        await work
+    except Exception:
+        logger.exception("%s failed", what)
 
 
 def _done(value: T) -> asyncio.Future[T]:
@@ -134,7 +143,7 @@ class RoomStateService:
         self.bot_user_id = bot_user_id
         self.config = config
         self.queue = RoomQueue()
-        self.store.history_enabled = config.history_retention_seconds > 0
+        self.store.history_enabled = config.history_retention_seconds > 0  # before any write
         self.dedup = Deduplicator(store, self.queue, logger)
         self.fetches = Limiter(lambda: self.config.sync_concurrency)
         self.rate_limiter = RateLimiter()
@@ -179,7 +188,8 @@ class RoomStateService:
 
     def config_changed(self) -> None:
         """A new configuration was loaded: wake whatever waits on configured values."""
-        self.store.history_enabled = self.config.history_retention_seconds > 0
+        switched = self.store.set_history(self.config.history_retention_seconds > 0)  # in the write order, now
+        self.spawn(_logged(switched, self.log, "Switching membership history"), "history-switch")
         self.fetches.changed()
         self._wake_cleanup.set()
         self.repairer.wake()
@@ -588,14 +598,23 @@ class RoomStateService:
             only_rooms_of_asker=rooms is not None,
         )
 
-    async def joins(self, room_id: str, asker: str, seconds: int) -> tuple[HistoryEntry, ...] | None:
-        """Who joined and left the room in the last ``seconds`` (None: refused)."""
+    async def joins(self, room_id: str, asker: str, seconds: int) -> RoomChanges:
+        """Who joined, left and was banned in the room in the last ``seconds``."""
+        room = await self.store.room(room_id) or RoomInfo(room_id)
         if not self.may_see_history(asker):
-            return None
+            return RoomChanges(room, seconds, refused=True)
         rooms = await self._visible_rooms(asker)
         if rooms is not None and room_id not in rooms:
-            return None
-        return tuple(await self.store.room_history(room_id, time.time() - seconds))
+            return RoomChanges(room, seconds, refused=True)
+        found = await self.store.room_changes(room_id, time.time() - seconds, HISTORY_NAMES_SHOWN) or {}
+
+        def group(name: str) -> Group:
+            total, sample = found.get(name, (0, []))
+            return Group(total, tuple(sample))
+
+        return RoomChanges(
+            room, seconds, group("joined"), group("left"), found.get("kicked", (0, []))[0], group("banned")
+        )
 
     async def waves(self, asker: str, seconds: int) -> tuple[Wave, ...] | None:
         """Joins and leaves per room in the last ``seconds``, biggest first (admins only)."""
@@ -666,7 +685,6 @@ class RoomStateService:
         """Delete history past the retention (all of it when history is off), in small chunks;
         index what the user index does not hold yet."""
         retention = self.config.history_retention_seconds
-        self.store.history_enabled = retention > 0
         if retention <= 0:
             deleted = await self.store.clear_history()
         else:

@@ -86,9 +86,13 @@ async def test_transitions_are_recorded_with_who_and_why(store: tuple[RoomStore,
 async def test_a_resync_records_exactly_the_differences_it_found(store: tuple[RoomStore, FakeTime]) -> None:
     s, _ = store
     await s.replace_room(RoomSnapshot(RoomInfo(ROOM), (Member(ALICE, JOIN), Member(BOB, JOIN))))
-    assert await s.room_history(ROOM, 0) == []  # the first sync is a checkpoint, not rows
+    assert [await s.user_history(user, 5) for user in (ALICE, BOB)] == [[], []]  # a checkpoint, not rows
     await s.replace_room(RoomSnapshot(RoomInfo(ROOM), (Member(ALICE, JOIN), Member(CAROL, INVITE))))
-    found = {(e.user_id, e.previous, e.membership, e.event_id) for e in await s.room_history(ROOM, 0)}
+    found = {
+        (e.user_id, e.previous, e.membership, e.event_id)
+        for u in (ALICE, BOB, CAROL)
+        for e in await s.user_history(u, 5)
+    }
     assert found == {(BOB, JOIN, LEAVE, None), (CAROL, LEAVE, INVITE, None)}
 
 
@@ -181,6 +185,48 @@ async def test_retention_compacts_the_past_into_a_base(
     assert len(await s.user_history("@u3:x", 5)) == 0 and len(await s.user_history("@u16:x", 5)) == 1
     await s.clear_history()
     assert count(db, "history_blocks") == count(db, "history_checkpoints") == 0
+
+
+async def test_retention_after_renames_only_keeps_the_base(
+    store: tuple[RoomStore, FakeTime], db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s, clock = store
+    checkpoint_every(monkeypatch, 3)
+    await s.replace_room(RoomSnapshot(RoomInfo(ROOM), (Member(ALICE, JOIN, "Alice"), Member(BOB, JOIN, "Bob"))))
+    for number in range(7):  # renames change no membership: every checkpoint has the same blocks
+        clock.now += 3600
+        await s.apply_member(event(BOB, JOIN, number, f"Bob {number}"), True, True)
+    await s.delete_history_before(clock.now - 1800)
+    after = await s.members_at(ROOM, clock.now, 0)
+    assert after is not None and after.tracked and after.joined_count == 2
+    referenced = set()
+    for (blob,) in db.rows("SELECT blocks FROM roomstate_history_checkpoints"):
+        referenced.update(checkpoints.block_list(blob))
+    assert {int(nid) for (nid,) in db.rows("SELECT block_nid FROM roomstate_history_blocks")} == referenced
+    clock.now += 3600
+    await s.apply_member(event(CAROL, JOIN, 99), True, True)  # retention keeps working for the room
+    clock.now += 3600
+    await s.delete_history_before(clock.now - 1)
+    assert count(db, "history") == 0 and count(db, "history_checkpoints") == 1
+
+
+async def test_history_off_and_on_again_leaves_no_wrong_past(store: tuple[RoomStore, FakeTime]) -> None:
+    s, clock = store
+    await s.replace_room(RoomSnapshot(RoomInfo(ROOM), (Member(ALICE, JOIN),)))
+    clock.now += 60
+    await s.set_history(False)  # the old history is not deleted yet when it comes back on
+    for number, user in enumerate((BOB, CAROL)):
+        await s.apply_member(event(user, JOIN, number), True, True)
+    clock.now += 60
+    await s.set_history(True)
+    await s.apply_member(event(DAVE, JOIN, 9), True, True)
+    clock.now += 60
+    now = await s.members_at(ROOM, clock.now, 10)
+    assert now is not None and now.joined_count == 4  # not 2: the joins while off are not lost
+    off = await s.members_at(ROOM, clock.now - 90, 10)
+    assert off is not None and not off.tracked  # while off: no record, rather than a wrong one
+    was = await s.members_at(ROOM, clock.now - 150, 10)
+    assert was is not None and was.joined_count == 1
 
 
 async def test_leaving_a_room_ends_its_history_and_retention_forgets_it(

@@ -53,6 +53,11 @@ def test_odd_values_never_raise_and_are_made_storable() -> None:
     named = member_change(member({"membership": "join", "displayname": "x\x00y"}))
     assert named is not None and named.member.displayname == "x\ufffdy"
     assert member_change(member({"membership": "join"}, origin_server_ts=True)).origin_ts is None  # type: ignore[union-attr]
+    # JSON may carry lone surrogates ("\\ud800"), which no database encoder accepts; pairs are kept
+    lone = member_change(member({"membership": "leave", "displayname": "a\ud800", "reason": "\udfff" + "r" * 900}))
+    assert lone is not None and lone.reason == "\ufffd" + "r" * 499 and lone.member.displayname == "a\ufffd"
+    paired = member_change(member({"membership": "join", "displayname": "\ud83d\ude00"}))
+    assert paired is not None and paired.member.displayname == "\U0001f600"
 
 
 def test_room_info_events() -> None:

@@ -258,6 +258,20 @@ async def test_deferred_rows_commit_with_their_job_and_go_with_a_failed_one(stor
     assert db.rows("SELECT name FROM roomstate_history_progress ORDER BY name") == [("a",), ("c",)]
 
 
+async def test_a_deferred_row_the_database_refuses_fails_no_job(
+    store: RoomStore, db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    insert = store.dialect.sql("INSERT INTO roomstate_history_progress (name, seq) VALUES (?, ?)")
+
+    def job(name: str, seq: int) -> Callable[[Transaction], None]:
+        return lambda txn: txn.defer(insert, (name, seq))
+
+    # the second row breaks the primary key: it is left out, both jobs succeed, the third row lands
+    await asyncio.gather(store._write(job("a", 1)), store._write(job("a", 2)), store._write(job("b", 3)))
+    assert db.rows("SELECT name, seq FROM roomstate_history_progress ORDER BY name") == [("a", 1), ("b", 3)]
+    assert "Left out a row the database refused" in caplog.text
+
+
 async def test_reopening_is_a_no_op(db_url: str, db: Database) -> None:
     for _ in range(2):
         engine = sa.create_engine(db_url)

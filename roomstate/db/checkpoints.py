@@ -103,10 +103,17 @@ def latest(txn: Transaction, room_nid: int, seq: int = 2**62) -> tuple[int, list
     return int(row[0]), None if row[1] is None else block_list(row[1])
 
 
-def write_checkpoint(txn: Transaction, room_nid: int, seq: int, members: Members | list[tuple[int, int, bool]]) -> int:
+def write_checkpoint(
+    txn: Transaction,
+    room_nid: int,
+    seq: int,
+    members: Members | list[tuple[int, int, bool]],
+    even_if_unchanged: bool = False,
+) -> int:
     """Store ``members`` (a dict, or rows from ``current_rows``) as the room's checkpoint at
-    ``seq``, reusing the blocks of the checkpoint before it that did not change (none at all if
-    nothing did). Returns how many new blocks."""
+    ``seq``, reusing the blocks of the checkpoint before it that did not change. If nothing did,
+    the previous checkpoint still holds and none is written, unless ``even_if_unchanged`` (a new
+    base for retention). Returns how many new blocks."""
     if isinstance(members, dict):
         members = [(nid, code, is_cut(nid)) for nid, code in sorted(members.items())]
     previous = latest(txn, room_nid, seq)
@@ -125,7 +132,7 @@ def write_checkpoint(txn: Transaction, room_nid: int, seq: int, members: Members
             )
             written += 1
         block_nids.append(nid)
-    if previous is not None and previous[1] == block_nids:
+    if previous is not None and previous[1] == block_nids and not even_if_unchanged:
         return 0  # unchanged since the previous checkpoint: it still holds
     txn.execute(
         "INSERT INTO roomstate_history_checkpoints (room_nid, seq, blocks) VALUES (?, ?, ?)",
@@ -183,10 +190,10 @@ def current_rows(txn: Transaction, room_nid: int) -> list[tuple[int, int, bool]]
 
 
 def compact(txn: Transaction, room_nid: int, cutoff: int, limit: int) -> int:
-    """Delete up to ``limit`` of the room's history rows at or before seq ``cutoff``, after making
-    the membership at the last of them a checkpoint (the new base of what is kept). Checkpoints
-    before the base go too, and a base saying "not tracked" with nothing after it. Returns how
-    many rows were deleted."""
+    """Forget the room's history at or before seq ``cutoff``: the membership at the last row
+    before it becomes a checkpoint (the base of what is kept), then up to ``limit`` older rows
+    are deleted and, once none are left, the older checkpoints with the blocks only they used (and
+    a base saying "not tracked" with nothing after it). Returns how many rows were deleted."""
     base = latest(txn, room_nid, cutoff)
     last_row = txn.execute(
         "SELECT MAX(seq) FROM roomstate_history WHERE room_nid = ? AND seq <= ?", (room_nid, cutoff)
@@ -196,8 +203,8 @@ def compact(txn: Transaction, room_nid: int, cutoff: int, limit: int) -> int:
         upto = int(last_row)
         members = members_at(txn, room_nid, upto)
         if members is not None:
-            write_checkpoint(txn, room_nid, upto, members)
-            base = upto, []
+            write_checkpoint(txn, room_nid, upto, members, even_if_unchanged=True)
+            base = latest(txn, room_nid, upto)
     if upto is None:
         return 0
     txn.execute(
@@ -207,7 +214,47 @@ def compact(txn: Transaction, room_nid: int, cutoff: int, limit: int) -> int:
     )
     deleted = max(txn.cur.rowcount, 0)
     if deleted < limit and base is not None:
-        txn.execute("DELETE FROM roomstate_history_checkpoints WHERE room_nid = ? AND seq < ?", (room_nid, base[0]))
-        if base[1] is None and latest(txn, room_nid) == base:  # untracked ever since
-            txn.execute("DELETE FROM roomstate_history_checkpoints WHERE room_nid = ? AND seq = ?", (room_nid, base[0]))
+        base_seq = base[0]
+        if base[1] is None and latest(txn, room_nid) == base:  # untracked ever since: nothing to keep
+            base_seq += 1
+        _delete_checkpoints_before(txn, room_nid, base_seq)
     return deleted
+
+
+def _delete_checkpoints_before(txn: Transaction, room_nid: int, seq: int) -> None:
+    """Delete the room's checkpoints before ``seq`` and the blocks no later one of the room uses
+    (a block is only ever shared between checkpoints of one room)."""
+    old: set[int] = set()
+    kept: set[int] = set()
+    for checkpoint_seq, blob in txn.execute(
+        "SELECT seq, blocks FROM roomstate_history_checkpoints WHERE room_nid = ?", (room_nid,)
+    ).fetchall():
+        (old if int(checkpoint_seq) < seq else kept).update(block_list(blob))
+    txn.execute("DELETE FROM roomstate_history_checkpoints WHERE room_nid = ? AND seq < ?", (room_nid, seq))
+    unused = sorted(old - kept)
+    for start in range(0, len(unused), 500):
+        chunk = tuple(unused[start : start + 500])
+        txn.execute(f"DELETE FROM roomstate_history_blocks WHERE block_nid IN ({', '.join('?' * len(chunk))})", chunk)
+
+
+def tracked_rooms(txn: Transaction) -> list[int]:
+    """Rooms whose latest checkpoint holds members (not "not tracked")."""
+    rows = txn.execute(
+        "SELECT c.room_nid FROM roomstate_history_checkpoints c WHERE c.blocks IS NOT NULL"
+        " AND c.seq = (SELECT MAX(l.seq) FROM roomstate_history_checkpoints l WHERE l.room_nid = c.room_nid)"
+    ).fetchall()
+    return [int(row[0]) for row in rows]
+
+
+def rooms_to_compact(txn: Transaction, cutoff: int) -> list[int]:
+    """Rooms with history to forget at ``cutoff``: rows at or before it (found on the seq index),
+    or more than one checkpoint at or before it, or only "not tracked" since before it."""
+    rows = txn.execute(
+        "SELECT DISTINCT room_nid FROM roomstate_history WHERE seq <= ?"
+        " UNION SELECT room_nid FROM roomstate_history_checkpoints WHERE seq <= ?"
+        " GROUP BY room_nid HAVING COUNT(*) > 1"
+        " UNION SELECT c.room_nid FROM roomstate_history_checkpoints c WHERE c.blocks IS NULL AND c.seq <= ?"
+        " AND c.seq = (SELECT MAX(l.seq) FROM roomstate_history_checkpoints l WHERE l.room_nid = c.room_nid)",
+        (cutoff, cutoff, cutoff),
+    ).fetchall()
+    return sorted(int(row[0]) for row in rows)

@@ -133,6 +133,19 @@ class Dialect:
         cur.execute(self.sql(f"{sql} RETURNING {id_column}"), params)
         return int(cur.fetchone()[0])
 
+    def executemany(self, cur: Cursor, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run ``INSERT ... VALUES (...)`` (in the driver's paramstyle) for many rows: with
+        ``executemany`` on SQLite, as multi-row VALUES on PostgreSQL (psycopg2's executemany is one
+        round trip per row)."""
+        if self.is_sqlite or len(rows) == 1:
+            cur.executemany(sql, rows)
+            return
+        head, values = sql.rsplit(" VALUES ", 1)
+        per_statement = max(1, 10_000 // max(1, len(rows[0])))
+        for start in range(0, len(rows), per_statement):
+            chunk = rows[start : start + per_statement]
+            cur.execute(f"{head} VALUES {', '.join([values] * len(chunk))}", [p for row in chunk for p in row])
+
     def create_temp_table(self, cur: Cursor, name: str, columns: str) -> None:
         """An empty session-private table (created once per connection, emptied on reuse)."""
         if self.is_sqlite:

@@ -197,8 +197,13 @@ class Recorder:
     def checkpoint(self, txn: Transaction, room_nid: int) -> int:
         """Checkpoint the room's current members; returns how many new blocks that took."""
         rows = checkpoints.current_rows(txn, room_nid)
-        self._since[room_nid] = [0, _threshold(len(rows))]
-        return checkpoints.write_checkpoint(txn, room_nid, self.clock.next(txn), rows)
+        written = checkpoints.write_checkpoint(txn, room_nid, self.clock.next(txn), rows)
+        # counted from this checkpoint once it is committed; until then (or if it never is), the
+        # next row counts from whatever checkpoint the database has
+        self._since.pop(room_nid, None)
+        due = _threshold(len(rows))
+        txn.after_commit(lambda: self._since.__setitem__(room_nid, [0, due]))
+        return written
 
     def stop_tracking(self, txn: Transaction, room_nid: int) -> None:
         """The bot left: from here on the room's membership is unknown."""
@@ -305,39 +310,65 @@ def entry(row: Sequence[Any]) -> HistoryEntry:
     )
 
 
-def user_rows(txn: Transaction, user_nid: int, before: int, limit: int) -> list[Any]:
-    """The user's latest ``limit`` rows with seq < ``before``, newest first: those after the last
-    user-index batch from the seq index, the rest from the user index, probing each day."""
+def user_rows(txn: Transaction, user_nid: int, limit: int, room_nids: Sequence[int] | None = None) -> list[Any]:
+    """The user's latest ``limit`` rows (in ``room_nids`` only, if given), newest first: those
+    after the last user-index batch from the seq index, then the user index a week at a time,
+    newest first, until there are enough."""
+    rooms = "" if room_nids is None else f" AND h.room_nid IN ({', '.join(str(int(n)) for n in room_nids)})"
+    if room_nids is not None and not room_nids:
+        return []
     indexed = _indexed_upto(txn)
-    rows = txn.execute(
-        f"SELECT {_COLUMNS} FROM {_FROM} WHERE h.seq > ? AND h.seq < ? AND h.user_nid = ? ORDER BY h.seq DESC LIMIT ?",
-        (indexed, before, user_nid, limit),
-    ).fetchall()
-    if len(rows) == limit:
-        return list(rows)
-    oldest = txn.execute("SELECT MIN(day) FROM roomstate_history_by_user").fetchone()[0]
-    if oldest is None:
-        return list(rows)
-    upto = min(indexed, before - 1)
-    if upto // DAY < int(oldest):
-        return list(rows)
-    days = ", ".join(str(day) for day in range(upto // DAY, int(oldest) - 1, -1))
-    rows += txn.execute(
-        f"SELECT {_COLUMNS} FROM roomstate_history_by_user b"
-        f" JOIN roomstate_history h ON h.room_nid = b.room_nid AND h.seq = b.seq{_NAMES}"
-        f" WHERE b.day IN ({days}) AND b.user_nid = ? AND b.seq <= ? ORDER BY b.seq DESC LIMIT ?",
-        (user_nid, upto, limit - len(rows)),
-    ).fetchall()
-    return list(rows)
-
-
-def room_rows(txn: Transaction, room_nid: int, since: int) -> list[Any]:
-    """The room's rows with seq >= ``since``, oldest first."""
-    return list(
+    rows = list(
         txn.execute(
-            f"SELECT {_COLUMNS} FROM {_FROM} WHERE h.room_nid = ? AND h.seq >= ? ORDER BY h.seq", (room_nid, since)
+            f"SELECT {_COLUMNS} FROM {_FROM} WHERE h.seq > ? AND h.user_nid = ?{rooms} ORDER BY h.seq DESC LIMIT ?",
+            (indexed, user_nid, limit),
         ).fetchall()
     )
+    oldest = txn.execute("SELECT MIN(day) FROM roomstate_history_by_user").fetchone()[0]
+    day = indexed // DAY
+    while len(rows) < limit and oldest is not None and day >= int(oldest):
+        days = ", ".join(str(d) for d in range(day, max(int(oldest), day - 6) - 1, -1))
+        rows += txn.execute(
+            f"SELECT {_COLUMNS} FROM roomstate_history_by_user b"
+            f" JOIN roomstate_history h ON h.room_nid = b.room_nid AND h.seq = b.seq{_NAMES}"
+            f" WHERE b.day IN ({days}) AND b.user_nid = ? AND b.seq <= ?{rooms} ORDER BY b.seq DESC LIMIT ?",
+            (user_nid, indexed, limit - len(rows)),
+        ).fetchall()
+        day -= 7
+    return rows
+
+
+_BAN, _LEAVE = CODES["ban"], CODES["leave"]
+CHANGE_GROUPS = {  # which rows count for each group of !joins
+    "joined": f"h.membership = {_JOIN} AND h.previous <> {_JOIN}",
+    "left": f"h.previous = {_JOIN} AND h.membership = {_LEAVE}",
+    "kicked": f"h.previous = {_JOIN} AND h.membership = {_LEAVE} AND h.sender_nid IS NOT NULL",
+    "banned": f"h.membership = {_BAN} AND h.previous <> {_BAN}",
+}
+
+
+def room_changes(txn: Transaction, room_nid: int, since: int, names: int) -> dict[str, tuple[int, list[str]]]:
+    """Per group of CHANGE_GROUPS: how many distinct users since seq ``since``, and the first
+    ``names`` of their IDs."""
+    counts = ", ".join(f"COUNT(DISTINCT CASE WHEN {where} THEN h.user_nid END)" for where in CHANGE_GROUPS.values())
+    totals = txn.execute(
+        f"SELECT {counts} FROM roomstate_history h WHERE h.room_nid = ? AND h.seq >= ?", (room_nid, since)
+    ).fetchone()
+    found = {}
+    for (group, where), total in zip(CHANGE_GROUPS.items(), totals, strict=True):
+        sample: list[str] = []
+        if total:
+            sample = [
+                row[0]
+                for row in txn.execute(
+                    "SELECT DISTINCT u.user_id FROM roomstate_history h"
+                    " JOIN roomstate_users u ON u.user_nid = h.user_nid"
+                    f" WHERE h.room_nid = ? AND h.seq >= ? AND {where} ORDER BY u.user_id LIMIT ?",
+                    (room_nid, since, names),
+                ).fetchall()
+            ]
+        found[group] = (int(total or 0), sample)
+    return found
 
 
 def waves(txn: Transaction, since: int) -> list[tuple[str, int, int]]:

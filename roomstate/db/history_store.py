@@ -20,6 +20,7 @@ class HistoryStore:
     """Mixed into RoomStore, whose writer and reader threads it uses."""
 
     recorder: history.Recorder
+    history_enabled: bool
 
     def _write(self, work: Callable[[Transaction], T], single_statement: bool = False) -> asyncio.Future[T]:
         raise NotImplementedError
@@ -38,26 +39,22 @@ class HistoryStore:
             user = txn.execute("SELECT user_nid FROM roomstate_users WHERE user_id = ?", (user_id,)).fetchone()
             if user is None:
                 return []
-            found: list[HistoryEntry] = []
-            before = 2**62
-            while len(found) < limit:  # in pages, since rooms the asker may not see are left out
-                rows = history.user_rows(txn, int(user[0]), before, limit * 2)
-                found += [e for e in map(history.entry, rows) if room_ids is None or e.room_id in room_ids]
-                if len(rows) < limit * 2:
-                    break
-                before = int(rows[-1][4])
-            return found[:limit]
+            room_nids = None if room_ids is None else _room_nids(txn, room_ids)
+            return [history.entry(row) for row in history.user_rows(txn, int(user[0]), limit, room_nids)]
 
         return self._read(job)
 
-    def room_history(self, room_id: str, since_s: float) -> asyncio.Future[list[HistoryEntry]]:
-        """The room's transitions since ``since_s`` (Unix seconds), oldest first."""
+    def room_changes(
+        self, room_id: str, since_s: float, names: int
+    ) -> asyncio.Future[dict[str, tuple[int, list[str]]] | None]:
+        """Who joined, left, was kicked and banned in the room since ``since_s`` (Unix seconds):
+        per group, the distinct users and up to ``names`` of their IDs. None: an unknown room."""
 
-        def job(txn: Transaction) -> list[HistoryEntry]:
+        def job(txn: Transaction) -> dict[str, tuple[int, list[str]]] | None:
             room = txn.execute("SELECT room_nid FROM roomstate_rooms WHERE room_id = ?", (room_id,)).fetchone()
             if room is None:
-                return []
-            return [history.entry(row) for row in history.room_rows(txn, int(room[0]), history.seq_at(since_s))]
+                return None
+            return history.room_changes(txn, int(room[0]), history.seq_at(since_s), names)
 
         return self._read(job)
 
@@ -102,26 +99,42 @@ class HistoryStore:
 
     # ---- upkeep ---------------------------------------------------------------------------------
 
+    def set_history(self, enabled: bool) -> asyncio.Future[None]:
+        """Turn recording on or off, at this point of the write order. Off ends the history of
+        every room ("not tracked" from here on), so that turning it on again before the old
+        history is deleted never joins two histories with a gap between them."""
+
+        def job(txn: Transaction) -> None:
+            if enabled == self.history_enabled:
+                return
+            self.history_enabled = enabled
+            self.recorder.forget()
+            if not enabled:
+                for room_nid in checkpoints.tracked_rooms(txn):
+                    self.recorder.stop_tracking(txn, room_nid)
+
+        return self._write(job)
+
     def index_history(self) -> asyncio.Future[int]:
         """Add the rows after the last batch to the user index now (the writer also does so every
         history.INDEX_BATCH_ROWS rows). Resolves to how many."""
         return self._write(lambda txn: self.recorder.index_users(txn))
 
     async def delete_history_before(self, cutoff_s: float) -> int:
-        """Delete the history older than ``cutoff_s`` (Unix seconds), room by room in bounded
-        chunks (see checkpoints.compact), then the user index of the days before, then blocks no
-        checkpoint uses any more. Returns how many history rows were deleted."""
+        """Delete the history older than ``cutoff_s`` (Unix seconds): room by room, in chunks of
+        at most CHUNK rows a transaction (see checkpoints.compact), then the user index of the
+        days before. Touches only rooms with something to delete. Returns how many rows."""
         cutoff = history.seq_at(cutoff_s)
         deleted = 0
-        room_nid: int | None = 0
-        while room_nid is not None:
-            count, room_nid = await self._write(
-                functools.partial(_compact_chunk, from_room_nid=room_nid, cutoff=cutoff)
-            )
-            deleted += count
+        for room_nid in await self._read(lambda txn: checkpoints.rooms_to_compact(txn, cutoff)):
+            while count := await self._write(
+                functools.partial(checkpoints.compact, room_nid=room_nid, cutoff=cutoff, limit=CHUNK)
+            ):
+                deleted += count
+                if count < CHUNK:
+                    break
         while await self._write(lambda txn: _delete_user_index(txn, cutoff)):
             pass
-        await self._write(_delete_unused_blocks)
         return deleted
 
     async def clear_history(self) -> int:
@@ -146,18 +159,6 @@ def _delete_chunk(txn: Transaction, table: str, key: str, where: str = "", param
     return max(txn.cur.rowcount, 0)
 
 
-def _compact_chunk(txn: Transaction, from_room_nid: int, cutoff: int) -> tuple[int, int | None]:
-    """Compact one room (a chunk of it): (rows deleted, the room to continue from or None)."""
-    row = txn.execute(
-        "SELECT MIN(room_nid) FROM roomstate_history_checkpoints WHERE room_nid >= ?", (from_room_nid,)
-    ).fetchone()
-    if row is None or row[0] is None:
-        return 0, None
-    room_nid = int(row[0])
-    deleted = checkpoints.compact(txn, room_nid, cutoff, CHUNK)
-    return deleted, room_nid if deleted == CHUNK else room_nid + 1
-
-
 def _delete_user_index(txn: Transaction, cutoff: int) -> int:
     """A chunk of the user index of days wholly before the cutoff."""
     return _delete_chunk(
@@ -165,19 +166,17 @@ def _delete_user_index(txn: Transaction, cutoff: int) -> int:
     )
 
 
-def _delete_unused_blocks(txn: Transaction) -> None:
-    """Delete history blocks that no checkpoint lists any more."""
-    referenced: set[int] = set()
-    for (blob,) in txn.execute("SELECT blocks FROM roomstate_history_checkpoints WHERE blocks IS NOT NULL").fetchall():
-        referenced.update(checkpoints.block_list(blob))
-    unused = [
-        int(nid)
-        for (nid,) in txn.execute("SELECT block_nid FROM roomstate_history_blocks").fetchall()
-        if int(nid) not in referenced
-    ]
-    for start in range(0, len(unused), 500):
-        chunk = tuple(unused[start : start + 500])
-        txn.execute(f"DELETE FROM roomstate_history_blocks WHERE block_nid IN ({', '.join('?' * len(chunk))})", chunk)
+def _room_nids(txn: Transaction, room_ids: frozenset[str]) -> list[int]:
+    found: list[int] = []
+    ordered = sorted(room_ids)
+    for start in range(0, len(ordered), 500):
+        chunk = tuple(ordered[start : start + 500])
+        marks = ", ".join("?" * len(chunk))
+        found += [
+            int(row[0])
+            for row in txn.execute(f"SELECT room_nid FROM roomstate_rooms WHERE room_id IN ({marks})", chunk).fetchall()
+        ]
+    return found
 
 
 def _user_ids(txn: Transaction, nids: Sequence[int]) -> dict[int, str]:

@@ -50,8 +50,27 @@ class Transaction:
         self.deferred.append((sql, params))
 
     def run_deferred(self) -> None:
-        for sql, group in itertools.groupby(self.deferred, key=operator.itemgetter(0)):
-            self.cur.executemany(sql, [params for _, params in group])
+        """Insert the deferred rows, batched. A row the database refuses is left out (and logged)
+        rather than failing every job of the group commit."""
+        if not self.deferred:
+            return
+        cur = self.cur
+        cur.execute("SAVEPOINT deferred")
+        try:
+            for sql, group in itertools.groupby(self.deferred, key=operator.itemgetter(0)):
+                self.dialect.executemany(cur, sql, [params for _, params in group])
+        except Exception as error:
+            cur.execute("ROLLBACK TO SAVEPOINT deferred")
+            log.warning("Inserting %d deferred rows failed (%s); inserting them one by one", len(self.deferred), error)
+            for sql, params in self.deferred:
+                cur.execute("SAVEPOINT deferred_row")
+                try:
+                    cur.execute(sql, params)
+                except Exception as row_error:
+                    cur.execute("ROLLBACK TO SAVEPOINT deferred_row")
+                    log.warning("Left out a row the database refused (%s): %.200r", row_error, params)
+                cur.execute("RELEASE SAVEPOINT deferred_row")
+        cur.execute("RELEASE SAVEPOINT deferred")
         self.deferred.clear()
 
     def after_commit(self, hook: Callable[[], None]) -> None:
