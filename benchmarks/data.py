@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import json
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,3 +146,43 @@ def member_events(room_id: str, count: int, seed: int, regulars: int = 2_000) ->
             }
         )
     return events
+
+
+def steady_member_events(room_id: str, room_members: list[Member], count: int, seed: int) -> Iterator[dict[str, Any]]:
+    """A long-lived room's churn at a steady size: members leave (some kicked), others join
+    (returning or new), some rename. The room stays about as big as ``room_members`` made it."""
+    rng = random.Random(seed)
+    joined = [m.user_id for m in room_members if m.membership == "join"]
+    away = [m.user_id for m in room_members if m.membership != "join"]
+    newcomers = itertools.count(30_000_000 + seed * count)
+    for index in range(count):
+        draw = rng.random()
+        content: dict[str, Any]
+        if draw < 0.45 and joined:
+            pick = rng.randrange(len(joined))
+            joined[pick], joined[-1] = joined[-1], joined[pick]
+            user = joined.pop()
+            away.append(user)
+            content = {"membership": "leave"}
+            sender = user if rng.random() < 0.9 else "@mod:bench.example"
+        elif draw < 0.9 or not joined:
+            if away and rng.random() < 0.5:
+                pick = rng.randrange(len(away))
+                away[pick], away[-1] = away[-1], away[pick]
+                user = away.pop()
+            else:
+                user = user_id(next(newcomers))
+            joined.append(user)
+            content, sender = {"membership": "join", "displayname": f"Name {rng.randrange(100)}"}, user
+        else:
+            user = sender = joined[rng.randrange(len(joined))]
+            content = {"membership": "join", "displayname": f"Renamed {index}"}
+        yield {
+            "type": "m.room.member",
+            "state_key": user,
+            "sender": sender,
+            "room_id": room_id,
+            "event_id": event_id(f"{room_id}-steady-{seed}-{index}"),
+            "origin_server_ts": int(time.time() * 1000) + index,
+            "content": content,
+        }

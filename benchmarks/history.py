@@ -150,10 +150,12 @@ async def members_at(report: Report, work: Workdir, room_size: int, rows: int, p
     system.store.recorder = history.Recorder(now=TickingClock(start, 1.0))
     await system.open()
     room = "!at:bench.example"
-    await system.full_sync(system.prepare(room, data.members(room_size, seed=4)))
+    members = data.members(room_size, seed=4)
+    await system.full_sync(system.prepare(room, members))
     built = time.perf_counter()
-    for seed in range(0, rows, 20_000):
-        await _feed(system, data.member_events(room, min(20_000, rows - seed), seed=seed, regulars=room_size))
+    stream = data.steady_member_events(room, members, rows, seed=4)
+    while chunk := list(itertools.islice(stream, 20_000)):
+        await _feed(system, chunk)
     print(f"  (built a {room_size:,}-member room with {rows:,} history rows in {time.perf_counter() - built:.0f}s)")
     rng = random.Random(5)
     times = []

@@ -316,6 +316,21 @@ steps = st.lists(
     plan=[("event", USERS[1], INVITE), ("wait", 10), ("resync", {USERS[2]}), ("wait", 10), ("retention", 5)],
     every=2,
 )
+@example(  # moments just before a checkpoint: rebuilt backward from it, by each row's previous membership
+    plan=[
+        ("wait", 100),
+        ("event", USERS[1], JOIN),
+        ("wait", 1),
+        ("event", USERS[2], INVITE),
+        ("wait", 1),
+        ("event", USERS[1], "ban"),
+        ("wait", 1),
+        ("event", USERS[3], JOIN),
+        ("wait", 1),
+        ("event", USERS[2], JOIN),
+    ],
+    every=2,
+)
 def test_members_at_random_times_equal_a_model(db_url: str, plan: list[tuple], every: int) -> None:
     """Random events, resyncs and retention runs, with a checkpoint every ``every`` rows: the
     membership rebuilt at every moment of the run equals the model's."""

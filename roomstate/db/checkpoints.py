@@ -40,16 +40,6 @@ def _unwords(blob: bytes) -> array[int]:
     return words
 
 
-def encode_block(members: list[tuple[int, int]]) -> bytes:
-    """Sorted (user_nid, code) pairs: the count, the nids, then one byte of code each."""
-    return len(members).to_bytes(4, "little") + _words(nid for nid, _ in members) + bytes(c for _, c in members)
-
-
-def decode_block(blob: bytes) -> Iterator[tuple[int, int]]:
-    count = int.from_bytes(blob[:4], "little")
-    return zip(_unwords(blob[4 : 4 + 4 * count]), blob[4 + 4 * count :], strict=True)
-
-
 def block_list(blob: bytes | None) -> list[int]:
     """The block nids of a checkpoint (empty for "the bot stopped tracking the room")."""
     return [] if blob is None else list(_unwords(bytes(blob)))
@@ -67,7 +57,8 @@ _CODE_SQL = "CASE m.membership " + " ".join(f"WHEN '{name}' THEN {code}" for nam
 
 
 def _chunks(rows: list[tuple[int, int, bool]]) -> Iterator[bytes]:
-    """Sorted (user_nid, code, is_cut) rows, cut into blocks, encoded (see ``encode_block``)."""
+    """Sorted (user_nid, code, is_cut) rows, cut into blocks, each encoded as its member count
+    (4 bytes), the nids (4 bytes each) and one byte of membership code each."""
     nids = _words(row[0] for row in rows)
     codes = bytes(row[1] for row in rows)
     start = 0
@@ -141,29 +132,76 @@ def write_checkpoint(
     return written
 
 
-def members_at(txn: Transaction, room_nid: int, seq: int) -> Members | None:
-    """The room's non-leave members after history row ``seq`` (the nearest checkpoint plus the
-    rows after it); None if the bot did not track the room then."""
+def members_at(
+    txn: Transaction,
+    room_nid: int,
+    seq: int,
+    known: tuple[int, Members] | None = None,
+    decoded: dict[int, Members] | None = None,
+) -> Members | None:
+    """The room's non-leave members after history row ``seq``, or None if the bot did not track
+    the room then. Rebuilt from the nearer of the checkpoints around ``seq`` (forward with each
+    row's membership from the one before, backward with each row's previous membership from the
+    one after), or forward from ``known`` (the members after an earlier seq, left unmodified) when
+    that is at least as recent. ``decoded`` caches decoded checkpoints between calls."""
     base = latest(txn, room_nid, seq)
-    if base is None:
+    if base is None or base[1] is None:
         return None
-    base_seq, nids = base
-    if nids is None:
-        return None
-    state: Members = {}
-    blocks = _blocks(txn, nids)
-    for nid in nids:
-        state.update(decode_block(blocks[nid]))
+    if known is not None and known[0] >= base[0]:
+        return _replay(txn, room_nid, dict(known[1]), known[0], seq, forward=True)
+    cache = {} if decoded is None else decoded
+    after = _next(txn, room_nid, seq)
+    if after is not None and after[1] is not None and after[0] - seq < seq - base[0]:
+        return _replay(txn, room_nid, dict(_decoded(txn, (after[0], after[1]), cache)), seq, after[0], forward=False)
+    return _replay(txn, room_nid, dict(_decoded(txn, (base[0], base[1]), cache)), base[0], seq, forward=True)
+
+
+def _next(txn: Transaction, room_nid: int, seq: int) -> tuple[int, list[int] | None] | None:
+    """The room's first checkpoint after ``seq``."""
+    row = txn.execute(
+        "SELECT seq, blocks FROM roomstate_history_checkpoints WHERE room_nid = ? AND seq > ? ORDER BY seq LIMIT 1",
+        (room_nid, seq),
+    ).fetchone()
+    return None if row is None else (int(row[0]), None if row[1] is None else block_list(row[1]))
+
+
+def _decoded(txn: Transaction, checkpoint: tuple[int, list[int]], cache: dict[int, Members]) -> Members:
+    found = cache.get(checkpoint[0])
+    if found is None:
+        found = cache[checkpoint[0]] = _decode_all(txn, checkpoint[1])
+    return found
+
+
+def _replay(txn: Transaction, room_nid: int, state: Members, low: int, high: int, forward: bool) -> Members:
+    """Apply the room's rows with ``low < seq <= high`` to ``state``: forward, each user's last
+    membership; backward (``state`` is after ``high``, the result after ``low``), each user's
+    previous membership before their first row. dict() keeps the last row of each user."""
+    column, order = ("membership", "") if forward else ("previous", " DESC")
+    changes = dict(
+        txn.execute(
+            f"SELECT user_nid, {column} FROM roomstate_history WHERE room_nid = ? AND seq > ? AND seq <= ?"
+            f" ORDER BY seq{order}",
+            (room_nid, low, high),
+        ).fetchall()
+    )
+    state.update(changes)
     leave = CODES[LEAVE]
-    for user_nid, code in txn.execute(
-        "SELECT user_nid, membership FROM roomstate_history WHERE room_nid = ? AND seq > ? AND seq <= ? ORDER BY seq",
-        (room_nid, base_seq, seq),
-    ).fetchall():
-        if code == leave:
-            state.pop(user_nid, None)
-        else:
-            state[user_nid] = code
+    for user_nid in [nid for nid, code in changes.items() if code == leave]:
+        del state[user_nid]
     return state
+
+
+def _decode_all(txn: Transaction, block_nids: list[int]) -> Members:
+    """The members of a checkpoint with these blocks, decoded in bulk."""
+    blocks = _blocks(txn, block_nids)
+    nids: array[int] = array("I")
+    codes = bytearray()
+    for block_nid in block_nids:
+        blob = blocks[block_nid]
+        count = int.from_bytes(blob[:4], "little")
+        nids.extend(_unwords(blob[4 : 4 + 4 * count]))
+        codes += blob[4 + 4 * count :]
+    return dict(zip(nids, codes, strict=True))
 
 
 def member_count(txn: Transaction, block_nids: list[int]) -> int:

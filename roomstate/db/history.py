@@ -31,7 +31,8 @@ from .threads import Transaction
 COUNTER_BITS = 4  # 6-byte seqs until the year 2248
 DAY = 86_400_000 << COUNTER_BITS  # seqs in a day
 # A room is checkpointed once it has max(CHECKPOINT_MIN_ROWS, members * CHECKPOINT_ROWS_PER_MEMBER)
-# rows after its last checkpoint: rebuilding the past replays at most about half the room.
+# rows after its last checkpoint: rebuilding a moment replays the rows to the nearer of the two
+# checkpoints around it (about half an interval, at most one room's worth).
 CHECKPOINT_MIN_ROWS = 2_000
 CHECKPOINT_ROWS_PER_MEMBER = 1.0
 INDEX_BATCH_ROWS = 5_000  # rows indexed by user at a time (readers scan at most this many more)
@@ -104,7 +105,7 @@ _HALF_SECOND = _SECOND // 2
 
 class Recorder:
     """Appends history rows, and keeps what makes reading them cheap: a checkpoint of a room
-    every max(CHECKPOINT_MIN_ROWS, members / 2) of its rows, the user index every
+    every max(CHECKPOINT_MIN_ROWS, members * CHECKPOINT_ROWS_PER_MEMBER) of its rows, the user index every
     INDEX_BATCH_ROWS rows. Counters since the last of each are kept in memory (a trigger only:
     wrong after a rollback, never wrong data); ``forget`` drops them."""
 
