@@ -325,6 +325,8 @@ def transition(entry: HistoryEntry, room: Text) -> Text:
             text = "removed their display name in " + room
     elif now == JOIN:
         text = "joined " + room
+    elif now == was:  # a new display name while invited or knocking
+        text = "changed their profile while " + ("invited to " if now == INVITE else "knocking on ") + room
     elif now == INVITE:
         text = "invited to " + room + _by(entry)
     elif now == KNOCK:

@@ -96,6 +96,35 @@ async def test_a_resync_records_exactly_the_differences_it_found(store: tuple[Ro
     assert found == {(BOB, JOIN, LEAVE, None), (CAROL, LEAVE, INVITE, None)}
 
 
+async def test_a_resync_of_a_room_everyone_had_left_records_each_arrival(store: tuple[RoomStore, FakeTime]) -> None:
+    s, clock = store
+    await s.replace_room(RoomSnapshot(RoomInfo(ROOM), (Member(ALICE, JOIN),)))
+    await s.apply_member(event(ALICE, LEAVE, 1), True, True)  # no member stored, the room still tracked
+    clock.now += 60
+    await s.replace_room(RoomSnapshot(RoomInfo(ROOM), (Member(BOB, JOIN, "Bob"), Member(CAROL, INVITE))))
+    found = [(e.previous, e.membership, e.displayname, e.event_id) for e in await s.user_history(BOB, 5)]
+    assert found == [(LEAVE, JOIN, "Bob", None)]
+    assert [e.membership for e in await s.user_history(CAROL, 5)] == [INVITE]
+    at = await s.members_at(ROOM, clock.now, 5)
+    assert at is not None and (at.joined_count, at.invited_count) == (1, 1)
+
+
+async def test_the_clock_resumes_after_the_user_index_watermark(store: tuple[RoomStore, FakeTime]) -> None:
+    s, clock = store
+    await s.replace_room(RoomSnapshot(RoomInfo(ROOM), (Member(ALICE, JOIN),)))
+    await s.apply_member(event(BOB, JOIN, 1), True, True)
+    await s.index_history()
+    await s.forget_room(ROOM)  # the bot left
+    clock.now += 3600
+    await s.delete_history_before(clock.now)  # rows and checkpoints go, the index's watermark stays
+    clock.now -= 7200  # the wall clock went back across a restart
+    s.recorder = history.Recorder(now=clock)
+    await s.replace_room(RoomSnapshot(RoomInfo(ROOM), (Member(ALICE, JOIN),)))
+    await s.apply_member(event(CAROL, JOIN, 2), True, True)
+    await s.index_history()
+    assert [e.membership for e in await s.user_history(CAROL, 5)] == [JOIN]  # found through the index
+
+
 async def test_members_at_any_time(store: tuple[RoomStore, FakeTime]) -> None:
     s, clock = store
     await s.replace_room(RoomSnapshot(RoomInfo(ROOM), (Member(ALICE, JOIN),)))

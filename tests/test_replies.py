@@ -6,7 +6,7 @@ import json
 import re
 
 from roomstate import replies
-from roomstate.models import MemberDiff, ResyncReport, RoomInfo, RoomsAnswer, SyncOutcome, WhereisAnswer
+from roomstate.models import HistoryEntry, MemberDiff, ResyncReport, RoomInfo, RoomsAnswer, SyncOutcome, WhereisAnswer
 
 from .helpers import ADMIN, ALICE, ROOM, Harness
 
@@ -108,3 +108,25 @@ async def test_replies_sent_by_the_bot_ping_nobody(harness: Harness) -> None:
     assert content["m.mentions"] == {} and content["msgtype"] == "m.notice"
     assert content["m.relates_to"]["m.in_reply_to"]["event_id"]
     assert "<b>x</b>" not in content["formatted_body"] and len(content["body"].splitlines()) == 2
+
+
+def test_every_transition_reads_as_what_happened() -> None:
+    def said(previous: str, membership: str, **extra: object) -> str:
+        entry = HistoryEntry(ROOM, ALICE, membership, previous, 1_780_000_000, **extra)  # type: ignore[arg-type]
+        text = replies.transition(entry, replies.name("Ops")).plain.replace("\u200b", "")  # IDs are kept unlinkable
+        return text.rsplit(" 2026-", 1)[0]
+
+    assert said("leave", "join", event_id="$e") == "joined Ops"
+    assert said("join", "join", displayname="Al", event_id="$e") == "renamed to Al in Ops"
+    assert said("join", "join", displayname="", event_id="$e") == "removed their display name in Ops"
+    assert said("leave", "invite", sender=ADMIN, event_id="$e") == f"invited to Ops by {ADMIN}"
+    assert said("invite", "invite", displayname="Al", event_id="$e") == "changed their profile while invited to Ops"
+    assert said("knock", "knock", event_id="$e") == "changed their profile while knocking on Ops"
+    assert said("invite", "leave", event_id="$e") == "rejected the invite to Ops"
+    assert said("invite", "leave", sender=ADMIN, event_id="$e") == f"invite to Ops withdrawn by {ADMIN}"
+    assert said("join", "leave", sender=ADMIN, reason="spam", event_id="$e") == f"kicked from Ops by {ADMIN} (“spam”)"
+    assert said("join", "ban", sender=ADMIN, event_id="$e") == f"banned from Ops by {ADMIN}"
+    assert said("ban", "leave", sender=ADMIN, event_id="$e") == f"unbanned in Ops by {ADMIN}"
+    assert said("join", "leave", event_id="$e") == "left Ops"
+    resynced = HistoryEntry(ROOM, ALICE, "leave", "join", 1_780_000_000)  # no event ID: a resync found it
+    assert replies.transition(resynced, replies.name("Ops")).plain.endswith("(found by a resync)")

@@ -68,6 +68,7 @@ class Clock:
 def _largest_seq(txn: Transaction) -> int:
     row = txn.execute(
         "SELECT MAX(s) FROM (SELECT MAX(seq) AS s FROM roomstate_history UNION ALL"
+        " SELECT MAX(seq) FROM roomstate_history_progress UNION ALL"  # the user index's watermark
         " SELECT (SELECT MAX(c.seq) FROM roomstate_history_checkpoints c WHERE c.room_nid = r.room_nid)"
         " FROM roomstate_rooms r) latest"
     ).fetchone()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy.engine import Engine
@@ -126,6 +126,27 @@ class Interner:
         found = nid
         txn.after_commit(lambda: self.users.put(user_id, found))
         return nid
+
+    def known_users(self, txn: Transaction, user_ids: Iterable[str]) -> dict[str, int]:
+        """The nids of users already stored (from the cache, the rest in batched lookups)."""
+        found: dict[str, int] = {}
+        missing: list[str] = []
+        for user_id in user_ids:
+            nid = self.users.get(user_id)
+            if nid is None:
+                missing.append(user_id)
+            else:
+                found[user_id] = nid
+        for start in range(0, len(missing), 500):
+            chunk = tuple(missing[start : start + 500])
+            marks = ", ".join("?" * len(chunk))
+            found.update(
+                (str(user_id), int(nid))
+                for user_id, nid in txn.execute(
+                    f"SELECT user_id, user_nid FROM roomstate_users WHERE user_id IN ({marks})", chunk
+                ).fetchall()
+            )
+        return found
 
     def sweep(self, idle_seconds: float) -> None:
         for cache in (self.rooms, self.users):
@@ -361,7 +382,7 @@ class RoomStore(HistoryStore):
                     (new_joined - old_joined, new_invited - old_invited, now, room_nid),
                 )
             if self.history_enabled:
-                renamed = member.membership != LEAVE and (old is None or old[1] != member.displayname)
+                renamed = member.membership != LEAVE and (None if old is None else old[1]) != member.displayname
                 sender_nid = None if change.sender == member.user_id else self.interner.user(txn, change.sender)
                 self.recorder.record(
                     txn,
@@ -479,10 +500,9 @@ class RoomStore(HistoryStore):
 
     def _record_resync(self, txn: Transaction, room_nid: int, changes: list[tuple[str, str, str, str | None]]) -> None:
         """History rows for the differences a full sync found (no event: a resync marker)."""
+        nids = self.interner.known_users(txn, (user_id for user_id, *_ in changes))
         self.recorder.record_resync(
-            txn,
-            room_nid,
-            [(self.interner.user(txn, user_id), before, after, name) for user_id, before, after, name in changes],
+            txn, room_nid, [(nids[user_id], before, after, name) for user_id, before, after, name in changes]
         )
 
     def is_tracked(self, room_id: str) -> asyncio.Future[bool]:

@@ -82,7 +82,7 @@ class Written:
     joined: int
     invited: int
     changes: list[tuple[str, str, str, str | None]] = field(default_factory=list)
-    all: bool = False  # the room had no stored members: everything was inserted
+    all: bool = False  # the room was not tracked: everything was inserted (a first sync)
 
 
 def replace_members(
@@ -111,7 +111,11 @@ def _insert_all(txn: Transaction, room_nid: int, room_id: str, members: Sequence
     diff = MemberDiff(
         room_id, added_count=joined, added=tuple(sorted(sample)), rows_written=len(members), was_known=was_known
     )
-    return Written(diff, joined, invited, all=True)
+    if not was_known:
+        return Written(diff, joined, invited, all=True)
+    # a tracked room that had no members stored (everyone had left): each one is a change
+    changes = [(m.user_id, LEAVE, m.membership, m.displayname) for m in members if m.membership != LEAVE]
+    return Written(diff, joined, invited, changes)
 
 
 def _stored(txn: Transaction, room_nid: int) -> Iterable[tuple[str, str, str | None]] | None:
