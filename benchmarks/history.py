@@ -56,8 +56,8 @@ async def write_cost(report: Report, work: Workdir, count: int, reps: int, room_
         await system.open()
         await system.full_sync(system.prepare("!events:bench.example", data.members(2_000, seed=3)))
 
-    times = await interleaved(
-        reps, systems, lambda s, rep: _feed(s, data.member_events("!events:bench.example", count, seed=rep))
+    times = await interleaved(  # short runs (~0.2 s): more of them, or the noise is larger than the cost
+        max(reps, 11), systems, lambda s, rep: _feed(s, data.member_events("!events:bench.example", count, seed=rep))
     )
     on, off = median(times["with history"]) / count, median(times["without"]) / count
     report.add(

@@ -266,10 +266,19 @@ async def test_a_deferred_row_the_database_refuses_fails_no_job(
     def job(name: str, seq: int) -> Callable[[Transaction], None]:
         return lambda txn: txn.defer(insert, (name, seq))
 
-    # the second row breaks the primary key: it is left out, both jobs succeed, the third row lands
-    await asyncio.gather(store._write(job("a", 1)), store._write(job("a", 2)), store._write(job("b", 3)))
+    gate = threading.Event()
+    held = store._write(lambda txn: gate.wait(10))  # holds the writer: the next three commit together
+    together = [store._write(job("a", 1)), store._write(job("a", 2)), store._write(job("b", 3))]
+    gate.set()
+    await held
+    # the second row breaks the primary key: it is left out, every job succeeds, the third row lands
+    assert await asyncio.gather(*together) == [None, None, None]
     assert db.rows("SELECT name, seq FROM roomstate_history_progress ORDER BY name") == [("a", 1), ("b", 3)]
     assert "Left out a row the database refused" in caplog.text
+    with pytest.raises(Exception, match=r"(?i)unique|duplicate"):  # a job alone fails with its own row
+        await store._write(job("b", 4))
+    await store._write(job("c", 5))
+    assert db.rows("SELECT name, seq FROM roomstate_history_progress ORDER BY name") == [("a", 1), ("b", 3), ("c", 5)]
 
 
 async def test_reopening_is_a_no_op(db_url: str, db: Database) -> None:

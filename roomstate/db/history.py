@@ -78,14 +78,14 @@ def _largest_seq(txn: Transaction) -> int:
 _HASH_EVENT_ID = re.compile(r"\$[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]")  # exactly 32 bytes, canonical
 
 
-_TO_STANDARD_BASE64 = str.maketrans("-_", "+/")
+_TO_STANDARD_BASE64 = bytes.maketrans(b"-_", b"+/")  # on bytes: str.translate is 7x slower here
 
 
 def pack_event_id(event_id: str) -> tuple[bytes | None, str | None]:
     """An event ID as stored: the 32-byte hash of a room v4+ ID ("$" and 43 URL-safe base64
     characters) as bytes, any other ID as text."""
     if _HASH_EVENT_ID.fullmatch(event_id):
-        return binascii.a2b_base64(event_id[1:].translate(_TO_STANDARD_BASE64) + "="), None
+        return binascii.a2b_base64(event_id[1:].encode().translate(_TO_STANDARD_BASE64) + b"="), None
     return None, event_id
 
 
