@@ -590,11 +590,11 @@ class RoomStateService:
             return HistoryAnswer(user_id, refused=True)
         rooms = None if user_id == asker else await self._visible_rooms(asker)
         entries = tuple(await self.store.user_history(user_id, count, rooms))
-        named = {room.room_id: room for room in await self.store.rooms()}
+        named = await self.store.rooms(only={e.room_id for e in entries}) if entries else []
         return HistoryAnswer(
             user_id,
             entries,
-            tuple(named[room_id] for room_id in {e.room_id for e in entries} if room_id in named),
+            tuple(named),
             only_rooms_of_asker=rooms is not None,
         )
 

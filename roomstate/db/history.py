@@ -314,8 +314,8 @@ def entry(row: Sequence[Any]) -> HistoryEntry:
 
 def user_rows(txn: Transaction, user_nid: int, limit: int, room_nids: Sequence[int] | None = None) -> list[Any]:
     """The user's latest ``limit`` rows (in ``room_nids`` only, if given), newest first: those
-    after the last user-index batch from the seq index, then the user index a week at a time,
-    newest first, until there are enough."""
+    after the last user-index batch from the seq index, then the user index: the last week,
+    then, if that was not enough, all older days."""
     rooms = "" if room_nids is None else f" AND h.room_nid IN ({', '.join(str(int(n)) for n in room_nids)})"
     if room_nids is not None and not room_nids:
         return []
@@ -327,16 +327,18 @@ def user_rows(txn: Transaction, user_nid: int, limit: int, room_nids: Sequence[i
         ).fetchall()
     )
     oldest = txn.execute("SELECT MIN(day) FROM roomstate_history_by_user").fetchone()[0]
-    day = indexed // DAY
-    while len(rows) < limit and oldest is not None and day >= int(oldest):
-        days = ", ".join(str(d) for d in range(day, max(int(oldest), day - 6) - 1, -1))
+    newest = indexed // DAY
+    # the last week first (a busy user's rows end there), then every older day in one query
+    for first, last in ((newest, newest - 6), (newest - 7, None if oldest is None else int(oldest))):
+        if len(rows) >= limit or oldest is None or last is None or first < int(oldest):
+            break
+        days = ", ".join(str(d) for d in range(first, max(int(oldest), last) - 1, -1))
         rows += txn.execute(
             f"SELECT {_COLUMNS} FROM roomstate_history_by_user b"
             f" JOIN roomstate_history h ON h.room_nid = b.room_nid AND h.seq = b.seq{_NAMES}"
             f" WHERE b.day IN ({days}) AND b.user_nid = ? AND b.seq <= ?{rooms} ORDER BY b.seq DESC LIMIT ?",
             (user_nid, indexed, limit - len(rows)),
         ).fetchall()
-        day -= 7
     return rows
 
 

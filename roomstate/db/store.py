@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy.engine import Engine
@@ -583,11 +583,27 @@ class RoomStore(HistoryStore):
 
     # ---- reads ------------------------------------------------------------------------------
 
-    def rooms(self) -> asyncio.Future[list[RoomInfo]]:
-        """Every room the bot is joined to (as far as the store knows), with member counts."""
+    def rooms(self, only: Collection[str] | None = None) -> asyncio.Future[list[RoomInfo]]:
+        """Every room the bot is joined to (as far as the store knows), with member counts; or
+        those of them among the room IDs ``only``."""
 
         def job(txn: Transaction) -> list[RoomInfo]:
-            return [_room_from_row(row) for row in txn.execute(f"SELECT {_ROOM_COLUMNS} FROM {_ROOMS_FROM}").fetchall()]
+            if only is None:
+                return [
+                    _room_from_row(row) for row in txn.execute(f"SELECT {_ROOM_COLUMNS} FROM {_ROOMS_FROM}").fetchall()
+                ]
+            found: list[RoomInfo] = []
+            wanted = sorted(only)
+            for start in range(0, len(wanted), 500):
+                chunk = tuple(wanted[start : start + 500])
+                marks = ", ".join("?" * len(chunk))
+                found += [
+                    _room_from_row(row)
+                    for row in txn.execute(
+                        f"SELECT {_ROOM_COLUMNS} FROM {_ROOMS_FROM} WHERE r.room_id IN ({marks})", chunk
+                    ).fetchall()
+                ]
+            return found
 
         return self._read(job)
 
