@@ -62,6 +62,7 @@ class RoomStateBot(Plugin):
         if not isinstance(self.database, Engine):
             raise RuntimeError("roomstate needs `database: true` (type sqlalchemy) in maubot.yaml")
         store = RoomStore(self.database)
+        store.history_enabled = self.config.history_retention_seconds > 0  # known to the first jobs
         self._store_opened = store.open_soon()  # queued before any other database work
         self.service = RoomStateService(store, Homeserver(self.client), self.client.mxid, self.config, self.log)
         self.dedup = self.service.dedup

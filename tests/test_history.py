@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import random
+import threading
 from collections.abc import AsyncIterator
 
 import pytest
@@ -212,6 +214,7 @@ async def test_retention_compacts_the_past_into_a_base(
     assert await s.members_at(ROOM, moments[13], 0) == MembersAt(ROOM, int(moments[13]), 0, 0, tracked=False)
     assert [await s.members_at(ROOM, moment, 0) for moment in moments[14:]] == expected
     assert len(await s.user_history("@u3:x", 5)) == 0 and len(await s.user_history("@u16:x", 5)) == 1
+    await s.set_history(False)
     await s.clear_history()
     assert count(db, "history_blocks") == count(db, "history_checkpoints") == 0
 
@@ -256,6 +259,85 @@ async def test_history_off_and_on_again_leaves_no_wrong_past(store: tuple[RoomSt
     assert off is not None and not off.tracked  # while off: no record, rather than a wrong one
     was = await s.members_at(ROOM, clock.now - 150, 10)
     assert was is not None and was.joined_count == 1
+
+
+async def test_retention_in_the_same_commit_as_a_checkpoint_keeps_the_past_right(
+    store: tuple[RoomStore, FakeTime], db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s, clock = store
+    checkpoint_every(monkeypatch, 4)
+    await s.replace_room(RoomSnapshot(RoomInfo(ROOM), (Member(ALICE, JOIN),)))
+    room_nid = db.scalar("SELECT room_nid FROM roomstate_rooms")
+    for number, (user, day) in enumerate([(BOB, 7), (CAROL, 8), (DAVE, 8.5)]):
+        clock.now = START + day * 86400
+        await s.apply_member(event(user, JOIN, number), True, True)
+    clock.now = START + 10 * 86400
+    gate = threading.Event()
+    held = s._write(lambda txn: gate.wait(10))  # the next two jobs commit together
+    # the 4th row makes a checkpoint at once, while the row itself waits for the commit
+    leave = s.apply_member(event(BOB, LEAVE, 4), True, True)
+    compact = functools.partial(  # retention's step for the room, whose base it rebuilds in the same commit
+        checkpoints.compact, room_nid=room_nid, cutoff=history.seq_at(START + 9 * 86400), limit=100
+    )
+    retention = s._write(compact)
+    gate.set()
+    await asyncio.gather(held, leave, retention)
+    for day, joined in ((8.7, 4), (9.5, 4), (10, 3)):
+        at = await s.members_at(ROOM, START + day * 86400, 10)
+        assert at is not None and at.tracked and at.joined_count == joined, day
+
+
+async def test_history_turned_on_after_running_without_it_has_no_wrong_past(
+    store: tuple[RoomStore, FakeTime], db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, clock = store
+    s = first
+    checkpoint_every(monkeypatch, 3)
+    await s.replace_room(RoomSnapshot(RoomInfo(ROOM), (Member(ALICE, JOIN),)))
+    clock.now += 86400
+    await s.apply_member(event(BOB, JOIN, 1), True, True)
+    await first.close()  # restarted with history off
+    engine = sa.create_engine(db_url)
+    s = RoomStore(engine)
+    s.history_enabled, s.recorder = False, history.Recorder(now=clock)
+    await s.open()
+    clock.now += 86400
+    await s.apply_member(event(CAROL, JOIN, 2), True, True)  # not recorded
+    clock.now += 86400
+    await s.set_history(True)
+    for number, (user, membership) in enumerate([(DAVE, JOIN), ("@e:x", JOIN), ("@e:x", LEAVE)], start=3):
+        clock.now += 86400
+        await s.apply_member(event(user, membership, number), True, True)
+    before = await s.members_at(ROOM, START + 1.5 * 86400, 10)
+    assert before is not None and before.joined_count == 2  # Alice and Bob, not Carol
+    gap = await s.members_at(ROOM, START + 2.5 * 86400, 10)
+    assert gap is not None and not gap.tracked  # while off: unknown, not guessed
+    after = await s.members_at(ROOM, clock.now, 10)
+    assert after is not None and after.tracked and after.joined_count == 4
+    await s.close()
+    engine.dispose()
+
+
+async def test_a_refused_history_row_leaves_its_room_untracked_not_wrong(
+    store: tuple[RoomStore, FakeTime], db: Database
+) -> None:
+    s, _ = store
+    await s.replace_room(RoomSnapshot(RoomInfo(ROOM), (Member(ALICE, JOIN),)))
+    room_nid = db.scalar("SELECT room_nid FROM roomstate_rooms")
+    next_seq = db.scalar("SELECT MAX(seq) FROM roomstate_history_checkpoints") + 1  # the clock stands still
+    db.execute(  # something already holds the seq of Bob's row
+        "INSERT INTO roomstate_history (room_nid, seq, user_nid, membership, previous) VALUES (:r, :s, 1, 1, 1)",
+        r=room_nid,
+        s=next_seq,
+    )
+    gate = threading.Event()
+    held = s._write(lambda txn: gate.wait(10))
+    joins = [s.apply_member(event(user, JOIN, number), True, True) for number, user in enumerate((BOB, CAROL))]
+    gate.set()
+    assert await asyncio.gather(held, *joins) == [True, Applied.APPLIED, Applied.APPLIED]
+    assert set(db.joined(ROOM)) == {ALICE, BOB, CAROL}  # the membership changes stand
+    now = await s.members_at(ROOM, FakeTime().now + 1, 10)
+    assert now is not None and not now.tracked  # Bob's row is missing: unknown, rather than 2 members
 
 
 async def test_leaving_a_room_ends_its_history_and_retention_forgets_it(

@@ -138,19 +138,22 @@ def members_at(
     seq: int,
     known: tuple[int, Members] | None = None,
     decoded: dict[int, Members] | None = None,
+    forward_only: bool = False,
 ) -> Members | None:
     """The room's non-leave members after history row ``seq``, or None if the bot did not track
     the room then. Rebuilt from the nearer of the checkpoints around ``seq`` (forward with each
     row's membership from the one before, backward with each row's previous membership from the
     one after), or forward from ``known`` (the members after an earlier seq, left unmodified) when
-    that is at least as recent. ``decoded`` caches decoded checkpoints between calls."""
+    that is at least as recent. ``decoded`` caches decoded checkpoints between calls.
+    ``forward_only`` for the writer: rows deferred to its commit are not in the table yet, while
+    a checkpoint after them may already be."""
     base = latest(txn, room_nid, seq)
     if base is None or base[1] is None:
         return None
     if known is not None and known[0] >= base[0]:
         return _replay(txn, room_nid, dict(known[1]), known[0], seq, forward=True)
     cache = {} if decoded is None else decoded
-    after = _next(txn, room_nid, seq)
+    after = None if forward_only else _next(txn, room_nid, seq)
     if after is not None and after[1] is not None and after[0] - seq < seq - base[0]:
         return _replay(txn, room_nid, dict(_decoded(txn, (after[0], after[1]), cache)), seq, after[0], forward=False)
     return _replay(txn, room_nid, dict(_decoded(txn, (base[0], base[1]), cache)), base[0], seq, forward=True)
@@ -239,7 +242,7 @@ def compact(txn: Transaction, room_nid: int, cutoff: int, limit: int) -> int:
     upto = None if base is None else base[0]
     if last_row is not None and (upto is None or int(last_row) > upto):
         upto = int(last_row)
-        members = members_at(txn, room_nid, upto)
+        members = members_at(txn, room_nid, upto, forward_only=True)
         if members is not None:
             write_checkpoint(txn, room_nid, upto, members, even_if_unchanged=True)
             base = latest(txn, room_nid, upto)

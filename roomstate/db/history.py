@@ -168,6 +168,10 @@ class Recorder:
             since[0] += 1
             self._unindexed += 1
 
+    def is_row_insert(self, sql: str) -> bool:
+        """Whether ``sql`` is the statement that appends history rows."""
+        return sql == self._insert
+
     def _prepare(self, txn: Transaction) -> str:
         self._insert = txn.dialect.sql(_INSERT)
         return self._insert

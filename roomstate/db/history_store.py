@@ -30,6 +30,9 @@ class HistoryStore:
     def _read(self, work: Callable[[Transaction], T]) -> asyncio.Future[T]:
         raise NotImplementedError
 
+    def _history_is_off(self, txn: Transaction) -> None:
+        raise NotImplementedError
+
     # ---- reading --------------------------------------------------------------------------------
 
     def user_history(
@@ -111,13 +114,13 @@ class HistoryStore:
         history is deleted never joins two histories with a gap between them."""
 
         def job(txn: Transaction) -> None:
-            if enabled == self.history_enabled:
+            if enabled and self.history_enabled:
                 return
-            self.history_enabled = enabled
+            # off: nothing is recorded from here on; on: nothing was while it was off (also
+            # across a restart). Either way a room's history resumes only at a new checkpoint.
+            self._history_is_off(txn)
             self.recorder.forget()
-            if not enabled:
-                for room_nid in checkpoints.tracked_rooms(txn):
-                    self.recorder.stop_tracking(txn, room_nid)
+            self.history_enabled = enabled  # last: a failed job leaves it as it was
 
         return self._write(job)
 
@@ -144,16 +147,23 @@ class HistoryStore:
         return deleted
 
     async def clear_history(self) -> int:
-        """Delete all history (it was turned off), in bounded chunks. Returns how many rows."""
+        """Delete all history (it was turned off), in bounded chunks; stops if it is turned on
+        again meanwhile. Returns how many rows."""
+
+        def chunk(table: str, key: str) -> Callable[[Transaction], int]:
+            return lambda txn: 0 if self.history_enabled else _delete_chunk(txn, table, key)
+
         deleted = 0
-        while count := await self._write(lambda txn: _delete_chunk(txn, "roomstate_history", "room_nid, seq")):
+        while count := await self._write(chunk("roomstate_history", "room_nid, seq")):
             deleted += count
-        while await self._write(lambda txn: _delete_chunk(txn, "roomstate_history_by_user", "day, user_nid, seq")):
+        while await self._write(chunk("roomstate_history_by_user", "day, user_nid, seq")):
             pass
         await self._write(self._clear_rest)
         return deleted
 
     def _clear_rest(self, txn: Transaction) -> None:
+        if self.history_enabled:  # turned on again meanwhile: what is left is marked not tracked
+            return
         self.recorder.forget()
         for table in ("roomstate_history_checkpoints", "roomstate_history_blocks", "roomstate_history_progress"):
             txn.execute(f"DELETE FROM {table}")

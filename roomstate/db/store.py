@@ -14,6 +14,7 @@ Numeric IDs stay inside this package: callers pass and get Matrix IDs only.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any, TypeVar
@@ -35,7 +36,7 @@ from ..models import (
     SharedRoom,
     StaleRoom,
 )
-from . import history, migrations
+from . import checkpoints, history, migrations
 from .dialect import Dialect
 from .history_store import HistoryStore
 from .sync_write import replace_members
@@ -62,6 +63,14 @@ _ROOM_COLUMNS = """r.room_id, i.name, i.topic, i.canonical_alias, i.encrypted, i
 _ROOMS_FROM = """roomstate_room_info i
 JOIN roomstate_rooms r ON r.room_nid = i.room_nid
 LEFT JOIN roomstate_resync_queue q ON q.room_nid = i.room_nid"""
+
+
+log = logging.getLogger("roomstate.db")
+
+
+def _log_failure(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("Marking the membership history as off failed", exc_info=future.exception())
 
 
 def _room_from_row(row: Sequence[Any]) -> RoomInfo:
@@ -237,9 +246,18 @@ class RoomStore(HistoryStore):
         event loop: every store call made afterwards runs after them. Resolves to the schema
         version."""
         loop = asyncio.get_running_loop()
-        self._writer = WriterThread("roomstate-db-writer", self.dialect, loop)
+        self._writer = WriterThread("roomstate-db-writer", self.dialect, loop, on_refused=self._row_refused)
         self._reader = ReaderThread("roomstate-db-reader", self.dialect, loop)
-        return self._writer.submit_raw(self._migrate)  # migrations manage their own transactions
+        version = self._writer.submit_raw(self._migrate)  # migrations manage their own transactions
+        if not self.history_enabled:  # set before opening: marks the history the bot is not keeping
+            self._write(self._history_is_off).add_done_callback(_log_failure)
+        return version
+
+    def _history_is_off(self, txn: Transaction) -> None:
+        """History is off from this start on: every room still tracked gets a "not tracked"
+        checkpoint now, so what happens while it is off is never taken for what was recorded."""
+        for room_nid in checkpoints.tracked_rooms(txn):
+            self.recorder.stop_tracking(txn, room_nid)
 
     async def open(self) -> int:
         return await self.open_soon()
@@ -497,6 +515,12 @@ class RoomStore(HistoryStore):
             return Applied.APPLIED
 
         return self._write(job)
+
+    def _row_refused(self, txn: Transaction, sql: str, params: tuple[Any, ...]) -> None:
+        """A history row the database refused leaves a hole in its room's history: from that row
+        on the room counts as not tracked (until its next checkpoint), so no answer is wrong."""
+        if self.recorder.is_row_insert(sql):
+            checkpoints.stop(txn, int(params[0]), int(params[1]))
 
     def _record_resync(self, txn: Transaction, room_nid: int, changes: list[tuple[str, str, str, str | None]]) -> None:
         """History rows for the differences a full sync found (no event: a resync marker)."""

@@ -28,14 +28,18 @@ log = logging.getLogger("roomstate.db")
 
 MAX_BATCH = 1000  # jobs per group commit
 
+# Called (in the same transaction) for a deferred row the database refused: (txn, sql, params).
+RefusedRowHandler = Callable[["Transaction", str, "tuple[Any, ...]"], None]
+
 
 class Transaction:
     """What a write job gets: the cursor and SQL helpers, and hooks that run only once the
     transaction has committed (e.g. filling caches with rows that are now durable)."""
 
-    def __init__(self, cur: Cursor, dialect: Dialect) -> None:
+    def __init__(self, cur: Cursor, dialect: Dialect, on_refused: RefusedRowHandler | None = None) -> None:
         self.cur = cur
         self.dialect = dialect
+        self.on_refused = on_refused
         self.hooks: list[Callable[[], None]] = []
         self.deferred: list[tuple[str, tuple[Any, ...]]] = []
 
@@ -76,9 +80,22 @@ class Transaction:
                 except Exception as row_error:
                     cur.execute("ROLLBACK TO SAVEPOINT deferred_row")
                     log.warning("Left out a row the database refused (%s): %.200r", row_error, params)
+                    self._refused(sql, params)
                 cur.execute("RELEASE SAVEPOINT deferred_row")
         cur.execute("RELEASE SAVEPOINT deferred")
         self.deferred.clear()
+
+    def _refused(self, sql: str, params: tuple[Any, ...]) -> None:
+        if self.on_refused is None:
+            return
+        cur = self.cur
+        cur.execute("SAVEPOINT refused_row")
+        try:
+            self.on_refused(self, sql, params)
+        except Exception as error:
+            cur.execute("ROLLBACK TO SAVEPOINT refused_row")
+            log.warning("Handling a refused row failed: %s", error)
+        cur.execute("RELEASE SAVEPOINT refused_row")
 
     def after_commit(self, hook: Callable[[], None]) -> None:
         self.hooks.append(hook)
@@ -225,9 +242,16 @@ class _DatabaseThread:
 class WriterThread(_DatabaseThread):
     """The single writer; group-commits whatever is queued."""
 
-    def __init__(self, name: str, dialect: Dialect, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        name: str,
+        dialect: Dialect,
+        loop: asyncio.AbstractEventLoop,
+        on_refused: RefusedRowHandler | None = None,
+    ) -> None:
         self._cur: Any = None
         self._begin = dialect.begin_write()
+        self._on_refused = on_refused
         super().__init__(name, dialect, loop)
 
     def _cursor(self) -> Any:
@@ -245,7 +269,7 @@ class WriterThread(_DatabaseThread):
             self._drop_broken_connection()
             self._deliver(batch)
             return
-        txn = Transaction(cur, self.dialect)
+        txn = Transaction(cur, self.dialect, self._on_refused)
         isolate = len(batch) > 1
         for job in batch:
             savepoint = isolate and not (job.single_statement and self.dialect.is_sqlite)
