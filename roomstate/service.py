@@ -54,6 +54,7 @@ T = TypeVar("T")
 log = logging.getLogger("roomstate.service")
 
 HISTORY_NAMES_SHOWN = 15  # user IDs listed per group in !joins and !members at
+RESYNC_AFTER_DISPATCH_SECONDS = 1.0  # a resync a sync asks for runs behind that sync's events
 COVERS_REMEMBERED = 32  # rooms whose just-joined sync's event IDs are kept in memory
 COVER_IDLE_SECONDS = 600
 HANDLED_STATE_TYPES = frozenset({"m.room.member", *parsing.ROOM_INFO_EVENT_TYPES})
@@ -126,6 +127,18 @@ def _raw(evt: Event | StateEvent | Mapping[str, Any]) -> Mapping[str, Any]:
 def _events(section: Any) -> list[Any]:
     events = section.get("events") if isinstance(section, Mapping) else None
     return events if isinstance(events, list) else []
+
+
+def _resolved_fork(room: Mapping[str, Any]) -> bool:
+    """Whether an incremental sync of a room, its timeline unbroken, still carries room-info state
+    before the timeline. That happens when concurrent state changes forked the room and the
+    server's state resolution picked a winner the timeline does not end with: applying the
+    events in order would leave an older value (member events are left out: with lazy-loaded
+    members the state section carries them routinely)."""
+    return any(
+        isinstance(event, Mapping) and event.get("type") in parsing.ROOM_INFO_EVENT_TYPES
+        for event in _events(room.get("state"))
+    )
 
 
 class RoomStateService:
@@ -371,6 +384,24 @@ class RoomStateService:
                 self.queue.run(room_id, functools.partial(self._join_sync, room_id, cover))
             elif isinstance(timeline, Mapping) and timeline.get("limited"):
                 self.sync_room(room_id, "a gap in the timeline")
+            elif _resolved_fork(data):
+                self._resync_after_dispatch(room_id, "room state before an unbroken timeline (a resolved fork)")
+
+    def _resync_after_dispatch(self, room_id: str, reason: str) -> None:
+        """Queue a durable resync due a moment from now: after this sync's events, which are
+        dispatched once ``sync_response`` returns, have taken their places in the room's order."""
+        self.log.info("Resyncing %s soon: %s", room_id, reason)
+
+        def done(future: asyncio.Future[None]) -> None:
+            if future.cancelled() or future.exception() is not None:
+                self.repairer.remember(room_id, reason)
+            self.repairer.wake()
+
+        due = int((time.time() + RESYNC_AFTER_DISPATCH_SECONDS) * 1000)
+        try:
+            self.store.queue_resync(room_id, reason, due_ms=due).add_done_callback(done)
+        except RuntimeError:  # the store is closed (shutting down): the next start reconciles
+            pass
 
     def _forget_left(self, room_id: str) -> asyncio.Future[Applied]:
         def forgotten(done: asyncio.Future[Applied]) -> None:
@@ -428,6 +459,7 @@ class RoomStateService:
     async def _fetch_and_replace(self, room_id: str) -> SyncOutcome:
         try:
             async with self.fetches:
+                fetched_at_ms = int(time.time() * 1000)
                 snapshot, own_membership = await self.homeserver.room_snapshot(room_id)
         except HomeserverError as error:
             if error.not_in_room:
@@ -444,7 +476,7 @@ class RoomStateService:
         cover = self._covers.get(room_id)
         claims = cover.event_ids if cover is not None and not cover.recorded else frozenset()
         try:
-            diff = await self.store.replace_room(snapshot, tuple(claims))
+            diff = await self.store.replace_room(snapshot, tuple(claims), fetched_at_ms)
             room = await self.store.room(room_id)
         except Exception as error:
             return await self._sync_failed(room_id, f"database error: {error}")

@@ -150,6 +150,15 @@ async def test_an_event_in_an_untracked_room_is_claimed_and_the_room_queued(stor
     assert await store.resync_queue() == []  # a successful sync leaves the queue
 
 
+async def test_a_resync_asked_for_after_a_snapshot_was_fetched_still_runs(store: RoomStore) -> None:
+    fetched_at = int(time.time() * 1000) - 5_000  # the snapshot was requested 5 s ago
+    await store.queue_resync("!u:x", "asked for while that snapshot was on its way")
+    await store.replace_room(snapshot(["@a:x"], room_id="!u:x"), fetched_at_ms=fetched_at)
+    assert [s.room_id for s in await store.resync_queue()] == ["!u:x"]  # not answered by the older snapshot
+    await store.replace_room(snapshot(["@a:x"], room_id="!u:x"), fetched_at_ms=int(time.time() * 1000))
+    assert await store.resync_queue() == []
+
+
 async def test_room_info_changes(store: RoomStore) -> None:
     await store.replace_room(snapshot(["@a:x"]))
     info = RoomInfoChange(ROOM, "$n", (("name", "New"), ("topic", "T")))

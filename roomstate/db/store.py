@@ -211,7 +211,7 @@ def _queue_resync(txn: Transaction, room_nid: int, reason: str, error: str | Non
     txn.execute(
         "INSERT INTO roomstate_resync_queue (room_nid, reason, queued_at, attempts, next_attempt_at, last_error)"
         " VALUES (?, ?, ?, 0, ?, ?)"
-        " ON CONFLICT (room_nid) DO UPDATE SET"
+        " ON CONFLICT (room_nid) DO UPDATE SET queued_at = excluded.queued_at,"  # the latest request
         " next_attempt_at = CASE WHEN excluded.next_attempt_at < roomstate_resync_queue.next_attempt_at"
         " THEN excluded.next_attempt_at ELSE roomstate_resync_queue.next_attempt_at END,"
         " last_error = COALESCE(excluded.last_error, roomstate_resync_queue.last_error)",
@@ -446,10 +446,13 @@ class RoomStore(HistoryStore):
 
         return self._write(job)
 
-    def replace_room(self, snapshot: RoomSnapshot, claims: Sequence[str] = ()) -> asyncio.Future[MemberDiff]:
+    def replace_room(
+        self, snapshot: RoomSnapshot, claims: Sequence[str] = (), fetched_at_ms: int | None = None
+    ) -> asyncio.Future[MemberDiff]:
         """Replace a room's info and member list with ``snapshot`` in one transaction, writing
         only the rows that differ; record ``claims`` (event IDs the snapshot covers) as processed
-        and take the room out of the resync queue, in the same transaction."""
+        and take the room out of the resync queue, in the same transaction, unless a resync was
+        asked for after ``fetched_at_ms`` (when the snapshot was requested): that one still runs."""
         now = now_ms()
         info = snapshot.info
 
@@ -491,7 +494,10 @@ class RoomStore(HistoryStore):
                     now,
                 ),
             )
-            txn.execute("DELETE FROM roomstate_resync_queue WHERE room_nid = ?", (room_nid,))
+            txn.execute(
+                "DELETE FROM roomstate_resync_queue WHERE room_nid = ? AND queued_at <= ?",
+                (room_nid, now if fetched_at_ms is None else fetched_at_ms),
+            )
             _claim_many(txn, room_nid, claims, now)
             return diff
 
