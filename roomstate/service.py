@@ -54,7 +54,6 @@ T = TypeVar("T")
 log = logging.getLogger("roomstate.service")
 
 HISTORY_NAMES_SHOWN = 15  # user IDs listed per group in !joins and !members at
-RESYNC_AFTER_DISPATCH_SECONDS = 1.0  # a resync a sync asks for runs behind that sync's events
 COVERS_REMEMBERED = 32  # rooms whose just-joined sync's event IDs are kept in memory
 COVER_IDLE_SECONDS = 600
 HANDLED_STATE_TYPES = frozenset({"m.room.member", *parsing.ROOM_INFO_EVENT_TYPES})
@@ -127,18 +126,6 @@ def _raw(evt: Event | StateEvent | Mapping[str, Any]) -> Mapping[str, Any]:
 def _events(section: Any) -> list[Any]:
     events = section.get("events") if isinstance(section, Mapping) else None
     return events if isinstance(events, list) else []
-
-
-def _resolved_fork(room: Mapping[str, Any]) -> bool:
-    """Whether an incremental sync of a room, its timeline unbroken, still carries room-info state
-    before the timeline. That happens when concurrent state changes forked the room and the
-    server's state resolution picked a winner the timeline does not end with: applying the
-    events in order would leave an older value (member events are left out: with lazy-loaded
-    members the state section carries them routinely)."""
-    return any(
-        isinstance(event, Mapping) and event.get("type") in parsing.ROOM_INFO_EVENT_TYPES
-        for event in _events(room.get("state"))
-    )
 
 
 class RoomStateService:
@@ -384,24 +371,6 @@ class RoomStateService:
                 self.queue.run(room_id, functools.partial(self._join_sync, room_id, cover))
             elif isinstance(timeline, Mapping) and timeline.get("limited"):
                 self.sync_room(room_id, "a gap in the timeline")
-            elif _resolved_fork(data):
-                self._resync_after_dispatch(room_id, "room state before an unbroken timeline (a resolved fork)")
-
-    def _resync_after_dispatch(self, room_id: str, reason: str) -> None:
-        """Queue a durable resync due a moment from now: after this sync's events, which are
-        dispatched once ``sync_response`` returns, have taken their places in the room's order."""
-        self.log.info("Resyncing %s soon: %s", room_id, reason)
-
-        def done(future: asyncio.Future[None]) -> None:
-            if future.cancelled() or future.exception() is not None:
-                self.repairer.remember(room_id, reason)
-            self.repairer.wake()
-
-        due = int((time.time() + RESYNC_AFTER_DISPATCH_SECONDS) * 1000)
-        try:
-            self.store.queue_resync(room_id, reason, due_ms=due).add_done_callback(done)
-        except RuntimeError:  # the store is closed (shutting down): the next start reconciles
-            pass
 
     def _forget_left(self, room_id: str) -> asyncio.Future[Applied]:
         def forgotten(done: asyncio.Future[Applied]) -> None:

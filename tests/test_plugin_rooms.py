@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from .helpers import ALICE, BOB, BOT, CAROL, DAVE, OTHER, ROOM, Harness, eventually, sync_response
+from .helpers import ALICE, BOB, BOT, CAROL, DAVE, OTHER, ROOM, Harness, sync_response
 
 
 async def test_first_join_syncs_full_member_list_and_info(harness: Harness) -> None:
@@ -188,18 +188,6 @@ async def test_sync_gap_resyncs_and_leave_section_forgets(harness: Harness) -> N
     )
     assert CAROL in harness.db.joined(ROOM)
     assert harness.db.tracked() == [ROOM]
-
-
-async def test_a_fork_the_server_resolved_is_resynced_after_the_sync(harness: Harness) -> None:
-    hs = harness.hs
-    await harness.start()
-    await harness.setup_room()
-    older = hs.state(ROOM, "m.room.name", {"name": "Churn 64"})
-    hs.state(ROOM, "m.room.name", {"name": "Churn 80"})  # the winner of the server's state resolution
-    # what Synapse sends after a fork: the timeline unbroken, yet state before it, the loser's value
-    await harness.sync(sync_response(joined={ROOM: {"state": [older], "timeline": [hs.message(ROOM, ALICE, "hi")]}}))
-    await eventually(lambda: harness.db.room(ROOM).name == "Churn 80", what="the resolved name")
-    assert harness.db.resync_queue() == {}
 
 
 async def test_events_from_left_rooms_never_track_a_room(harness: Harness) -> None:
