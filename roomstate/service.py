@@ -23,6 +23,7 @@ from mautrix.types import Event, Membership, MemberStateEventContent, StateEvent
 
 from . import parsing, power
 from .aio import sleep_unless
+from .bursts import BurstWatch
 from .caches import IdleCache
 from .config import Config
 from .db import RoomStore
@@ -148,6 +149,7 @@ class RoomStateService:
         self.fetches = Limiter(lambda: self.config.sync_concurrency)
         self.rate_limiter = RateLimiter()
         self.repairer = Repairer(self)
+        self.bursts = BurstWatch(self._check_after_burst)
         # room -> the events of the sync that joined it, which its full sync covers
         self._covers: IdleCache[str, Cover] = IdleCache(COVERS_REMEMBERED, COVER_IDLE_SECONDS)
         self._background: set[asyncio.Task[Any]] = set()
@@ -171,6 +173,7 @@ class RoomStateService:
     async def stop(self, timeout: float) -> None:
         """Stop background work, let running handlers and scheduled room work finish (up to
         ``timeout`` seconds, then cancel them), then close the store."""
+        self.bursts.close()
         for task in list(self._background):
             task.cancel()
         handlers = set(self.dedup.running)
@@ -298,6 +301,8 @@ class RoomStateService:
                 self.queue_resync(room_id, "an event could not be applied", str(error))
             elif done.result() is Applied.NOT_TRACKED:
                 self.repairer.wake()
+            elif done.result() is Applied.APPLIED:
+                self.bursts.changed(room_id)
 
         future = write()
         future.add_done_callback(after)
@@ -371,6 +376,10 @@ class RoomStateService:
                 self.queue.run(room_id, functools.partial(self._join_sync, room_id, cover))
             elif isinstance(timeline, Mapping) and timeline.get("limited"):
                 self.sync_room(room_id, "a gap in the timeline")
+
+    def _check_after_burst(self, room_id: str) -> None:
+        """A burst of changes in the room has settled: resync it (see bursts.py)."""
+        self.sync_room(room_id, "a burst of state changes settled; checking it against the server")
 
     def _forget_left(self, room_id: str) -> asyncio.Future[Applied]:
         def forgotten(done: asyncio.Future[Applied]) -> None:
@@ -701,6 +710,7 @@ class RoomStateService:
                 await self.maintain_history()
                 self.rate_limiter.sweep()
                 self._covers.sweep()
+                self.bursts.sweep()
                 await self.store.sweep_caches(self.config.idle_seconds)
             except Exception:
                 self.log.exception("Cleanup failed; trying again later")

@@ -1,0 +1,71 @@
+"""Bursts of state changes in a room, checked against the homeserver once they settle.
+
+Applying events in delivery order is right as long as the room's history is a line. When
+concurrent changes fork it, the homeserver's state resolution may settle on a value that the
+timeline does not end with, and no event says so. A room that just had a burst of changes (the
+only time that happens) is resynced once it has been quiet for a moment: a diff that writes
+nothing when all was well, and repairs what a fork left behind otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+
+BURST_CHANGES = 3  # applied state changes in a room ...
+BURST_WINDOW_SECONDS = 2.0  # ... within this long make a burst
+SETTLE_SECONDS = 5.0  # a burst is checked this long after its last change
+CHECK_INTERVAL_SECONDS = 600.0  # at most one check per room in this long
+
+
+class BurstWatch:
+    """Calls ``check(room_id)`` once a room's burst of changes has settled."""
+
+    def __init__(self, check: Callable[[str], object], clock: Callable[[], float] = time.monotonic) -> None:
+        self._check = check
+        self._clock = clock
+        self._recent: dict[str, deque[float]] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._checked: dict[str, float] = {}
+
+    def changed(self, room_id: str) -> None:
+        """A state change was applied in the room."""
+        now = self._clock()
+        recent = self._recent.setdefault(room_id, deque(maxlen=BURST_CHANGES))
+        recent.append(now)
+        if room_id not in self._timers and (len(recent) < BURST_CHANGES or now - recent[0] > BURST_WINDOW_SECONDS):
+            return  # not a burst
+        self._schedule(room_id, SETTLE_SECONDS)
+
+    def _schedule(self, room_id: str, delay: float) -> None:
+        previous = self._timers.pop(room_id, None)
+        if previous is not None:
+            previous.cancel()
+        self._timers[room_id] = asyncio.get_running_loop().call_later(delay, self._settled, room_id)
+
+    def _settled(self, room_id: str) -> None:
+        self._timers.pop(room_id, None)
+        now = self._clock()
+        last = self._checked.get(room_id)
+        if last is not None and now - last < CHECK_INTERVAL_SECONDS:
+            self._schedule(room_id, CHECK_INTERVAL_SECONDS - (now - last))
+            return
+        self._checked[room_id] = now
+        self._recent.pop(room_id, None)
+        self._check(room_id)
+
+    def sweep(self) -> None:
+        """Forget rooms with nothing pending (bounded memory)."""
+        now = self._clock()
+        for room_id in [r for r, times in self._recent.items() if now - times[-1] > BURST_WINDOW_SECONDS]:
+            if room_id not in self._timers:
+                del self._recent[room_id]
+        for room_id in [r for r, at in self._checked.items() if now - at > CHECK_INTERVAL_SECONDS]:
+            del self._checked[room_id]
+
+    def close(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
