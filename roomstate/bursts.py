@@ -31,23 +31,25 @@ class BurstWatch:
         self._checked: dict[str, float] = {}
 
     def changed(self, room_id: str) -> None:
-        """A state change was applied in the room."""
+        """A state change was applied in the room (on the hot path: a timer is armed once per
+        burst, and on expiry re-armed for what is left of the quiet time)."""
         now = self._clock()
         recent = self._recent.setdefault(room_id, deque(maxlen=BURST_CHANGES))
         recent.append(now)
-        if room_id not in self._timers and (len(recent) < BURST_CHANGES or now - recent[0] > BURST_WINDOW_SECONDS):
-            return  # not a burst
+        if room_id in self._timers or len(recent) < BURST_CHANGES or now - recent[0] > BURST_WINDOW_SECONDS:
+            return  # already armed, or not a burst
         self._schedule(room_id, SETTLE_SECONDS)
 
     def _schedule(self, room_id: str, delay: float) -> None:
-        previous = self._timers.pop(room_id, None)
-        if previous is not None:
-            previous.cancel()
         self._timers[room_id] = asyncio.get_running_loop().call_later(delay, self._settled, room_id)
 
     def _settled(self, room_id: str) -> None:
         self._timers.pop(room_id, None)
         now = self._clock()
+        recent = self._recent.get(room_id)
+        if recent and now - recent[-1] < SETTLE_SECONDS:  # changed since the timer was armed
+            self._schedule(room_id, SETTLE_SECONDS - (now - recent[-1]))
+            return
         last = self._checked.get(room_id)
         if last is not None and now - last < CHECK_INTERVAL_SECONDS:
             self._schedule(room_id, CHECK_INTERVAL_SECONDS - (now - last))

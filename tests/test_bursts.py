@@ -16,6 +16,11 @@ def quick(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bursts, "CHECK_INTERVAL_SECONDS", 0.3)
 
 
+def burst(watch: BurstWatch, room_id: str = "!a:x") -> None:
+    for _ in range(bursts.BURST_CHANGES):
+        watch.changed(room_id)
+
+
 async def test_a_burst_is_checked_once_after_it_settles() -> None:
     checked: list[str] = []
     watch = BurstWatch(checked.append)
@@ -35,11 +40,9 @@ async def test_a_burst_is_checked_once_after_it_settles() -> None:
 async def test_checks_of_one_room_are_spaced_by_the_interval() -> None:
     checked: list[str] = []
     watch = BurstWatch(checked.append)
-    for _ in range(3):
-        watch.changed("!a:x")
+    burst(watch)
     await asyncio.sleep(0.1)
-    for _ in range(3):
-        watch.changed("!a:x")
+    burst(watch)
     await asyncio.sleep(0.1)
     assert checked == ["!a:x"]  # the second burst waits for the interval
     await asyncio.sleep(0.3)
@@ -51,8 +54,7 @@ async def test_checks_of_one_room_are_spaced_by_the_interval() -> None:
 async def test_close_cancels_what_is_pending() -> None:
     checked: list[str] = []
     watch = BurstWatch(checked.append)
-    for _ in range(3):
-        watch.changed("!a:x")
+    burst(watch)
     watch.close()
     await asyncio.sleep(0.1)
     assert checked == []

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 
 from ..models import LEAVE
 from .codes import CODES
-from .threads import Transaction
+from .threads import IN_CHUNK, Transaction
 
 BLOCK_SHIFT = 23  # a block ends where the top 9 bits of a nid's 32-bit hash are 0: ~512 members
 _HASH = 2654435761  # Knuth's multiplicative hash
@@ -69,17 +69,8 @@ def _chunks(rows: list[tuple[int, int, bool]]) -> Iterator[bytes]:
 
 
 def _blocks(txn: Transaction, nids: list[int]) -> dict[int, bytes]:
-    found: dict[int, bytes] = {}
-    for start in range(0, len(nids), 500):
-        chunk = tuple(nids[start : start + 500])
-        marks = ", ".join("?" * len(chunk))
-        found.update(
-            (int(nid), bytes(blob))
-            for nid, blob in txn.execute(
-                f"SELECT block_nid, members FROM roomstate_history_blocks WHERE block_nid IN ({marks})", chunk
-            ).fetchall()
-        )
-    return found
+    rows = txn.execute_in("SELECT block_nid, members FROM roomstate_history_blocks WHERE block_nid IN ({marks})", nids)
+    return {int(nid): bytes(blob) for nid, blob in rows}
 
 
 def latest(txn: Transaction, room_nid: int, seq: int = 2**62) -> tuple[int, list[int] | None] | None:
@@ -273,8 +264,8 @@ def _delete_checkpoints_before(txn: Transaction, room_nid: int, seq: int) -> Non
         (old if int(checkpoint_seq) < seq else kept).update(block_list(blob))
     txn.execute("DELETE FROM roomstate_history_checkpoints WHERE room_nid = ? AND seq < ?", (room_nid, seq))
     unused = sorted(old - kept)
-    for start in range(0, len(unused), 500):
-        chunk = tuple(unused[start : start + 500])
+    for start in range(0, len(unused), IN_CHUNK):
+        chunk = tuple(unused[start : start + IN_CHUNK])
         txn.execute(f"DELETE FROM roomstate_history_blocks WHERE block_nid IN ({', '.join('?' * len(chunk))})", chunk)
 
 

@@ -331,10 +331,12 @@ def user_rows(txn: Transaction, user_nid: int, limit: int, room_nids: Sequence[i
         ).fetchall()
     )
     oldest = txn.execute("SELECT MIN(day) FROM roomstate_history_by_user").fetchone()[0]
+    if oldest is None:
+        return rows
     newest = indexed // DAY
     # the last week first (a busy user's rows end there), then every older day in one query
-    for first, last in ((newest, newest - 6), (newest - 7, None if oldest is None else int(oldest))):
-        if len(rows) >= limit or oldest is None or last is None or first < int(oldest):
+    for first, last in ((newest, newest - 6), (newest - 7, int(oldest))):
+        if len(rows) >= limit or first < int(oldest):
             break
         days = ", ".join(str(d) for d in range(first, max(int(oldest), last) - 1, -1))
         rows += txn.execute(

@@ -191,27 +191,10 @@ def _joined(members: checkpoints.Members, codes: bytes) -> set[int]:
 
 
 def _room_nids(txn: Transaction, room_ids: frozenset[str]) -> list[int]:
-    found: list[int] = []
-    ordered = sorted(room_ids)
-    for start in range(0, len(ordered), 500):
-        chunk = tuple(ordered[start : start + 500])
-        marks = ", ".join("?" * len(chunk))
-        found += [
-            int(row[0])
-            for row in txn.execute(f"SELECT room_nid FROM roomstate_rooms WHERE room_id IN ({marks})", chunk).fetchall()
-        ]
-    return found
+    rows = txn.execute_in("SELECT room_nid FROM roomstate_rooms WHERE room_id IN ({marks})", sorted(room_ids))
+    return [int(row[0]) for row in rows]
 
 
 def _user_ids(txn: Transaction, nids: Sequence[int]) -> dict[int, str]:
-    found: dict[int, str] = {}
-    for start in range(0, len(nids), 500):
-        chunk = tuple(nids[start : start + 500])
-        marks = ", ".join("?" * len(chunk))
-        found.update(
-            (int(nid), user_id)
-            for nid, user_id in txn.execute(
-                f"SELECT user_nid, user_id FROM roomstate_users WHERE user_nid IN ({marks})", chunk
-            ).fetchall()
-        )
-    return found
+    rows = txn.execute_in("SELECT user_nid, user_id FROM roomstate_users WHERE user_nid IN ({marks})", nids)
+    return {int(nid): user_id for nid, user_id in rows}

@@ -146,15 +146,12 @@ class Interner:
                 missing.append(user_id)
             else:
                 found[user_id] = nid
-        for start in range(0, len(missing), 500):
-            chunk = tuple(missing[start : start + 500])
-            marks = ", ".join("?" * len(chunk))
-            found.update(
-                (str(user_id), int(nid))
-                for user_id, nid in txn.execute(
-                    f"SELECT user_id, user_nid FROM roomstate_users WHERE user_id IN ({marks})", chunk
-                ).fetchall()
+        found.update(
+            (str(user_id), int(nid))
+            for user_id, nid in txn.execute_in(
+                "SELECT user_id, user_nid FROM roomstate_users WHERE user_id IN ({marks})", missing
             )
+        )
         return found
 
     def sweep(self, idle_seconds: float) -> None:
@@ -618,22 +615,12 @@ class RoomStore(HistoryStore):
         those of them among the room IDs ``only``."""
 
         def job(txn: Transaction) -> list[RoomInfo]:
+            select = f"SELECT {_ROOM_COLUMNS} FROM {_ROOMS_FROM}"
             if only is None:
-                return [
-                    _room_from_row(row) for row in txn.execute(f"SELECT {_ROOM_COLUMNS} FROM {_ROOMS_FROM}").fetchall()
-                ]
-            found: list[RoomInfo] = []
-            wanted = sorted(only)
-            for start in range(0, len(wanted), 500):
-                chunk = tuple(wanted[start : start + 500])
-                marks = ", ".join("?" * len(chunk))
-                found += [
-                    _room_from_row(row)
-                    for row in txn.execute(
-                        f"SELECT {_ROOM_COLUMNS} FROM {_ROOMS_FROM} WHERE r.room_id IN ({marks})", chunk
-                    ).fetchall()
-                ]
-            return found
+                rows = txn.execute(select).fetchall()
+            else:
+                rows = txn.execute_in(select + " WHERE r.room_id IN ({marks})", sorted(only))
+            return [_room_from_row(row) for row in rows]
 
         return self._read(job)
 

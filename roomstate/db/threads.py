@@ -18,7 +18,7 @@ import logging
 import operator
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
 from .dialect import Cursor, Dialect
@@ -27,6 +27,7 @@ T = TypeVar("T")
 log = logging.getLogger("roomstate.db")
 
 MAX_BATCH = 1000  # jobs per group commit
+IN_CHUNK = 500  # values per IN (...) list
 
 # Called (in the same transaction) for a deferred row the database refused: (txn, sql, params).
 RefusedRowHandler = Callable[["Transaction", str, "tuple[Any, ...]"], None]
@@ -46,6 +47,16 @@ class Transaction:
     def execute(self, sql: str, params: tuple[Any, ...] = ()) -> Cursor:
         self.cur.execute(self.dialect.sql(sql), params)
         return self.cur
+
+    def execute_in(self, sql: str, values: Iterable[Any], params: tuple[Any, ...] = ()) -> list[Any]:
+        """All rows of ``sql`` (a query with ``{marks}`` inside ``IN (...)`` and any ``params``
+        before it) for ``values``, in chunks that stay within every driver's parameter limit."""
+        ordered = list(values)
+        rows: list[Any] = []
+        for start in range(0, len(ordered), IN_CHUNK):
+            chunk = tuple(ordered[start : start + IN_CHUNK])
+            rows += self.execute(sql.format(marks=", ".join("?" * len(chunk))), params + chunk).fetchall()
+        return rows
 
     def defer(self, sql: str, params: tuple[Any, ...]) -> None:
         """Run this INSERT (``sql`` in the driver's paramstyle) just before the commit, batched
