@@ -21,7 +21,8 @@ from mautrix.types import Membership
 from mautrix.util.async_db import Database
 
 from roomstate import models
-from roomstate.db import RoomStore
+from roomstate.db import RoomStore, schema
+from roomstate.db.dialect import Dialect
 from roomstate.dedup import EventClaim
 from roomstate.homeserver import HomeserverError
 from roomstate.service import RoomStateService
@@ -172,6 +173,64 @@ class Mautrix:
 
     def membership_bytes(self) -> int:
         return sqlite_bytes(self.url.removeprefix("sqlite:"), ("mx_user_profile", "mx_room_state"))
+
+
+class SchemaFloor:
+    """The least a store with roomstate's PostgreSQL tables can pay for a first sync: the rows
+    COPYed into a users table and a memberships table of roomstate's DDL (in a schema of their
+    own), every user new, nids assigned in Python, no lookups, no history. Not a usable store
+    (a known user would fail it): a floor for the ratio, measured in the same run."""
+
+    name = "schema floor"
+
+    def __init__(self, url: str) -> None:
+        self.engine = sa.create_engine(url)
+        self.dialect = Dialect(self.engine)
+        self.conn: Any = None
+        self.next_nid = 1
+        self.rooms = 0
+
+    async def open(self) -> None:
+        self.conn = await asyncio.to_thread(self._open)
+
+    def _open(self) -> Any:
+        conn = self.dialect.connect()
+        cur = conn.cursor()
+        cur.execute("DROP SCHEMA IF EXISTS floor CASCADE")
+        cur.execute("CREATE SCHEMA floor")
+        cur.execute("SET search_path TO floor")
+        for ddl in schema.ddl("postgresql"):
+            if "roomstate_users" in ddl or "roomstate_memberships" in ddl:
+                cur.execute(ddl)
+        return conn
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.conn.close)
+        self.engine.dispose()
+
+    @staticmethod
+    def prepare(room_id: str, members: list[Member]) -> list[Member]:
+        return [m for m in members if m.membership != "leave"]
+
+    async def full_sync(self, prepared: list[Member]) -> None:
+        await asyncio.to_thread(self._write, prepared)
+
+    def _write(self, members: list[Member]) -> None:
+        first, self.next_nid = self.next_nid, self.next_nid + len(members)
+        self.rooms += 1
+        nids = range(first, self.next_nid)
+        cur = self.conn.cursor()
+        cur.execute("BEGIN")
+        self.dialect.bulk_insert(
+            cur, "roomstate_users", ("user_nid", "user_id"), zip(nids, (m.user_id for m in members), strict=True)
+        )
+        self.dialect.bulk_insert(
+            cur,
+            "roomstate_memberships",
+            ("room_nid", "user_nid", "membership", "displayname"),
+            ((self.rooms, nid, m.membership, m.displayname) for nid, m in zip(nids, members, strict=True)),
+        )
+        cur.execute("COMMIT")
 
 
 class RawSqlite:

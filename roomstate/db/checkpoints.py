@@ -54,6 +54,8 @@ def is_cut(user_nid: int) -> bool:
 # the same in SQL, with the membership as its code: rows for _chunks straight from the database
 CUT_SQL = f"(((m.user_nid * {_HASH}) & 4294967295) >> {BLOCK_SHIFT}) = 0"
 _CODE_SQL = "CASE m.membership " + " ".join(f"WHEN '{name}' THEN {code}" for name, code in CODES.items()) + " END"
+# a membership row (table alias m) as the (user_nid, code, is_cut) row a checkpoint is made of
+ROW_SQL = f"m.user_nid, {_CODE_SQL}, {CUT_SQL}"
 
 
 def _chunks(rows: list[tuple[int, int, bool]]) -> Iterator[bytes]:
@@ -214,8 +216,7 @@ def current_rows(txn: Transaction, room_nid: int) -> list[tuple[int, int, bool]]
     """The room's stored memberships as (user_nid, code, is_cut) rows, by nid (for a checkpoint)."""
     return list(
         txn.execute(
-            f"SELECT m.user_nid, {_CODE_SQL}, {CUT_SQL} FROM roomstate_memberships m WHERE m.room_nid = ?"
-            " ORDER BY m.user_nid",
+            f"SELECT {ROW_SQL} FROM roomstate_memberships m WHERE m.room_nid = ? ORDER BY m.user_nid",
             (room_nid,),
         ).fetchall()
     )

@@ -200,9 +200,11 @@ class Recorder:
             txn.defer(insert, row)
         self._counted(txn, room_nid, len(changes))
 
-    def checkpoint(self, txn: Transaction, room_nid: int) -> int:
-        """Checkpoint the room's current members; returns how many new blocks that took."""
-        rows = checkpoints.current_rows(txn, room_nid)
+    def checkpoint(self, txn: Transaction, room_nid: int, rows: list[tuple[int, int, bool]] | None = None) -> int:
+        """Checkpoint the room's current members (``rows`` if the caller has them, sorted as
+        ``checkpoints.current_rows`` returns them); returns how many new blocks that took."""
+        if rows is None:
+            rows = checkpoints.current_rows(txn, room_nid)
         written = checkpoints.write_checkpoint(txn, room_nid, self.clock.next(txn), rows)
         # counted from this checkpoint once it is committed; until then (or if it never is), the
         # next row counts from whatever checkpoint the database has

@@ -460,11 +460,13 @@ class RoomStore(HistoryStore):
                 "SELECT joined_count, invited_count FROM roomstate_room_info WHERE room_nid = ?", (room_nid,)
             ).fetchone()
             counts = None if row is None else (int(row[0]), int(row[1]))
-            written = replace_members(txn, self.interner, room_nid, info.room_id, snapshot.members, counts)
+            written = replace_members(
+                txn, self.interner, room_nid, info.room_id, snapshot.members, counts, want_rows=self.history_enabled
+            )
             diff, joined, invited = written.diff, written.joined, written.invited
             if self.history_enabled:
                 if written.all:
-                    self.recorder.checkpoint(txn, room_nid)
+                    self.recorder.checkpoint(txn, room_nid, written.rows)
                 else:
                     self._record_resync(txn, room_nid, written.changes)
             txn.execute(

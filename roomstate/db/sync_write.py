@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..models import INVITE, JOIN, LEAVE, NAMES_SAMPLED, Member, MemberDiff
+from .checkpoints import ROW_SQL
 from .threads import Transaction
 
 if TYPE_CHECKING:
@@ -38,8 +39,9 @@ def _stage(txn: Transaction, rows: Sequence[Sequence[Any]]) -> None:
     txn.dialect.create_temp_table(txn.cur, STAGED, STAGED_COLUMNS[txn.dialect.name])
     txn.dialect.bulk_insert(txn.cur, STAGED, ("user_id", "membership", "displayname"), rows)
     if not txn.dialect.is_sqlite and len(rows) >= 1000:
-        txn.execute("SET LOCAL work_mem = '64MB'")  # sorts and hashes of 100k rows in memory
-        txn.execute(f"ANALYZE {STAGED}")  # temporary tables have no statistics: plan the joins well
+        # sorts and hashes of 100k rows in memory; no ANALYZE: a never-analyzed table is planned
+        # by its actual size, which picks the same hash joins (and saves a pass over the rows)
+        txn.execute("SET LOCAL work_mem = '64MB'")
 
 
 def _intern_staged_users(txn: Transaction) -> None:
@@ -50,8 +52,12 @@ def _intern_staged_users(txn: Transaction) -> None:
     )
 
 
-def _upsert_staged(txn: Transaction, room_nid: int, room_is_empty: bool = False) -> None:
-    """Write the staged rows into the room (into a room without rows: a plain insert)."""
+def _upsert_staged(
+    txn: Transaction, room_nid: int, room_is_empty: bool = False, returning: bool = False
+) -> list[tuple[int, int, bool]] | None:
+    """Write the staged rows into the room (into a room without rows: a plain insert). With
+    ``returning`` (PostgreSQL), return the written rows as a checkpoint's rows, by user nid: the
+    room is not read back for its first checkpoint."""
     conflict = (
         ""
         if room_is_empty
@@ -60,17 +66,25 @@ def _upsert_staged(txn: Transaction, room_nid: int, room_is_empty: bool = False)
             " membership = excluded.membership, displayname = excluded.displayname"
         )
     )
+    returned = returning and not txn.dialect.is_sqlite
     txn.execute(
-        "INSERT INTO roomstate_memberships (room_nid, user_nid, membership, displayname)"
+        "INSERT INTO roomstate_memberships AS m (room_nid, user_nid, membership, displayname)"
         f" SELECT ?, u.user_nid, s.membership, s.displayname FROM {STAGED} s"
-        f" JOIN roomstate_users u ON u.user_id = s.user_id WHERE true ORDER BY u.user_nid{conflict}",
+        f" JOIN roomstate_users u ON u.user_id = s.user_id WHERE true ORDER BY u.user_nid{conflict}"
+        + (f" RETURNING {ROW_SQL}" if returned else ""),
         (room_nid,),
     )
+    if not returned:
+        return None
+    rows = [(int(nid), int(code), bool(cut)) for nid, code, cut in txn.cur.fetchall()]
+    rows.sort()  # already in nid order in practice; RETURNING does not promise it
+    return rows
 
 
-def _staged_counts(txn: Transaction) -> tuple[int, int]:
-    counts = dict(txn.execute(f"SELECT membership, COUNT(*) FROM {STAGED} GROUP BY membership").fetchall())
-    return int(counts.get(JOIN, 0)), int(counts.get(INVITE, 0))
+def _counts(members: Sequence[Member]) -> tuple[int, int]:
+    """(joined, invited) of a member list (counted in Python: cheaper than asking the database)."""
+    memberships = [m.membership for m in members]
+    return memberships.count(JOIN), memberships.count(INVITE)
 
 
 @dataclass
@@ -83,6 +97,7 @@ class Written:
     invited: int
     changes: list[tuple[str, str, str, str | None]] = field(default_factory=list)
     all: bool = False  # the room was not tracked: everything was inserted (a first sync)
+    rows: list[tuple[int, int, bool]] | None = None  # with ``all``: the checkpoint rows, if returned
 
 
 def replace_members(
@@ -92,27 +107,32 @@ def replace_members(
     room_id: str,
     members: Sequence[Member],
     counts: tuple[int, int] | None,
+    want_rows: bool = False,
 ) -> Written:
     """Make the room's stored memberships equal ``members`` (non-leave, one per user).
-    ``counts`` are the stored (joined, invited) counts, None for an untracked room."""
+    ``counts`` are the stored (joined, invited) counts, None for an untracked room. With
+    ``want_rows``, a first sync returns its checkpoint rows where that is cheap (PostgreSQL)."""
     stored = None if counts is None else _stored(txn, room_nid)
     if counts is None or stored is None:
-        return _insert_all(txn, room_nid, room_id, members, counts is not None)
+        return _insert_all(txn, room_nid, room_id, members, counts is not None, want_rows)
     return _write_differences(txn, interner, room_nid, room_id, members, stored, counts)
 
 
-def _insert_all(txn: Transaction, room_nid: int, room_id: str, members: Sequence[Member], was_known: bool) -> Written:
-    _stage(txn, members)  # the Member tuples are the rows: no Python loop over them
-    joined, invited = _staged_counts(txn)
+def _insert_all(
+    txn: Transaction, room_nid: int, room_id: str, members: Sequence[Member], was_known: bool, want_rows: bool
+) -> Written:
+    joined, invited = _counts(members)
+    rows: list[tuple[int, int, bool]] | None = []
     if members:
+        _stage(txn, members)  # the Member tuples are the rows: no Python loop over them
         _intern_staged_users(txn)
-        _upsert_staged(txn, room_nid, room_is_empty=True)
+        rows = _upsert_staged(txn, room_nid, room_is_empty=True, returning=want_rows)
     sample = itertools.islice((m.user_id for m in members if m.membership == JOIN), NAMES_SAMPLED)
     diff = MemberDiff(
         room_id, added_count=joined, added=tuple(sorted(sample)), rows_written=len(members), was_known=was_known
     )
     if not was_known:
-        return Written(diff, joined, invited, all=True)
+        return Written(diff, joined, invited, all=True, rows=rows)
     # a tracked room that had no members stored (everyone had left): each one is a change
     changes = [(m.user_id, LEAVE, m.membership, m.displayname) for m in members if m.membership != LEAVE]
     return Written(diff, joined, invited, changes)
