@@ -42,6 +42,7 @@ from .models import (
     ResyncReport,
     RoomChanges,
     RoomInfo,
+    RoomInfoChange,
     RoomsAnswer,
     SyncOutcome,
     Wave,
@@ -57,6 +58,10 @@ log = logging.getLogger("roomstate.service")
 HISTORY_NAMES_SHOWN = 15  # user IDs listed per group in !joins and !members at
 COVERS_REMEMBERED = 32  # rooms whose just-joined sync's event IDs are kept in memory
 COVER_IDLE_SECONDS = 600
+# a room whose sync contradicts its stored state is resynced at once, then at most once in this
+# long (a busy federated room forks often; a later contradiction waits in the durable queue)
+CONTRADICTION_RESYNC_INTERVAL_SECONDS = 60.0
+CONTRADICTIONS_REMEMBERED = 1024
 HANDLED_STATE_TYPES = frozenset({"m.room.member", *parsing.ROOM_INFO_EVENT_TYPES})
 
 
@@ -152,6 +157,10 @@ class RoomStateService:
         self.bursts = BurstWatch(self._check_after_burst)
         # room -> the events of the sync that joined it, which its full sync covers
         self._covers: IdleCache[str, Cover] = IdleCache(COVERS_REMEMBERED, COVER_IDLE_SECONDS)
+        # room -> time.monotonic() of its last resync for a contradiction
+        self._contradicted: IdleCache[str, float] = IdleCache(
+            CONTRADICTIONS_REMEMBERED, CONTRADICTION_RESYNC_INTERVAL_SECONDS
+        )
         self._background: set[asyncio.Task[Any]] = set()
         self._wake_cleanup = asyncio.Event()
 
@@ -376,6 +385,60 @@ class RoomStateService:
                 self.queue.run(room_id, functools.partial(self._join_sync, room_id, cover))
             elif isinstance(timeline, Mapping) and timeline.get("limited"):
                 self.sync_room(room_id, "a gap in the timeline")
+            else:
+                self._check_state_section(room_id, _events(data.get("state")), _events(timeline))
+
+    def _check_state_section(self, room_id: str, events: list[Any], timeline: list[Any]) -> None:
+        """Before an unbroken timeline, the ``state`` section holds what the server says the
+        room's state is where the client may think otherwise: after concurrent changes forked
+        the room, state resolution may have settled on an event the client already processed
+        (so it will skip it as a duplicate) and no new event says so. Such an event whose
+        content is not what is stored means the stored state is stale: resync the room, in
+        this position of its order (before this sync's timeline). Events not processed yet are
+        simply applied when dispatched; ones that agree change nothing; a key the timeline sets
+        again ends as the timeline says (the state section may give its value at the timeline's
+        start, which a store that a resync put ahead of the sync stream no longer has)."""
+        overwritten = {
+            (raw.get("type"), raw.get("state_key"))
+            for raw in timeline
+            if isinstance(raw, Mapping) and "state_key" in raw
+        }
+        located = [
+            {**raw, "room_id": room_id}
+            for raw in events
+            if isinstance(raw, Mapping) and (raw.get("type"), raw.get("state_key")) not in overwritten
+        ]
+        members = [change for change in map(parsing.member_change, located) if change is not None]
+        infos = [change for change in map(parsing.room_info_change, located) if change is not None]
+        if members or infos:
+            self.queue.run(room_id, functools.partial(self._resync_if_contradicted, room_id, members, infos))
+
+    async def _resync_if_contradicted(
+        self, room_id: str, members: list[MemberChange], infos: list[RoomInfoChange]
+    ) -> None:
+        try:
+            stale = await self.store.contradicted(room_id, members, infos)
+        except Exception as error:
+            self.queue_resync(room_id, "checking the state a sync asserted failed", str(error))
+            return
+        if not stale:
+            return
+        reason = (
+            f"its sync asserts {len(stale)} state event(s) processed before ({', '.join(stale[:3])}) that the"
+            " stored state does not say: concurrent changes were resolved otherwise"
+        )
+        now = time.monotonic()
+        last = self._contradicted.get(room_id)
+        if last is not None and now - last < CONTRADICTION_RESYNC_INTERVAL_SECONDS:
+            wait = CONTRADICTION_RESYNC_INTERVAL_SECONDS - (now - last)
+            self.log.info(
+                "The server's state of %s is not what is stored: %s; resyncing in %.0f s", room_id, reason, wait
+            )
+            self.queue_resync(room_id, reason, due_ms=int((time.time() + wait) * 1000))
+            return
+        self._contradicted.put(room_id, now)
+        self.log.info("The server's state of %s is not what is stored: %s; resyncing", room_id, reason)
+        await self._full_sync(room_id)
 
     def _check_after_burst(self, room_id: str) -> None:
         """A burst of changes in the room has settled: resync it (see bursts.py)."""
@@ -481,8 +544,9 @@ class RoomStateService:
         self.repairer.wake()
         return SyncOutcome(room_id, error=error)
 
-    def queue_resync(self, room_id: str, reason: str, error: str | None = None) -> None:
-        """Put the room in the durable resync queue (remembered in memory if even that fails)."""
+    def queue_resync(self, room_id: str, reason: str, error: str | None = None, due_ms: int | None = None) -> None:
+        """Put the room in the durable resync queue, due now or at ``due_ms`` (remembered in
+        memory if even that fails)."""
 
         def done(future: asyncio.Future[None]) -> None:
             if future.cancelled() or future.exception() is not None:
@@ -490,7 +554,7 @@ class RoomStateService:
             self.repairer.wake()
 
         try:
-            self.store.queue_resync(room_id, reason, error).add_done_callback(done)
+            self.store.queue_resync(room_id, reason, error, due_ms).add_done_callback(done)
         except RuntimeError:  # the store is closed (shutting down): the next start reconciles
             pass
 
@@ -710,6 +774,7 @@ class RoomStateService:
                 await self.maintain_history()
                 self.rate_limiter.sweep()
                 self._covers.sweep()
+                self._contradicted.sweep()
                 self.bursts.sweep()
                 await self.store.sweep_caches(self.config.idle_seconds)
             except Exception:

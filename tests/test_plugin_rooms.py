@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from typing import Any
 
+from .fakes import FakeHomeserver
 from .helpers import ALICE, BOB, BOT, CAROL, DAVE, OTHER, ROOM, Harness, sync_response
 
 
@@ -282,3 +285,66 @@ async def test_a_failed_migration_fails_the_start(harness: Harness) -> None:
         raise AssertionError("the start should fail")
     finally:
         harness.db.execute("DELETE FROM roomstate_schema_version")
+
+
+def _in_sync(event: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in event.items() if k != "room_id"}
+
+
+def _state_fetches(hs: FakeHomeserver) -> int:
+    return sum(request.endswith("/state") for request in hs.requests)
+
+
+async def test_a_state_section_contradicting_processed_events_resyncs_the_room(harness: Harness) -> None:
+    """Concurrent changes forked the room and state resolution settled on events the bot had
+    already processed: no new event says so, only the next sync's state section."""
+    hs = harness.hs
+    await harness.start()
+    await harness.setup_room()
+    first_name = hs.state(ROOM, "m.room.name", {"name": "Churn 64"})
+    second_name = hs.state(ROOM, "m.room.name", {"name": "Churn 80"})
+    ban = hs.member(ROOM, CAROL, "ban", sender=ALICE)
+    unban = hs.member(ROOM, CAROL, "leave", sender=ALICE)
+    await harness.deliver(first_name, second_name, ban, unban)
+    assert harness.db.room(ROOM).name == "Churn 80" and CAROL not in harness.db.members(ROOM)
+
+    hs.rooms[ROOM].state[("m.room.name", "")] = first_name  # what resolution chose
+    hs.rooms[ROOM].state[("m.room.member", CAROL)] = ban
+    fetches = _state_fetches(hs)
+    await harness.deliver(first_name, ban, section="state")
+    assert harness.db.room(ROOM).name == "Churn 64"
+    assert harness.db.members(ROOM)[CAROL] == ("ban", None)
+    assert _state_fetches(hs) == fetches + 1  # one resync, not one per event
+
+    # a state section that agrees with what is stored (Synapse sends those too) fetches nothing
+    await harness.deliver(first_name, ban, hs.rooms[ROOM].state[("m.room.member", ALICE)], section="state")
+    assert _state_fetches(hs) == fetches + 1
+    assert harness.db.resync_queue() == {}
+
+    # nor does a key the same sync's timeline sets again: the timeline has the last word
+    renamed = hs.state(ROOM, "m.room.name", {"name": "Settled"})
+    await harness.sync(
+        sync_response(joined={ROOM: {"state": [_in_sync(second_name)], "timeline": [_in_sync(renamed)]}})
+    )
+    assert harness.db.room(ROOM).name == "Settled" and _state_fetches(hs) == fetches + 1
+    assert harness.db.resync_queue() == {}
+
+    # another contradiction within the minute waits in the durable queue (a busy room forks often)
+    hs.rooms[ROOM].state[("m.room.member", CAROL)] = unban
+    await harness.deliver(unban, section="state")
+    assert _state_fetches(hs) == fetches + 1 and ROOM in harness.db.resync_queue()
+    due = harness.db.scalar("SELECT next_attempt_at FROM roomstate_resync_queue")
+    assert due > (time.time() + 50) * 1000
+
+
+async def test_a_state_section_with_new_events_applies_them_without_a_resync(harness: Harness) -> None:
+    hs = harness.hs
+    await harness.start()
+    await harness.setup_room()
+    fetches = _state_fetches(hs)
+    renamed = hs.state(ROOM, "m.room.name", {"name": "Renamed elsewhere"})
+    joined = hs.member(ROOM, DAVE, "join")
+    await harness.deliver(renamed, joined, section="state")
+    assert harness.db.room(ROOM).name == "Renamed elsewhere" and DAVE in harness.db.joined(ROOM)
+    assert _state_fetches(hs) == fetches
+    assert {renamed["event_id"], joined["event_id"]} <= harness.db.processed(ROOM)

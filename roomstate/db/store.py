@@ -543,6 +543,58 @@ class RoomStore(HistoryStore):
 
         return self._write(job)
 
+    def contradicted(
+        self, room_id: str, members: Sequence[MemberChange], infos: Sequence[RoomInfoChange]
+    ) -> asyncio.Future[list[str]]:
+        """Of these state events, which a sync's ``state`` section says are the room's state
+        now, the ones processed before whose content is not what is stored (after every write
+        queued before this call). Such an event will not be applied again (it is a duplicate),
+        so the stored state stays wrong unless the room is resynced. Nothing for an untracked room."""
+
+        def job(txn: Transaction) -> list[str]:
+            room_nid = self.interner.room(txn, room_id, create=False)
+            if room_nid is None or not _is_tracked(txn, room_nid):
+                return []
+            processed = {
+                str(row[0])
+                for row in txn.execute_in(
+                    "SELECT event_id FROM roomstate_processed_events WHERE room_nid = ? AND event_id IN ({marks})",
+                    [*(change.event_id for change in members), *(info.event_id for info in infos)],
+                    (room_nid,),
+                )
+            }
+            stale: list[str] = []
+            for change in members:
+                if change.event_id not in processed:
+                    continue
+                user_nid = self.interner.known_users(txn, (change.member.user_id,)).get(change.member.user_id)
+                row = (
+                    None
+                    if user_nid is None
+                    else txn.execute(
+                        "SELECT membership, displayname FROM roomstate_memberships WHERE room_nid = ? AND user_nid = ?",
+                        (room_nid, user_nid),
+                    ).fetchone()
+                )
+                member = change.member
+                expected = None if member.membership == LEAVE else (member.membership, member.displayname)
+                if (None if row is None else (row[0], row[1])) != expected:
+                    stale.append(change.event_id)
+            for info in infos:
+                if info.event_id in processed and self._info_differs(txn, room_nid, info):
+                    stale.append(info.event_id)
+            return stale
+
+        return self._write(job)
+
+    def _info_differs(self, txn: Transaction, room_nid: int, change: RoomInfoChange) -> bool:
+        differs = " OR ".join(
+            f"{name} IS NOT ?" if self.dialect.is_sqlite else f"{name} IS DISTINCT FROM ?" for name, _ in change.changes
+        )
+        values = tuple(value for _, value in change.changes)
+        sql = f"SELECT 1 FROM roomstate_room_info WHERE room_nid = ? AND ({differs})"
+        return txn.execute(sql, (room_nid, *values)).fetchone() is not None
+
     # ---- the durable resync queue -----------------------------------------------------------
 
     def queue_resync(
