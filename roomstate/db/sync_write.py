@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,7 @@ STAGED_COLUMNS = {
     "postgresql": 'user_id TEXT COLLATE "C" NOT NULL, membership TEXT NOT NULL, displayname TEXT',
 }
 SMALL_WRITE = 32  # rows written one statement each; more go through the staging table
+_USER_ID = operator.itemgetter(0)
 SEPARATOR = "\x1e"  # user IDs and memberships cannot contain it; a display name can (rarely)
 NO_NAME = "\x00"  # stands for NULL: stored text never contains NUL (parsing replaces it)
 
@@ -141,7 +143,7 @@ def _insert_all(
 def _stored(txn: Transaction, room_nid: int) -> Iterable[tuple[str, str, str | None]] | None:
     """The room's stored memberships as (user_id, membership, displayname) triples, read as
     three aggregated columns (one string or array each, not one Python tuple per row); None if
-    there are none."""
+    there are none. A display name may be None or ``NO_NAME``, both meaning none."""
     where = " FROM roomstate_memberships m JOIN roomstate_users u ON u.user_nid = m.user_nid WHERE m.room_nid = ?"
     if not txn.dialect.is_sqlite:  # arrays arrive as Python lists, NULLs as None
         row = txn.execute(
@@ -161,7 +163,7 @@ def _stored(txn: Transaction, room_nid: int) -> Iterable[tuple[str, str, str | N
             (r[0], r[1], r[2])
             for r in txn.execute(f"SELECT u.user_id, m.membership, m.displayname{where}", (room_nid,)).fetchall()
         ]
-    names_list = [None if name == NO_NAME else name for name in names_list]
+    # names stay as read, NO_NAME for none: the caller compares them so (no pass over 100k names)
     return zip(user_ids.split(SEPARATOR), memberships.split(SEPARATOR), names_list, strict=True)
 
 
@@ -174,7 +176,7 @@ def _write_differences(
     stored: Iterable[tuple[str, str, str | None]],
     counts: tuple[int, int],
 ) -> Written:
-    incoming = {member[0]: member for member in members}
+    incoming = dict(zip(map(_USER_ID, members), members, strict=True))
     changed: list[Member] = []
     gone: list[str] = []
     was: dict[str, str] = {}  # user -> stored membership, for the rows that differ
@@ -185,10 +187,13 @@ def _write_differences(
         if member is None:
             gone.append(user_id)
             was[user_id] = membership
-        elif member[1] != membership or member[2] != name:
+            continue
+        # a stored name of NO_NAME (SQLite's aggregate) is no name
+        name_differs = member[2] != name and not (member[2] is None and name == NO_NAME)
+        if name_differs or member[1] != membership:
             changed.append(member)
             was[user_id] = membership
-            if member[2] != name:
+            if name_differs:
                 renamed.add(user_id)
     renamed.update(m.user_id for m in incoming.values() if m.displayname is not None)
     changed += incoming.values()  # not stored yet
