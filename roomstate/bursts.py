@@ -1,10 +1,13 @@
-"""Bursts of state changes in a room, checked against the homeserver once they settle.
+"""Rooms whose history may have forked, checked against the homeserver once they settle.
 
 Applying events in delivery order is right as long as the room's history is a line. When
 concurrent changes fork it, the homeserver's state resolution may settle on a value that the
-timeline does not end with, and no event says so. A room that just had a burst of changes (the
-only time that happens) is resynced once it has been quiet for a moment: a diff that writes
-nothing when all was well, and repairs what a fork left behind otherwise.
+timeline does not end with, and no event says so. Two signs of a fork make a room suspect: a
+burst of changes (the only time forks happen), and a sync whose ``state`` section contradicts
+the stored state with events processed before (see ``RoomStateService``; Synapse sends the state
+at the start of a forked timeline there, so this is a sign, not proof). A suspect room is
+resynced once it has been quiet for a moment: a diff that writes nothing when all was well, and
+repairs what a fork left behind otherwise.
 """
 
 from __future__ import annotations
@@ -17,11 +20,13 @@ from collections.abc import Callable
 BURST_CHANGES = 3  # applied state changes in a room ...
 BURST_WINDOW_SECONDS = 2.0  # ... within this long make a burst
 SETTLE_SECONDS = 5.0  # a burst is checked this long after its last change
-CHECK_INTERVAL_SECONDS = 600.0  # at most one check per room in this long
+CHECK_INTERVAL_SECONDS = 600.0  # at most one check per room in this long after a burst ...
+CONTRADICTED_INTERVAL_SECONDS = 60.0  # ... and in this long after a contradicting sync
 
 
 class BurstWatch:
-    """Calls ``check(room_id)`` once a room's burst of changes has settled."""
+    """Calls ``check(room_id)`` once a suspect room (a burst of changes, a contradiction) has
+    settled."""
 
     def __init__(self, check: Callable[[str], object], clock: Callable[[], float] = time.monotonic) -> None:
         self._check = check
@@ -29,6 +34,7 @@ class BurstWatch:
         self._recent: dict[str, deque[float]] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._checked: dict[str, float] = {}
+        self._contradicted: set[str] = set()  # rooms suspect for a contradiction (a timer is armed)
 
     def changed(self, room_id: str) -> None:
         """A state change was applied in the room (on the hot path: a timer is armed once per
@@ -39,6 +45,20 @@ class BurstWatch:
         if room_id in self._timers or len(recent) < BURST_CHANGES or now - recent[0] > BURST_WINDOW_SECONDS:
             return  # already armed, or not a burst
         self._schedule(room_id, SETTLE_SECONDS)
+
+    def contradicted(self, room_id: str) -> None:
+        """A sync contradicted the room's stored state: check it once it settles, sooner than
+        after a burst (at most every ``CONTRADICTED_INTERVAL_SECONDS``)."""
+        self._contradicted.add(room_id)
+        self._recent.setdefault(room_id, deque(maxlen=BURST_CHANGES)).append(self._clock())
+        armed = self._timers.pop(room_id, None)
+        if armed is not None:  # it may wait for the longer interval of a burst: re-arm
+            armed.cancel()
+        self._schedule(room_id, SETTLE_SECONDS)
+
+    def pending(self, room_id: str) -> bool:
+        """Whether a check of the room is due once it settles."""
+        return room_id in self._timers
 
     def _schedule(self, room_id: str, delay: float) -> None:
         self._timers[room_id] = asyncio.get_running_loop().call_later(delay, self._settled, room_id)
@@ -51,11 +71,13 @@ class BurstWatch:
             self._schedule(room_id, SETTLE_SECONDS - (now - recent[-1]))
             return
         last = self._checked.get(room_id)
-        if last is not None and now - last < CHECK_INTERVAL_SECONDS:
-            self._schedule(room_id, CHECK_INTERVAL_SECONDS - (now - last))
+        interval = CONTRADICTED_INTERVAL_SECONDS if room_id in self._contradicted else CHECK_INTERVAL_SECONDS
+        if last is not None and now - last < interval:
+            self._schedule(room_id, interval - (now - last))
             return
         self._checked[room_id] = now
         self._recent.pop(room_id, None)
+        self._contradicted.discard(room_id)
         self._check(room_id)
 
     def sweep(self) -> None:
@@ -71,3 +93,4 @@ class BurstWatch:
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
+        self._contradicted.clear()

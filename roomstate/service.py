@@ -58,10 +58,6 @@ log = logging.getLogger("roomstate.service")
 HISTORY_NAMES_SHOWN = 15  # user IDs listed per group in !joins and !members at
 COVERS_REMEMBERED = 32  # rooms whose just-joined sync's event IDs are kept in memory
 COVER_IDLE_SECONDS = 600
-# a room whose sync contradicts its stored state is resynced at once, then at most once in this
-# long (a busy federated room forks often; a later contradiction waits in the durable queue)
-CONTRADICTION_RESYNC_INTERVAL_SECONDS = 60.0
-CONTRADICTIONS_REMEMBERED = 1024
 HANDLED_STATE_TYPES = frozenset({"m.room.member", *parsing.ROOM_INFO_EVENT_TYPES})
 
 
@@ -157,10 +153,6 @@ class RoomStateService:
         self.bursts = BurstWatch(self._check_after_burst)
         # room -> the events of the sync that joined it, which its full sync covers
         self._covers: IdleCache[str, Cover] = IdleCache(COVERS_REMEMBERED, COVER_IDLE_SECONDS)
-        # room -> time.monotonic() of its last resync for a contradiction
-        self._contradicted: IdleCache[str, float] = IdleCache(
-            CONTRADICTIONS_REMEMBERED, CONTRADICTION_RESYNC_INTERVAL_SECONDS
-        )
         self._background: set[asyncio.Task[Any]] = set()
         self._wake_cleanup = asyncio.Event()
 
@@ -389,15 +381,15 @@ class RoomStateService:
                 self._check_state_section(room_id, _events(data.get("state")), _events(timeline))
 
     def _check_state_section(self, room_id: str, events: list[Any], timeline: list[Any]) -> None:
-        """Before an unbroken timeline, the ``state`` section holds what the server says the
-        room's state is where the client may think otherwise: after concurrent changes forked
-        the room, state resolution may have settled on an event the client already processed
-        (so it will skip it as a duplicate) and no new event says so. Such an event whose
-        content is not what is stored means the stored state is stale: resync the room, in
-        this position of its order (before this sync's timeline). Events not processed yet are
-        simply applied when dispatched; ones that agree change nothing; a key the timeline sets
-        again ends as the timeline says (the state section may give its value at the timeline's
-        start, which a store that a resync put ahead of the sync stream no longer has)."""
+        """Before an unbroken timeline, the ``state`` section holds state the server thinks the
+        client lacks. After concurrent changes forked the room, state resolution may settle on
+        an event the client already processed (the dedup skips it when dispatched), and no new
+        event says so; then that event contradicts what is stored. Synapse also sends the state
+        at the start of a forked timeline there, which may be older than what is stored: so a
+        contradiction is a sign, not proof, and makes the room suspect (``bursts.py``: checked
+        against the server once it settles, at most every minute). Compared in this position of
+        the room's order (before this sync's timeline); keys the timeline sets again are left to
+        it; events not processed yet are simply applied when dispatched."""
         overwritten = {
             (raw.get("type"), raw.get("state_key"))
             for raw in timeline
@@ -411,9 +403,9 @@ class RoomStateService:
         members = [change for change in map(parsing.member_change, located) if change is not None]
         infos = [change for change in map(parsing.room_info_change, located) if change is not None]
         if members or infos:
-            self.queue.run(room_id, functools.partial(self._resync_if_contradicted, room_id, members, infos))
+            self.queue.run(room_id, functools.partial(self._suspect_if_contradicted, room_id, members, infos))
 
-    async def _resync_if_contradicted(
+    async def _suspect_if_contradicted(
         self, room_id: str, members: list[MemberChange], infos: list[RoomInfoChange]
     ) -> None:
         try:
@@ -421,28 +413,20 @@ class RoomStateService:
         except Exception as error:
             self.queue_resync(room_id, "checking the state a sync asserted failed", str(error))
             return
-        if not stale:
-            return
-        reason = (
-            f"its sync asserts {len(stale)} state event(s) processed before ({', '.join(stale[:3])}) that the"
-            " stored state does not say: concurrent changes were resolved otherwise"
-        )
-        now = time.monotonic()
-        last = self._contradicted.get(room_id)
-        if last is not None and now - last < CONTRADICTION_RESYNC_INTERVAL_SECONDS:
-            wait = CONTRADICTION_RESYNC_INTERVAL_SECONDS - (now - last)
+        if stale:
             self.log.info(
-                "The server's state of %s is not what is stored: %s; resyncing in %.0f s", room_id, reason, wait
+                "The server's sync of %s asserts %d state event(s) processed before that the stored state does"
+                " not say (%s): the room may have forked; checking it against the server once it settles",
+                room_id,
+                len(stale),
+                ", ".join(stale[:3]),
             )
-            self.queue_resync(room_id, reason, due_ms=int((time.time() + wait) * 1000))
-            return
-        self._contradicted.put(room_id, now)
-        self.log.info("The server's state of %s is not what is stored: %s; resyncing", room_id, reason)
-        await self._full_sync(room_id)
+            self.bursts.contradicted(room_id)
 
     def _check_after_burst(self, room_id: str) -> None:
-        """A burst of changes in the room has settled: resync it (see bursts.py)."""
-        self.sync_room(room_id, "a burst of state changes settled; checking it against the server")
+        """A suspect room (a burst of changes, a contradicting sync) has settled: resync it
+        (see bursts.py)."""
+        self.sync_room(room_id, "the room may have forked; checking it against the server")
 
     def _forget_left(self, room_id: str) -> asyncio.Future[Applied]:
         def forgotten(done: asyncio.Future[Applied]) -> None:
@@ -544,9 +528,8 @@ class RoomStateService:
         self.repairer.wake()
         return SyncOutcome(room_id, error=error)
 
-    def queue_resync(self, room_id: str, reason: str, error: str | None = None, due_ms: int | None = None) -> None:
-        """Put the room in the durable resync queue, due now or at ``due_ms`` (remembered in
-        memory if even that fails)."""
+    def queue_resync(self, room_id: str, reason: str, error: str | None = None) -> None:
+        """Put the room in the durable resync queue (remembered in memory if even that fails)."""
 
         def done(future: asyncio.Future[None]) -> None:
             if future.cancelled() or future.exception() is not None:
@@ -554,7 +537,7 @@ class RoomStateService:
             self.repairer.wake()
 
         try:
-            self.store.queue_resync(room_id, reason, error, due_ms).add_done_callback(done)
+            self.store.queue_resync(room_id, reason, error).add_done_callback(done)
         except RuntimeError:  # the store is closed (shutting down): the next start reconciles
             pass
 
@@ -774,7 +757,6 @@ class RoomStateService:
                 await self.maintain_history()
                 self.rate_limiter.sweep()
                 self._covers.sweep()
-                self._contradicted.sweep()
                 self.bursts.sweep()
                 await self.store.sweep_caches(self.config.idle_seconds)
             except Exception:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
+
+import pytest
+
+from roomstate import bursts
 
 from .fakes import FakeHomeserver
 from .helpers import ALICE, BOB, BOT, CAROL, DAVE, OTHER, ROOM, Harness, sync_response
@@ -295,9 +298,14 @@ def _state_fetches(hs: FakeHomeserver) -> int:
     return sum(request.endswith("/state") for request in hs.requests)
 
 
-async def test_a_state_section_contradicting_processed_events_resyncs_the_room(harness: Harness) -> None:
+async def test_a_state_section_contradicting_processed_events_gets_the_room_checked(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Concurrent changes forked the room and state resolution settled on events the bot had
     already processed: no new event says so, only the next sync's state section."""
+    monkeypatch.setattr(bursts, "SETTLE_SECONDS", 0.05)
+    monkeypatch.setattr(bursts, "CONTRADICTED_INTERVAL_SECONDS", 2.0)
+    monkeypatch.setattr(bursts, "BURST_CHANGES", 1_000)  # here only contradictions make a room suspect
     hs = harness.hs
     await harness.start()
     await harness.setup_room()
@@ -308,33 +316,43 @@ async def test_a_state_section_contradicting_processed_events_resyncs_the_room(h
     await harness.deliver(first_name, second_name, ban, unban)
     assert harness.db.room(ROOM).name == "Churn 80" and CAROL not in harness.db.members(ROOM)
 
+    async def settled() -> None:
+        await asyncio.sleep(0.2)
+        await harness.settled()
+
     hs.rooms[ROOM].state[("m.room.name", "")] = first_name  # what resolution chose
     hs.rooms[ROOM].state[("m.room.member", CAROL)] = ban
     fetches = _state_fetches(hs)
     await harness.deliver(first_name, ban, section="state")
+    await settled()
     assert harness.db.room(ROOM).name == "Churn 64"
     assert harness.db.members(ROOM)[CAROL] == ("ban", None)
-    assert _state_fetches(hs) == fetches + 1  # one resync, not one per event
+    assert _state_fetches(hs) == fetches + 1  # one check, not one per event
 
     # a state section that agrees with what is stored (Synapse sends those too) fetches nothing
     await harness.deliver(first_name, ban, hs.rooms[ROOM].state[("m.room.member", ALICE)], section="state")
+    await settled()
     assert _state_fetches(hs) == fetches + 1
-    assert harness.db.resync_queue() == {}
 
     # nor does a key the same sync's timeline sets again: the timeline has the last word
     renamed = hs.state(ROOM, "m.room.name", {"name": "Settled"})
-    await harness.sync(
-        sync_response(joined={ROOM: {"state": [_in_sync(second_name)], "timeline": [_in_sync(renamed)]}})
-    )
+    sections = {"state": [_in_sync(second_name)], "timeline": [_in_sync(renamed)]}
+    await harness.sync(sync_response(joined={ROOM: sections}))
+    await settled()
     assert harness.db.room(ROOM).name == "Settled" and _state_fetches(hs) == fetches + 1
-    assert harness.db.resync_queue() == {}
+    assert harness.bot is not None and not harness.bot.service.bursts.pending(ROOM)
 
-    # another contradiction within the minute waits in the durable queue (a busy room forks often)
+    # another contradiction soon after is checked once the interval has passed (a busy room
+    # forks often), from memory: the room is not put in the resync queue for it
     hs.rooms[ROOM].state[("m.room.member", CAROL)] = unban
     await harness.deliver(unban, section="state")
-    assert _state_fetches(hs) == fetches + 1 and ROOM in harness.db.resync_queue()
-    due = harness.db.scalar("SELECT next_attempt_at FROM roomstate_resync_queue")
-    assert due > (time.time() + 50) * 1000
+    await settled()
+    assert _state_fetches(hs) == fetches + 1 and harness.db.members(ROOM)[CAROL] == ("ban", None)
+    assert harness.bot.service.bursts.pending(ROOM)
+    await asyncio.sleep(2.0)
+    await harness.settled()
+    assert _state_fetches(hs) == fetches + 2 and CAROL not in harness.db.members(ROOM)
+    assert harness.db.resync_queue() == {}
 
 
 async def test_a_state_section_with_new_events_applies_them_without_a_resync(harness: Harness) -> None:
