@@ -30,6 +30,7 @@ from roomstate.service import RoomStateService
 from .data import Member
 
 BOT = "@bot:bench.example"
+FLOOR_SCHEMA = "roomstate_bench_floor"  # SchemaFloor's own schema, dropped when it closes
 
 
 def sqlite_bytes(path: str, tables: tuple[str, ...]) -> int:
@@ -196,17 +197,21 @@ class SchemaFloor:
     def _open(self) -> Any:
         conn = self.dialect.connect()
         cur = conn.cursor()
-        cur.execute("DROP SCHEMA IF EXISTS floor CASCADE")
-        cur.execute("CREATE SCHEMA floor")
-        cur.execute("SET search_path TO floor")
+        cur.execute(f"DROP SCHEMA IF EXISTS {FLOOR_SCHEMA} CASCADE")
+        cur.execute(f"CREATE SCHEMA {FLOOR_SCHEMA}")
+        cur.execute(f"SET search_path TO {FLOOR_SCHEMA}")
         for ddl in schema.ddl("postgresql"):
             if "roomstate_users" in ddl or "roomstate_memberships" in ddl:
                 cur.execute(ddl)
         return conn
 
     async def close(self) -> None:
-        await asyncio.to_thread(self.conn.close)
+        await asyncio.to_thread(self._close)
         self.engine.dispose()
+
+    def _close(self) -> None:
+        self.conn.cursor().execute(f"DROP SCHEMA IF EXISTS {FLOOR_SCHEMA} CASCADE")
+        self.conn.close()
 
     @staticmethod
     def prepare(room_id: str, members: list[Member]) -> list[Member]:

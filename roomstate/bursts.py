@@ -20,8 +20,9 @@ from collections.abc import Callable
 BURST_CHANGES = 3  # applied state changes in a room ...
 BURST_WINDOW_SECONDS = 2.0  # ... within this long make a burst
 SETTLE_SECONDS = 5.0  # a burst is checked this long after its last change
-CHECK_INTERVAL_SECONDS = 600.0  # at most one check per room in this long after a burst ...
-CONTRADICTED_INTERVAL_SECONDS = 60.0  # ... and in this long after a contradicting sync
+# a room is checked at most this long after its last check (of any kind) for a burst ...
+CHECK_INTERVAL_SECONDS = 600.0
+CONTRADICTED_INTERVAL_SECONDS = 60.0  # ... and this long after it, for a contradicting sync
 
 
 class BurstWatch:

@@ -350,7 +350,8 @@ class RoomStateService:
         then skipped (a 100k-member room arrives as 100k events); and when maubot does not
         dispatch this response's events (its first sync after a start, or a response with
         malformed events that stop mautrix's dispatch), every room it carries is resynced, so
-        nothing is missed."""
+        nothing is missed. In the other rooms, state this response asserts that contradicts the
+        stored state makes the room suspect of a fork (``_check_state_section``)."""
         rooms = sync.get("rooms")
         if not isinstance(rooms, Mapping):
             return
@@ -388,8 +389,8 @@ class RoomStateService:
         at the start of a forked timeline there, which may be older than what is stored: so a
         contradiction is a sign, not proof, and makes the room suspect (``bursts.py``: checked
         against the server once it settles, at most every minute). Compared in this position of
-        the room's order (before this sync's timeline); keys the timeline sets again are left to
-        it; events not processed yet are simply applied when dispatched."""
+        the room's order (before this sync's timeline is applied); keys the timeline sets again
+        are left to it; events not processed yet are simply applied when dispatched."""
         overwritten = {
             (raw.get("type"), raw.get("state_key"))
             for raw in timeline
@@ -403,16 +404,25 @@ class RoomStateService:
         members = [change for change in map(parsing.member_change, located) if change is not None]
         infos = [change for change in map(parsing.room_info_change, located) if change is not None]
         if members or infos:
-            self.queue.run(room_id, functools.partial(self._suspect_if_contradicted, room_id, members, infos))
+            # a store job in the room's position (jobs run in order): before this sync's events,
+            # without holding them up
+            self.queue.submit(room_id, functools.partial(self._compare_asserted, room_id, members, infos))
 
-    async def _suspect_if_contradicted(
+    def _compare_asserted(
         self, room_id: str, members: list[MemberChange], infos: list[RoomInfoChange]
-    ) -> None:
-        try:
-            stale = await self.store.contradicted(room_id, members, infos)
-        except Exception as error:
+    ) -> asyncio.Future[list[str]]:
+        future = self.store.contradicted(room_id, members, infos)
+        future.add_done_callback(functools.partial(self._suspect_if_contradicted, room_id))
+        return future
+
+    def _suspect_if_contradicted(self, room_id: str, done: asyncio.Future[list[str]]) -> None:
+        if done.cancelled():
+            return
+        error = done.exception()
+        if error is not None:
             self.queue_resync(room_id, "checking the state a sync asserted failed", str(error))
             return
+        stale = done.result()
         if stale:
             self.log.info(
                 "The server's sync of %s asserts %d state event(s) processed before that the stored state does"

@@ -64,13 +64,14 @@ async def test_a_contradiction_makes_a_room_suspect_and_is_checked_sooner_than_a
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(bursts, "CONTRADICTED_INTERVAL_SECONDS", 0.1)
+    monkeypatch.setattr(bursts, "CHECK_INTERVAL_SECONDS", 1.0)
     checked: list[str] = []
     watch = BurstWatch(checked.append)
     watch.contradicted("!a:x")  # one sign is enough: no burst needed
     assert watch.pending("!a:x")
     await asyncio.sleep(0.1)
     assert checked == ["!a:x"] and not watch.pending("!a:x")
-    burst(watch)  # a burst right after waits for the burst interval (0.3 s here) ...
+    burst(watch)  # a burst right after waits for the burst interval (1 s here) ...
     await asyncio.sleep(0.15)
     assert checked == ["!a:x"]
     watch.contradicted("!a:x")  # ... a contradiction only for its own (0.1 s)

@@ -563,22 +563,21 @@ class RoomStore(HistoryStore):
                     (room_nid,),
                 )
             }
-            stale: list[str] = []
-            for change in members:
-                if change.event_id not in processed:
-                    continue
-                user_nid = self.interner.known_users(txn, (change.member.user_id,)).get(change.member.user_id)
-                row = (
-                    None
-                    if user_nid is None
-                    else txn.execute(
-                        "SELECT membership, displayname FROM roomstate_memberships WHERE room_nid = ? AND user_nid = ?",
-                        (room_nid, user_nid),
-                    ).fetchone()
+            asserted = [change for change in members if change.event_id in processed]
+            stored = {
+                str(user_id): (membership, name)
+                for user_id, membership, name in txn.execute_in(
+                    "SELECT u.user_id, m.membership, m.displayname FROM roomstate_memberships m JOIN roomstate_users u"
+                    " ON u.user_nid = m.user_nid WHERE m.room_nid = ? AND u.user_id IN ({marks})",
+                    {change.member.user_id for change in asserted},
+                    (room_nid,),
                 )
+            }
+            stale: list[str] = []
+            for change in asserted:
                 member = change.member
                 expected = None if member.membership == LEAVE else (member.membership, member.displayname)
-                if (None if row is None else (row[0], row[1])) != expected:
+                if stored.get(member.user_id) != expected:
                     stale.append(change.event_id)
             for info in infos:
                 if info.event_id in processed and self._info_differs(txn, room_nid, info):

@@ -128,7 +128,7 @@ def _insert_all(
     if members:
         _stage(txn, members)  # the Member tuples are the rows: no Python loop over them
         _intern_staged_users(txn)
-        rows = _upsert_staged(txn, room_nid, room_is_empty=True, returning=want_rows)
+        rows = _upsert_staged(txn, room_nid, room_is_empty=True, returning=want_rows and not was_known)
     sample = itertools.islice((m.user_id for m in members if m.membership == JOIN), NAMES_SAMPLED)
     diff = MemberDiff(
         room_id, added_count=joined, added=tuple(sorted(sample)), rows_written=len(members), was_known=was_known
