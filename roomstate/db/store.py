@@ -73,6 +73,11 @@ def _log_failure(future: asyncio.Future[Any]) -> None:
         log.error("Marking the membership history as off failed", exc_info=future.exception())
 
 
+def _any_differs(dialect: Dialect, fields: Sequence[str]) -> str:
+    """SQL true when any of these room-info columns differs from its ``?`` (NULL-safe)."""
+    return " OR ".join(f"{name} IS NOT ?" if dialect.is_sqlite else f"{name} IS DISTINCT FROM ?" for name in fields)
+
+
 def _room_from_row(row: Sequence[Any]) -> RoomInfo:
     return RoomInfo(
         room_id=row[0],
@@ -421,9 +426,7 @@ class RoomStore(HistoryStore):
         now = now_ms()
         fields = [name for name, _ in change.changes]
         values = tuple(value for _, value in change.changes)
-        differs = " OR ".join(
-            f"{name} IS NOT ?" if self.dialect.is_sqlite else f"{name} IS DISTINCT FROM ?" for name in fields
-        )
+        differs = _any_differs(self.dialect, fields)
         assignments = ", ".join(f"{name} = ?" for name in fields)
 
         def job(txn: Transaction) -> Applied:
@@ -587,9 +590,7 @@ class RoomStore(HistoryStore):
         return self._write(job)
 
     def _info_differs(self, txn: Transaction, room_nid: int, change: RoomInfoChange) -> bool:
-        differs = " OR ".join(
-            f"{name} IS NOT ?" if self.dialect.is_sqlite else f"{name} IS DISTINCT FROM ?" for name, _ in change.changes
-        )
+        differs = _any_differs(self.dialect, [name for name, _ in change.changes])
         values = tuple(value for _, value in change.changes)
         sql = f"SELECT 1 FROM roomstate_room_info WHERE room_nid = ? AND ({differs})"
         return txn.execute(sql, (room_nid, *values)).fetchone() is not None
