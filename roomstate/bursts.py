@@ -17,6 +17,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from mautrix.types import RoomID
+
 BURST_CHANGES = 3  # applied state changes in a room ...
 BURST_WINDOW_SECONDS = 2.0  # ... within this long make a burst
 SETTLE_SECONDS = 5.0  # a burst is checked this long after its last change
@@ -29,15 +31,15 @@ class BurstWatch:
     """Calls ``check(room_id)`` once a suspect room (a burst of changes, a contradiction) has
     settled."""
 
-    def __init__(self, check: Callable[[str], object], clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, check: Callable[[RoomID], object], clock: Callable[[], float] = time.monotonic) -> None:
         self._check = check
         self._clock = clock
-        self._recent: dict[str, deque[float]] = {}
-        self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._checked: dict[str, float] = {}
-        self._contradicted: set[str] = set()  # rooms suspect for a contradiction (a timer is armed)
+        self._recent: dict[RoomID, deque[float]] = {}
+        self._timers: dict[RoomID, asyncio.TimerHandle] = {}
+        self._checked: dict[RoomID, float] = {}
+        self._contradicted: set[RoomID] = set()  # rooms suspect for a contradiction (a timer is armed)
 
-    def changed(self, room_id: str) -> None:
+    def changed(self, room_id: RoomID) -> None:
         """A state change was applied in the room (on the hot path: a timer is armed once per
         burst, and on expiry re-armed for what is left of the quiet time)."""
         now = self._clock()
@@ -47,7 +49,7 @@ class BurstWatch:
             return  # already armed, or not a burst
         self._schedule(room_id, SETTLE_SECONDS)
 
-    def contradicted(self, room_id: str) -> None:
+    def contradicted(self, room_id: RoomID) -> None:
         """A sync contradicted the room's stored state: check it once it settles, sooner than
         after a burst (at most every ``CONTRADICTED_INTERVAL_SECONDS``)."""
         self._contradicted.add(room_id)
@@ -57,14 +59,14 @@ class BurstWatch:
             armed.cancel()
         self._schedule(room_id, SETTLE_SECONDS)
 
-    def pending(self, room_id: str) -> bool:
+    def pending(self, room_id: RoomID) -> bool:
         """Whether a check of the room is due once it settles."""
         return room_id in self._timers
 
-    def _schedule(self, room_id: str, delay: float) -> None:
+    def _schedule(self, room_id: RoomID, delay: float) -> None:
         self._timers[room_id] = asyncio.get_running_loop().call_later(delay, self._settled, room_id)
 
-    def _settled(self, room_id: str) -> None:
+    def _settled(self, room_id: RoomID) -> None:
         self._timers.pop(room_id, None)
         now = self._clock()
         recent = self._recent.get(room_id)

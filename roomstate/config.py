@@ -8,6 +8,7 @@ config for ``plugin_config``, so a partial config is normal there).
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from mautrix.util.config import BaseProxyConfig, ConfigUpdateHelper
@@ -15,6 +16,8 @@ from mautrix.util.config import BaseProxyConfig, ConfigUpdateHelper
 log = logging.getLogger("roomstate.config")
 
 VISIBILITY = ("admins", "shared", "everyone")
+COMMAND_NAMES = ("rooms", "whereis", "resync", "history", "joins", "members", "help")
+_COMMAND_WORD = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 STARTUP_SYNC_MODES = ("all", "new")
 
 _MISSING = object()
@@ -33,6 +36,8 @@ DEFAULTS: dict[str, Any] = {
     "sync.retry_max_seconds": 3600,
     "dedup.retention_hours": 168,
     "dedup.cleanup_interval_minutes": 60,
+    "commands.base": "roomstate",
+    "commands.short": list(COMMAND_NAMES),
     "commands.rate_limit": 10,
     "commands.rate_period_seconds": 60,
     "history.retention_days": 90,
@@ -126,6 +131,28 @@ class Config(BaseProxyConfig):
     @property
     def cleanup_interval_seconds(self) -> float:
         return float(self._number("dedup.cleanup_interval_minutes", float, 1 / 60)) * 60
+
+    @property
+    def base_command(self) -> str:
+        """The name of the command every other is a subcommand of (``!roomstate rooms``)."""
+        value = str(self._value("commands.base")).strip().lower().removeprefix("!")
+        if not _COMMAND_WORD.fullmatch(value):
+            log.warning("Config commands.base: %r is not a command name; using %r", value, DEFAULTS["commands.base"])
+            return str(DEFAULTS["commands.base"])
+        return value
+
+    @property
+    def short_commands(self) -> frozenset[str]:
+        """The subcommands also answered under their own name (``!rooms``)."""
+        value = self._value("commands.short")
+        if not isinstance(value, list):
+            log.warning("Config commands.short: %r is not a list; using %r", value, DEFAULTS["commands.short"])
+            value = DEFAULTS["commands.short"]
+        names = {str(name).strip().lower().removeprefix("!") for name in value}
+        unknown = names - set(COMMAND_NAMES)
+        if unknown:
+            log.warning("Config commands.short: no such commands: %s", ", ".join(sorted(unknown)))
+        return frozenset(names & set(COMMAND_NAMES))
 
     @property
     def rate_limit(self) -> int:

@@ -28,6 +28,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
+from mautrix.types import EventID, RoomID
+
 from .db import RoomStore
 from .models import Applied
 from .ordering import RoomQueue
@@ -41,10 +43,10 @@ class RoomEvent(Protocol):
     """What a deduplicated event has (mautrix's events do)."""
 
     @property
-    def room_id(self) -> str: ...
+    def room_id(self) -> RoomID: ...
 
     @property
-    def event_id(self) -> str: ...
+    def event_id(self) -> EventID: ...
 
 
 E = TypeVar("E", bound=RoomEvent)
@@ -54,8 +56,8 @@ E = TypeVar("E", bound=RoomEvent)
 class EventClaim:
     """Permission to apply one event, recorded by the store together with the change."""
 
-    room_id: str
-    event_id: str
+    room_id: RoomID
+    event_id: EventID
 
 
 class Deduplicator:
@@ -68,7 +70,7 @@ class Deduplicator:
         self.log = logger
         self.running: set[asyncio.Task[Any]] = set()
 
-    def earlier_work(self, room_id: str) -> Awaitable[Any]:
+    def earlier_work(self, room_id: RoomID) -> Awaitable[Any]:
         """Everything scheduled in the room up to now: its order's steps and the writes queued."""
         return asyncio.gather(self.queue.barrier(room_id), self.store.flush())
 
@@ -84,7 +86,7 @@ class Deduplicator:
         finally:
             self.running.discard(task)
 
-    def follow(self, outcome: Awaitable[Applied | None], key: tuple[str, str] | None, handler: str) -> None:
+    def follow(self, outcome: Awaitable[Applied | None], key: tuple[RoomID, EventID] | None, handler: str) -> None:
         """Log an event's outcome once it is known (a failure in one line: the logic layer has
         queued the room for a resync, and nothing was applied nor claimed)."""
 
@@ -105,17 +107,17 @@ class Deduplicator:
         if not isinstance(outcome, SharedOutcome):  # one for many covered events: nothing to log
             asyncio.ensure_future(outcome).add_done_callback(report)
 
-    async def claim(self, room_id: str, event_id: str) -> bool:
+    async def try_claim(self, room_id: RoomID, event_id: EventID) -> bool:
         """Record the event as processed; False if it was already. If the caller is cancelled
         meanwhile, a claim that went through is released again."""
-        pending = self.store.claim(room_id, event_id)
+        pending = self.store.claim_event(room_id, event_id)
         try:
             return await asyncio.shield(pending)
         except asyncio.CancelledError:
 
             def release_if_claimed(done: asyncio.Future[bool]) -> None:
                 if not done.cancelled() and done.exception() is None and done.result():
-                    self.store.release(room_id, event_id)
+                    self.store.release_event(room_id, event_id)
 
             pending.add_done_callback(release_if_claimed)
             raise
@@ -132,10 +134,10 @@ class HasDeduplicator(Protocol):
 H = TypeVar("H", bound=HasDeduplicator)
 
 
-def _key(evt: Any) -> tuple[str, str] | None:
+def _key(evt: Any) -> tuple[RoomID, EventID] | None:
     room_id, event_id = getattr(evt, "room_id", None), getattr(evt, "event_id", None)
     if isinstance(room_id, str) and isinstance(event_id, str) and room_id and event_id:
-        return room_id, event_id
+        return RoomID(room_id), EventID(event_id)
     return None
 
 
@@ -151,13 +153,13 @@ def deduplicated(
         dedup = self.dedup
         earlier = dedup.earlier_work(key[0])  # fixed now, before the first await
         with dedup.running_handler():
-            if not await dedup.claim(*key):
+            if not await dedup.try_claim(*key):
                 dedup.log.debug("Skipping %s in %s: already processed", key[1], key[0])
                 return None
             try:
                 await earlier
             except asyncio.CancelledError:
-                dedup.store.release(*key)  # not run: a later delivery may run it
+                dedup.store.release_event(*key)  # not run: a later delivery may run it
                 raise
             dedup.log.debug("Processing %s in %s with %s", key[1], key[0], func.__name__)
             return await func(self, evt, *args, **kwargs)

@@ -73,22 +73,22 @@ class Homeserver:
     def _get(self, path: Any) -> Awaitable[Any]:
         return self.client.api.request(Method.GET, path, retry_count=0)
 
-    async def joined_rooms(self) -> list[str]:
+    async def joined_rooms(self) -> list[RoomID]:
         """The rooms the homeserver says the bot is joined to."""
         return await self._call(self._parse_joined(self._get(Path.v3.joined_rooms)))
 
     @staticmethod
-    async def _parse_joined(request: Awaitable[Any]) -> list[str]:
+    async def _parse_joined(request: Awaitable[Any]) -> list[RoomID]:
         return joined_rooms(await request)
 
-    async def room_snapshot(self, room_id: str) -> tuple[RoomSnapshot, str | None]:
+    async def room_snapshot(self, room_id: RoomID) -> tuple[RoomSnapshot, str | None]:
         """The room's full current state from one ``GET /rooms/{id}/state`` (one consistent
         snapshot of members and room info), and the bot's own membership in it (None if the
         state lacks a valid member event for the bot). The body is read as bytes and parsed on
         a worker thread one event at a time, so a 100k-member room never blocks the loop."""
         body = await self._call(self._get_bytes(f"/_matrix/client/v3/rooms/{quote(room_id, safe='')}/state"))
         try:
-            return await asyncio.to_thread(state_snapshot, room_id, body, str(self.client.mxid))
+            return await asyncio.to_thread(state_snapshot, room_id, body, self.client.mxid)
         except MalformedResponse as error:
             raise _describe(error) from error
 
@@ -114,10 +114,10 @@ class Homeserver:
             return HomeserverError(f"the homeserver refused: {message}", not_in_room=True)
         return HomeserverError(f"the homeserver answered {errcode}: {message}")
 
-    async def state_content(self, room_id: str, event_type: str) -> dict[str, Any] | None:
+    async def state_content(self, room_id: RoomID, event_type: str) -> dict[str, Any] | None:
         """The content of a room's state event (state key ""), or None if there is none."""
         try:
-            content = await self._call(self._get(Path.v3.rooms[RoomID(room_id)].state[event_type]))
+            content = await self._call(self._get(Path.v3.rooms[room_id].state[event_type]))
         except HomeserverError as error:
             if isinstance(error.__cause__, MNotFound):
                 return None

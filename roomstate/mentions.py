@@ -6,7 +6,7 @@ import enum
 import re
 from urllib.parse import unquote
 
-from mautrix.types import MessageEventContent
+from mautrix.types import MessageEventContent, UserID
 
 from .parsing import is_user_id
 
@@ -28,28 +28,28 @@ class BadUserArgument(ValueError):
         self.argument = argument
 
 
-def _linked_users(text: str) -> list[str]:
-    found: list[str] = []
+def _linked_users(text: str) -> list[UserID]:
+    found: list[UserID] = []
     for match in _LINKED_USER_RE.finditer(text or ""):
         user_id = unquote(match.group(1))
         user_id = user_id if user_id.startswith("@") else "@" + user_id
         if is_user_id(user_id) and user_id not in found:
-            found.append(user_id)
+            found.append(UserID(user_id))
     return found
 
 
-def resolve_user(argument: str | None, content: MessageEventContent | None, bot_user_id: str) -> str:
+def resolve_user(argument: str | None, content: MessageEventContent | None, bot_user_id: UserID) -> UserID:
     """The user ID a command argument refers to; raises BadUserArgument."""
     argument = (argument or "").strip()
     first = argument.split()[0] if argument else ""
     if is_user_id(first):
-        return first
+        return UserID(first)
     formatted = getattr(content, "formatted_body", None)
     linked = _linked_users(first) or _linked_users(formatted if isinstance(formatted, str) else "")
     mentions = content.get("m.mentions") if content is not None else None
     mentioned = mentions.get("user_ids") if isinstance(mentions, dict) else None
     if isinstance(mentioned, list):
-        linked += [u for u in mentioned if is_user_id(u) and u not in linked]
+        linked += [UserID(u) for u in mentioned if is_user_id(u) and u not in linked]
     linked = [u for u in linked if u != bot_user_id] or linked
     if linked:
         return linked[0]

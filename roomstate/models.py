@@ -9,6 +9,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from mautrix.types import EventID, RoomID, UserID
+
 JOIN = "join"
 INVITE = "invite"
 LEAVE = "leave"
@@ -16,14 +18,15 @@ BAN = "ban"
 KNOCK = "knock"
 MEMBERSHIPS = frozenset({JOIN, INVITE, LEAVE, BAN, KNOCK})
 
-NAMES_SAMPLED = 10  # user IDs a MemberDiff keeps per direction, for replies
+NAMES_SAMPLED = 10  # user IDs a MemberDiff keeps per direction (what !resync lists)
+NAMES_LISTED = 15  # user IDs listed per group in !joins and !members at
 
 
 class Member(NamedTuple):
     """One user's membership in one room, with the display name they use there. A tuple: a
     100k-member list is compared as a set and written as rows without a Python loop."""
 
-    user_id: str
+    user_id: UserID
     membership: str
     displayname: str | None = None
 
@@ -32,10 +35,10 @@ class Member(NamedTuple):
 class MemberChange:
     """One m.room.member event, validated: who, what, by whom (for kicks and bans) and when."""
 
-    room_id: str
-    event_id: str
+    room_id: RoomID
+    event_id: EventID
     member: Member
-    sender: str
+    sender: UserID
     reason: str | None = None
     origin_ts: int | None = None  # the sender's clock: shown, never used for ordering
 
@@ -44,14 +47,14 @@ class MemberChange:
 class RoomInfo:
     """What a room is. Counts and times are filled in by the store."""
 
-    room_id: str
+    room_id: RoomID
     name: str | None = None
     topic: str | None = None
     canonical_alias: str | None = None
     encrypted: bool = False
-    creator: str | None = None
+    creator: UserID | None = None
     room_version: str | None = None
-    replacement_room: str | None = None
+    replacement_room: RoomID | None = None
     joined_count: int = 0
     invited_count: int = 0
     updated_at: int = 0
@@ -80,8 +83,8 @@ ROOM_INFO_FIELDS = (
 class RoomInfoChange:
     """One room-info state event (name, topic, alias, encryption, create, tombstone), validated."""
 
-    room_id: str
-    event_id: str
+    room_id: RoomID
+    event_id: EventID
     changes: tuple[tuple[str, str | bool | None], ...]  # (field in ROOM_INFO_FIELDS, value)
 
 
@@ -92,22 +95,16 @@ class RoomSnapshot:
     info: RoomInfo
     members: tuple[Member, ...] = ()  # leaves excluded; exactly one entry per user
 
-    def membership_of(self, user_id: str) -> str | None:
-        for member in self.members:
-            if member.user_id == user_id:
-                return member.membership
-        return None
-
 
 @dataclass(frozen=True, slots=True)
 class MemberDiff:
     """How a full sync changed a room's joined members compared with what was stored."""
 
-    room_id: str
+    room_id: RoomID
     added_count: int = 0
     removed_count: int = 0
-    added: tuple[str, ...] = ()  # up to NAMES_SAMPLED user IDs, sorted
-    removed: tuple[str, ...] = ()
+    added: tuple[UserID, ...] = ()  # up to NAMES_SAMPLED user IDs, sorted
+    removed: tuple[UserID, ...] = ()
     rows_written: int = 0  # membership rows inserted, updated or deleted
     was_known: bool = True
 
@@ -130,7 +127,7 @@ class Applied(enum.Enum):
 class StaleRoom:
     """A room in the durable resync queue."""
 
-    room_id: str
+    room_id: RoomID
     reason: str
     queued_at: int
     attempts: int
@@ -142,7 +139,7 @@ class StaleRoom:
 class SyncOutcome:
     """What syncing one room did."""
 
-    room_id: str
+    room_id: RoomID
     diff: MemberDiff | None = None  # set when the room was (re)written
     room: RoomInfo | None = None  # the room as stored afterwards
     forgotten: bool = False  # the bot turned out not to be in the room
@@ -158,7 +155,7 @@ class ResyncReport:
     """What syncing many rooms did."""
 
     synced: tuple[SyncOutcome, ...] = ()
-    forgotten: tuple[str, ...] = ()
+    forgotten: tuple[RoomID, ...] = ()
     failed: tuple[SyncOutcome, ...] = ()
     error: str | None = None  # the room list itself could not be fetched
 
@@ -183,7 +180,7 @@ class SharedRoom:
 class WhereisAnswer:
     """The answer to "where is user X?" for one asker."""
 
-    user_id: str
+    user_id: UserID
     displayname: str | None = None  # from a room the asker may see
     rooms: tuple[RoomInfo, ...] = ()
     only_rooms_of_asker: bool = False  # rooms were limited to those the asker is in too
@@ -194,15 +191,15 @@ class WhereisAnswer:
 class HistoryEntry:
     """One membership transition, as history recorded it."""
 
-    room_id: str
-    user_id: str
+    room_id: RoomID
+    user_id: UserID
     membership: str
     previous: str | None  # None: not known
     observed_at: int  # Unix seconds, the bot's clock
-    sender: str | None = None  # who made the change, when not the user themselves
+    sender: UserID | None = None  # who made the change, when not the user themselves
     displayname: str | None = None  # the new display name, when it changed ("" when removed)
     reason: str | None = None
-    event_id: str | None = None  # None: a full sync found the change (no event was seen)
+    event_id: EventID | None = None  # None: a full sync found the change (no event was seen)
     origin_at: int | None = None  # Unix seconds, the sender's clock
 
 
@@ -211,7 +208,7 @@ class Group:
     """Distinct users in one group, with a sample of their IDs (sorted)."""
 
     total: int = 0
-    sample: tuple[str, ...] = ()
+    sample: tuple[UserID, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,26 +229,37 @@ class RoomChanges:
 class HistoryAnswer:
     """A user's membership history for one asker (``!history``)."""
 
-    user_id: str
+    user_id: UserID
     entries: tuple[HistoryEntry, ...] = ()
     rooms: tuple[RoomInfo, ...] = ()  # the rooms the entries are in, as far as the bot knows them
     only_rooms_of_asker: bool = False  # entries were limited to rooms the asker is in too
     refused: bool = False
+    held_before: tuple[HeldBefore, ...] = ()  # memberships held since before the bot tracked the room
+
+
+@dataclass(frozen=True, slots=True)
+class HeldBefore:
+    """A membership someone held when the bot started tracking the room (no event of it was seen)."""
+
+    room_id: RoomID
+    membership: str
+    since: int  # Unix seconds: when the bot started tracking the room (they held it by then)
 
 
 @dataclass(frozen=True, slots=True)
 class MembersAt:
     """A room's membership at a past time compared with now."""
 
-    room_id: str
+    room_id: RoomID
     at: int  # Unix seconds
     joined_count: int
     invited_count: int
-    joined_since: tuple[str, ...] = ()  # some who are joined now and were not then
-    left_since: tuple[str, ...] = ()  # some who were joined then and are not now
+    joined_since: tuple[UserID, ...] = ()  # some who are joined now and were not then
+    left_since: tuple[UserID, ...] = ()  # some who were joined then and are not now
     joined_since_total: int = 0
     left_since_total: int = 0
     tracked: bool = True  # False: the bot was not in the room then
+    tracked_since: int | None = None  # not tracked: when the bot started tracking it after that time
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from mautrix.types import RoomID
+
 T = TypeVar("T")
 log = logging.getLogger("roomstate.ordering")
 
@@ -53,13 +55,13 @@ class _Line:
 
 class RoomQueue:
     def __init__(self) -> None:
-        self._lines: dict[str, _Line] = {}
+        self._lines: dict[RoomID, _Line] = {}
 
     def __len__(self) -> int:
         """Rooms with a ``run`` step pending (work started with ``submit`` is the store's)."""
         return len(self._lines)
 
-    def submit(self, room_id: str, start: Callable[[], Awaitable[T]]) -> asyncio.Future[T]:
+    def submit(self, room_id: RoomID, start: Callable[[], Awaitable[T]]) -> asyncio.Future[T]:
         """Schedule work that queues its database job when ``start()`` is called: at once if
         nothing in the room is waiting for a ``run`` step, else right after it."""
         line = self._lines.get(room_id)
@@ -69,7 +71,7 @@ class RoomQueue:
         line.items.append((False, start, future))
         return future
 
-    def run(self, room_id: str, step: Callable[[], Awaitable[T]]) -> asyncio.Future[T]:
+    def run(self, room_id: RoomID, step: Callable[[], Awaitable[T]]) -> asyncio.Future[T]:
         """Schedule work that later work in the room must wait for."""
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         line = self._lines.get(room_id)
@@ -79,7 +81,7 @@ class RoomQueue:
         line.items.append((True, step, future))
         return future
 
-    def barrier(self, room_id: str) -> Awaitable[Any]:
+    def barrier(self, room_id: RoomID) -> Awaitable[Any]:
         """An awaitable that completes when the room's ``run`` steps scheduled *up to now*, and
         the work queued behind them, have finished (failed or not). Work started with ``submit``
         before is the store's to order (``RoomStore.flush``). Call it synchronously where the
@@ -114,7 +116,7 @@ class RoomQueue:
             failed.set_exception(error)
             return failed
 
-    async def _drain(self, room_id: str, line: _Line) -> None:
+    async def _drain(self, room_id: RoomID, line: _Line) -> None:
         try:
             while line.items:
                 blocking, work, future = line.items.popleft()

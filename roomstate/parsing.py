@@ -9,12 +9,17 @@ raise ``MalformedResponse`` for a response that is not what the API promises.
 from __future__ import annotations
 
 import codecs
+import itertools
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
+from mautrix.types import EventID, RoomID, UserID
+
 from .models import (
+    JOIN,
     LEAVE,
     MEMBERSHIPS,
     Member,
@@ -45,6 +50,7 @@ ROOM_INFO_EVENT_TYPES = (
     "m.room.encryption",
     "m.room.tombstone",
 )
+HANDLED_STATE_TYPES = frozenset({"m.room.member", *ROOM_INFO_EVENT_TYPES})
 
 
 class MalformedResponse(ValueError):
@@ -115,7 +121,7 @@ def member_from_state(raw: Any) -> Member | None:
     membership = content.get("membership")
     if not isinstance(membership, str) or membership not in MEMBERSHIPS:
         return None
-    return Member(user_id, membership, _string(content.get("displayname")))
+    return Member(UserID(user_id), membership, _string(content.get("displayname")))
 
 
 def member_change(raw: Any) -> MemberChange | None:
@@ -131,10 +137,10 @@ def member_change(raw: Any) -> MemberChange | None:
     if reason is not None:
         reason = reason[:MAX_REASON]
     return MemberChange(
-        room_id=room_id,
-        event_id=event_id,
+        room_id=RoomID(room_id),
+        event_id=EventID(event_id),
         member=member,
-        sender=sender,
+        sender=UserID(sender),
         reason=reason,
         origin_ts=_timestamp(raw.get("origin_server_ts")),
     )
@@ -178,17 +184,17 @@ def room_info_change(raw: Any) -> RoomInfoChange | None:
     room_id, event_id = raw.get("room_id"), raw.get("event_id")
     if not (is_room_id(room_id) and is_event_id(event_id)):
         return None
-    return RoomInfoChange(room_id, event_id, tuple(fields.items()))
+    return RoomInfoChange(RoomID(room_id), EventID(event_id), tuple(fields.items()))
 
 
 # ---- full state -------------------------------------------------------------------------------
 
 
-def snapshot_from_state(room_id: str, events: Iterable[Any]) -> RoomSnapshot:
+def snapshot_from_state(room_id: RoomID, events: Iterable[Any]) -> RoomSnapshot:
     """Build a RoomSnapshot from a room's full state (``GET /rooms/{id}/state``); malformed
     events are skipped. Members are unique per user, leaves excluded."""
     info: dict[str, Any] = {}
-    members: dict[str, Member] = {}
+    members: dict[UserID, Member] = {}
     for raw in events:
         if not isinstance(raw, Mapping):
             continue
@@ -245,7 +251,7 @@ def iter_json_array(body: bytes) -> Iterator[Any]:
             return
 
 
-def state_snapshot(room_id: str, body: bytes, bot_user_id: str) -> tuple[RoomSnapshot, str | None]:
+def state_snapshot(room_id: RoomID, body: bytes, bot_user_id: UserID) -> tuple[RoomSnapshot, str | None]:
     """Parse a ``/state`` response body: the snapshot, and the bot's own membership in it (None
     if its member event is missing or malformed, which is never taken as "not in the room")."""
     bot_membership: list[str | None] = [None]
@@ -288,10 +294,138 @@ def sync_dispatchable(sync: Mapping[str, Any]) -> bool:
     return all(_dispatchable(s.get("events")) for s in sections if isinstance(s, Mapping))
 
 
-def joined_rooms(response: Any) -> list[str]:
+# ---- /sync responses ----------------------------------------------------------------------------
+
+
+def _events(section: Any) -> list[Any]:
+    events = section.get("events") if isinstance(section, Mapping) else None
+    return events if isinstance(events, list) else []
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _in_room(raw: Any, room_id: str) -> Mapping[str, Any] | None:
+    """A sync event as the event of ``room_id`` it is (sync events carry no room ID; one that does
+    and names another room is misdirected: None)."""
+    if not isinstance(raw, Mapping):
+        return None
+    named = raw.get("room_id")
+    if named is not None and named != room_id:
+        return None
+    return raw if named == room_id else {**raw, "room_id": room_id}
+
+
+def _state_key_of(raw: Mapping[str, Any]) -> tuple[Any, Any]:
+    return raw.get("type"), raw.get("state_key")
+
+
+@dataclass(frozen=True)
+class JoinedRoomSync:
+    """One joined room of a /sync response (its ``state`` and ``timeline`` sections, untouched)."""
+
+    room_id: RoomID
+    state: list[Any]
+    timeline: list[Any]
+    limited: bool
+
+    @property
+    def has_events(self) -> bool:
+        return bool(self.state or self.timeline)
+
+    def events(self) -> Iterator[Mapping[str, Any]]:
+        """Every event of the room, in delivery order (``state``, then ``timeline``), each with its
+        room ID; misdirected ones (another room's ID) are left out."""
+        for raw in itertools.chain(self.state, self.timeline):
+            located = _in_room(raw, self.room_id)
+            if located is not None:
+                yield located
+
+    def own_join(self, bot_user_id: str) -> bool:
+        """Whether the bot joined in these events (a join whose previous membership was not join;
+        without ``prev_content`` any join of the bot counts: a needless sync at worst)."""
+        for raw in self.events():
+            if raw.get("state_key") != bot_user_id:
+                continue
+            member = member_from_state(raw)
+            previous = _mapping(raw.get("unsigned")).get("prev_content")
+            was_joined = isinstance(previous, Mapping) and previous.get("membership") == JOIN
+            if member is not None and member.membership == JOIN and not was_joined:
+                return True
+        return False
+
+    def handled_state_event_ids(self) -> frozenset[EventID]:
+        """The IDs of the member and room-info state events among these (those a full sync covers)."""
+        return frozenset(
+            EventID(raw["event_id"])
+            for raw in self.events()
+            if raw.get("type") in HANDLED_STATE_TYPES
+            and isinstance(raw.get("state_key"), str)
+            and is_event_id(raw.get("event_id"))
+        )
+
+    def handled_state_events(self) -> dict[EventID, Mapping[str, Any]]:
+        """event ID -> raw JSON (with its room ID) of the member and room-info state events: what
+        live handlers validate instead of mautrix's parsed event, which fills in defaults (a member
+        event without a membership parses as "leave")."""
+        return {
+            raw["event_id"]: raw
+            for raw in self.events()
+            if raw.get("type") in HANDLED_STATE_TYPES and isinstance(raw.get("event_id"), str)
+        }
+
+    def asserted_state(self) -> tuple[list[MemberChange], list[RoomInfoChange]]:
+        """The valid member and room-info events of the ``state`` section whose keys the timeline
+        does not set again: what the server says is the room's state before this timeline."""
+        overwritten = {_state_key_of(raw) for raw in self.timeline if isinstance(raw, Mapping) and "state_key" in raw}
+        located = [
+            raw
+            for raw in map(lambda r: _in_room(r, self.room_id), self.state)
+            if raw is not None and _state_key_of(raw) not in overwritten
+        ]
+        members = [change for change in map(member_change, located) if change is not None]
+        infos = [change for change in map(room_info_change, located) if change is not None]
+        return members, infos
+
+
+@dataclass(frozen=True)
+class SyncView:
+    """A /sync response, read: what the logic layer decides on."""
+
+    joined: tuple[JoinedRoomSync, ...] = ()
+    left: tuple[RoomID, ...] = ()  # in ``rooms.leave`` and not (again) in ``rooms.join``
+    dispatchable: bool = True  # mautrix can dispatch every event (see sync_dispatchable)
+    next_batch: str | None = None
+
+
+def sync_view(sync: Mapping[str, Any]) -> SyncView:
+    """Read a raw /sync response (malformed parts are skipped: rooms under IDs that are not room
+    IDs, sections that are not objects)."""
+    rooms = _mapping(sync.get("rooms"))
+    join_section, leave_section = _mapping(rooms.get("join")), _mapping(rooms.get("leave"))
+    joined = []
+    for room_id, data in join_section.items():
+        if not is_room_id(room_id) or not isinstance(data, Mapping):
+            continue
+        timeline = data.get("timeline")
+        joined.append(
+            JoinedRoomSync(
+                RoomID(room_id),
+                _events(data.get("state")),
+                _events(timeline),
+                limited=_mapping(timeline).get("limited") is True,
+            )
+        )
+    left = tuple(RoomID(r) for r in leave_section if is_room_id(r) and r not in join_section)
+    next_batch = sync.get("next_batch")
+    return SyncView(tuple(joined), left, sync_dispatchable(sync), next_batch if isinstance(next_batch, str) else None)
+
+
+def joined_rooms(response: Any) -> list[RoomID]:
     """Room IDs from a ``/joined_rooms`` response; MalformedResponse if it is not a list of
     room IDs (never an empty list by mistake: that would mean "forget every room")."""
     rooms = response.get("joined_rooms") if isinstance(response, Mapping) else None
     if not isinstance(rooms, list) or not all(is_room_id(room) for room in rooms):
         raise MalformedResponse("the joined_rooms list is malformed")
-    return list(rooms)
+    return [RoomID(room) for room in rooms]

@@ -3,9 +3,11 @@
 Room names, aliases, display names and command arguments are written by other users. Every such
 string is cleaned (control, bidi and zero-width characters and line breaks removed, whitespace
 collapsed), shortened, HTML-escaped in ``formatted_body``, and defanged where a client would turn
-it into a link; IDs are shown as code. ``body`` is plain text without markdown syntax, and every
-reply carries ``"m.mentions": {}``, so nobody is ever pinged. A reply never exceeds REPLY_BUDGET
-bytes (events may have 64 KiB; escaping can make a name several times longer).
+it into a link. IDs (validated before they get here) are shown as they are, so that a copied ID
+works when pasted back into a command: as code in HTML, plain in ``body``. ``body`` is plain text
+without markdown syntax, and every reply carries ``"m.mentions": {}``, so nobody is ever pinged. A
+reply never exceeds REPLY_BUDGET bytes (events may have 64 KiB; escaping can make a name several
+times longer).
 """
 
 from __future__ import annotations
@@ -17,11 +19,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mautrix.types import RoomID
+
 from .models import (
     BAN,
     INVITE,
     JOIN,
     KNOCK,
+    NAMES_LISTED,
+    NAMES_SAMPLED,
+    HeldBefore,
     HistoryAnswer,
     HistoryEntry,
     MemberDiff,
@@ -91,10 +98,10 @@ def quoted(text: str, limit: int = ARGUMENT_LIMIT) -> Text:
 
 
 def code(identifier: str) -> Text:
-    """An ID (validated by the caller): code in HTML (clients neither link nor pill code), and
-    defanged like other text in the plain body."""
-    safe = clean(identifier, 255)
-    return Text(safe, f"<code>{html.escape(safe.replace(ZERO_WIDTH_SPACE, ''))}</code>")
+    """An ID (validated by the caller): code in HTML (clients neither link nor pill code), as it
+    is in the plain body (nobody is pinged: replies carry ``m.mentions: {}``)."""
+    safe = " ".join(_UNSAFE.sub(" ", identifier[:255]).split())
+    return Text(safe, f"<code>{html.escape(safe)}</code>")
 
 
 def plural(count: int, word: str) -> str:
@@ -171,7 +178,7 @@ def room_line(room: RoomInfo) -> Text:
     return line
 
 
-def rooms_page(answer: RoomsAnswer, page: int, page_size: int) -> Reply:
+def rooms_page(answer: RoomsAnswer, page: int, page_size: int, command: str = "!rooms") -> Reply:
     if answer.refused:
         return reply(REFUSED_VISIBILITY)
     rooms = answer.rooms
@@ -182,14 +189,14 @@ def rooms_page(answer: RoomsAnswer, page: int, page_size: int) -> Reply:
     if page < 1 or page > pages:
         return reply(
             f"There is no page {page}; there {'is' if pages == 1 else 'are'} {plural(pages, 'page')}"
-            f" of rooms (!rooms 1 to !rooms {pages})."
+            f" of rooms ({command} 1 to {command} {pages})."
         )
     start = (page - 1) * page_size
     shown = rooms[start : start + page_size]
     footer = None
     if pages > 1:
         rest = len(rooms) - start - len(shown)
-        footer = f"Page {page} of {pages}" + (f", {rest} more: !rooms {page + 1}" if rest else "")
+        footer = f"Page {page} of {pages}" + (f", {rest} more: {command} {page + 1}" if rest else "")
     if answer.waiting_for_resync:
         waiting = f"{plural(len(answer.waiting_for_resync), 'room')} waiting for a resync."
         footer = waiting if footer is None else f"{footer}. {waiting}"
@@ -197,8 +204,8 @@ def rooms_page(answer: RoomsAnswer, page: int, page_size: int) -> Reply:
     return reply(header, [room_line(room) for room in shown], footer)
 
 
-def bad_page(argument: str) -> Reply:
-    return reply(quoted(argument) + " is not a page number. Usage: !rooms [page]")
+def bad_page(argument: str, command: str = "!rooms") -> Reply:
+    return reply(quoted(argument) + f" is not a page number. Usage: {command} [page]")
 
 
 # ---- whereis ----------------------------------------------------------------------------------
@@ -238,10 +245,11 @@ RESYNC_REFUSED = "Sorry, only the bot's admins (or room moderators with enough p
 RESYNC_ALL_REFUSED = "Sorry, only the bot's admins may resync every room."
 REFUSED_VISIBILITY = "Sorry, only the bot's admins may ask which rooms the bot is in."
 SLOW_DOWN = "You are sending commands too fast; I'll ignore them for a little while."
-NAMES_SHOWN = 10
+INTERNAL_ERROR = "Sorry, that failed because of an internal error; the details are in the bot's log."
+STORAGE_UNAVAILABLE = "My database is unavailable right now; I'll catch up when it is back."
 
 
-def _user_ids(user_ids: Sequence[str], total: int, shown_at_most: int = NAMES_SHOWN) -> Text:
+def _user_ids(user_ids: Sequence[str], total: int, shown_at_most: int = NAMES_SAMPLED) -> Text:
     text = literal("")
     for index, user_id in enumerate(user_ids[:shown_at_most]):
         text = text + (", " if index else "") + code(user_id)
@@ -304,7 +312,6 @@ JOINS_USAGE = "Usage: !joins [period] in a room, e.g. !joins 1h, !joins 7d; !joi
 MEMBERS_USAGE = "Usage: !members at <time>, e.g. !members at 2026-11-20 14:00 (UTC), !members at 3h ago"
 HISTORY_REFUSED = "Sorry, only the bot's admins may ask about membership history here."
 JOINS_ALL_REFUSED = "Sorry, only the bot's admins may ask about every room."
-NAMES_IN_LISTS = 15
 
 
 def _by(entry: HistoryEntry) -> Text:
@@ -351,25 +358,42 @@ def transition(entry: HistoryEntry, room: Text) -> Text:
     return text
 
 
+_HELD = {JOIN: "member of ", INVITE: "invited to ", BAN: "banned from ", KNOCK: "knocking on "}
+
+
+def held_before(held: HeldBefore, room: Text) -> Text:
+    """A membership held since before the bot tracked the room."""
+    return (
+        _HELD.get(held.membership, held.membership + " in ")
+        + room
+        + f" since before {shown(held.since, seconds=True)} (when I started tracking it)"
+    )
+
+
 def history(answer: HistoryAnswer) -> Reply:
     if answer.refused:
         return reply(HISTORY_REFUSED)
     scope = " in rooms you are in too" if answer.only_rooms_of_asker else ""
-    if not answer.entries:
+    if not answer.entries and not answer.held_before:
         return reply("I have no membership history of " + code(answer.user_id) + scope + ".")
-    count = plural(len(answer.entries), "change")
-    header = literal(f"Latest {count} of ") + code(answer.user_id) + scope + ", newest first:"
     rooms = {room.room_id: room for room in answer.rooms}
-    return reply(header, [transition(e, _room_name(e.room_id, rooms)) for e in answer.entries])
+    items = [transition(e, _room_name(e.room_id, rooms)) for e in answer.entries]
+    items += [held_before(h, _room_name(h.room_id, rooms)) for h in answer.held_before]
+    if answer.entries:
+        count = plural(len(answer.entries), "change")
+        header = literal(f"Latest {count} of ") + code(answer.user_id) + scope + ", newest first:"
+    else:
+        header = literal("No changes of ") + code(answer.user_id) + scope + " since I started tracking:"
+    return reply(header, items)
 
 
-def _room_name(room_id: str, rooms: dict[str, RoomInfo]) -> Text:
+def _room_name(room_id: RoomID, rooms: dict[RoomID, RoomInfo]) -> Text:
     room = rooms.get(room_id)
     return name(room.display_name) if room is not None else code(room_id)
 
 
 def _listing(user_ids: list[str], total: int) -> Text:
-    return _user_ids(user_ids, total, NAMES_IN_LISTS)
+    return _user_ids(user_ids, total, NAMES_LISTED)
 
 
 def joins(answer: RoomChanges) -> Reply:
@@ -402,8 +426,13 @@ def waves(seconds: int, found: tuple[Wave, ...] | None) -> Reply:
 def members_at(room: RoomInfo, answer: MembersAt | None) -> Reply:
     if answer is None:
         return reply(HISTORY_REFUSED)
-    when = shown(answer.at)
+    when = shown(answer.at, seconds=answer.at % 60 != 0 or answer.tracked_since is not None)
     if not answer.tracked:
+        if answer.tracked_since is not None:
+            return reply(
+                "I have no record of " + name(room.display_name) + f" at {when}: I started tracking it at"
+                f" {shown(answer.tracked_since, seconds=True)}."
+            )
         return reply(
             "I have no record of " + name(room.display_name) + f" at {when}: I was not in it then"
             " (or that is before the history I keep)."
@@ -426,3 +455,34 @@ def members_at(room: RoomInfo, answer: MembersAt | None) -> Reply:
         )
     footer = None if items else "Nobody joined or left since then."
     return reply(header, items, footer)
+
+
+# ---- help and errors ---------------------------------------------------------------------------
+
+
+def help_text(commands: Sequence[tuple[str, str, str]], base: str) -> Reply:
+    """The command list: (how to call it, what it does, who may use it) each."""
+    items = [code(call) + f" — {summary}. Who: {who}." for call, summary, who in commands]
+    return reply(
+        "roomstate knows which rooms I'm in, who is in each and what each is. Commands:",
+        items,
+        f"Each also works as !{base} <command>.",
+    )
+
+
+def unknown_command(word: str, help_command: str) -> Reply:
+    return reply("I don't know the command " + quoted(word) + f". {help_command} lists what I can do.")
+
+
+def power_unknown(error: str) -> Reply:
+    return reply(
+        "I could not check your power level in this room: " + clean(error, ERROR_LIMIT) + ". Please try again later."
+    )
+
+
+def bad_count(argument: str, maximum: int) -> Reply:
+    return reply(quoted(argument) + f" is not a count I can show: the count must be a number from 1 to {maximum}.")
+
+
+def bad_time(argument: str, reason: str, usage: str) -> Reply:
+    return reply(quoted(argument) + f" is {reason}. {usage}")

@@ -1,9 +1,11 @@
-"""The business-logic layer: the one place that decides how rooms and members change.
+"""The business-logic layer's write side: the one place that decides how rooms and members change.
 
-Event handlers, commands and startup all go through RoomStateService. It reads the homeserver
-through ``Homeserver``, writes through ``RoomStore``, and keeps each room's work in delivery order
-through ``RoomQueue``. Event methods are plain (not ``async``) methods that schedule their work
-before returning, so the position of an event is fixed when its handler first runs.
+Event handlers, commands and startup all go through RoomStateService to change anything (what is
+only read goes through ``queries.RoomQueries``). It reads the homeserver through ``Homeserver``,
+writes through ``RoomStore`` (which it owns: it opens and closes it), and keeps each room's work
+in delivery order through ``RoomQueue``. Event methods are plain (not ``async``) methods that
+schedule their work before returning, so the position of an event is fixed when its handler
+first runs.
 
 Failure semantics: a state event that cannot be applied, or a sync that fails, leaves its room in
 the durable resync queue (``roomstate_resync_queue``), and ``Repairer`` syncs it again with
@@ -16,17 +18,18 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
-from mautrix.types import Event, Membership, MemberStateEventContent, StateEvent
+from mautrix.types import Event, EventID, Membership, MemberStateEventContent, RoomID, StateEvent, UserID
+from sqlalchemy.engine import Engine
 
-from . import parsing, power
+from . import parsing
 from .aio import sleep_unless
 from .bursts import BurstWatch
 from .caches import IdleCache
 from .config import Config
-from .db import RoomStore
+from .db import RoomStore, StorageError
 from .dedup import Deduplicator, EventClaim, SharedOutcome
 from .homeserver import Homeserver, HomeserverError
 from .limits import Limiter
@@ -35,30 +38,22 @@ from .models import (
     JOIN,
     LEAVE,
     Applied,
-    Group,
-    HistoryAnswer,
     MemberChange,
-    MembersAt,
     ResyncReport,
-    RoomChanges,
-    RoomInfo,
     RoomInfoChange,
-    RoomsAnswer,
     SyncOutcome,
-    Wave,
-    WhereisAnswer,
 )
 from .ordering import RoomQueue
-from .ratelimit import RateLimiter, Verdict
+from .parsing import JoinedRoomSync, SyncView
 from .repair import Repairer
 
 T = TypeVar("T")
 log = logging.getLogger("roomstate.service")
 
-HISTORY_NAMES_SHOWN = 15  # user IDs listed per group in !joins and !members at
 COVERS_REMEMBERED = 32  # rooms whose just-joined sync's event IDs are kept in memory
 COVER_IDLE_SECONDS = 600
-HANDLED_STATE_TYPES = frozenset({"m.room.member", *parsing.ROOM_INFO_EVENT_TYPES})
+
+RawEvent = Mapping[str, Any]
 
 
 class Cover:
@@ -67,7 +62,7 @@ class Cover:
     processed in its own transaction, and their handlers skip them without any work (a join of
     a 100k-member room in maubot standalone delivers 100k member events)."""
 
-    def __init__(self, event_ids: frozenset[str]) -> None:
+    def __init__(self, event_ids: frozenset[EventID]) -> None:
         self.event_ids = event_ids
         self.recorded = False  # claimed by a successful sync (else the next sync claims them)
         self.outcome: asyncio.Future[Applied | None] = SharedOutcome()
@@ -76,10 +71,6 @@ class Cover:
         self.recorded = self.recorded or recorded
         if not self.outcome.done():
             self.outcome.set_result(Applied.COVERED if recorded else None)
-
-
-def by_name(room: RoomInfo) -> tuple[str, str]:
-    return (room.display_name.casefold(), room.room_id)
 
 
 async def _logged(work: Awaitable[Any], logger: logging.Logger, what: str) -> None:
@@ -96,10 +87,11 @@ def _done(value: T) -> asyncio.Future[T]:
     return future
 
 
-def _raw(evt: Event | StateEvent | Mapping[str, Any]) -> Mapping[str, Any]:
-    """The event as Matrix JSON (mautrix events serialize back to what the server sent). A
-    member event that mautrix parsed is read off its attributes: serializing it back costs more
-    than everything else its handler does (a 100k-member room's join delivers 100k of them)."""
+def _as_json(evt: Event | StateEvent | RawEvent) -> RawEvent:
+    """An event that no sync delivered (so its raw JSON is not at hand) as Matrix JSON. A member
+    event mautrix parsed is read off its attributes; mautrix fills in what the JSON lacked (a
+    missing membership parses as "leave"), so events from a sync are validated from the sync's
+    own JSON instead (``RoomStateService.sync_response``)."""
     if isinstance(evt, Mapping):
         return evt
     if isinstance(evt, StateEvent) and isinstance(evt.content, MemberStateEventContent):
@@ -125,17 +117,12 @@ def _raw(evt: Event | StateEvent | Mapping[str, Any]) -> Mapping[str, Any]:
     return raw if isinstance(raw, Mapping) else {}
 
 
-def _events(section: Any) -> list[Any]:
-    events = section.get("events") if isinstance(section, Mapping) else None
-    return events if isinstance(events, list) else []
-
-
 class RoomStateService:
     def __init__(
         self,
         store: RoomStore,
         homeserver: Homeserver,
-        bot_user_id: str,
+        bot_user_id: UserID,
         config: Config,
         logger: logging.Logger = log,
     ) -> None:
@@ -145,18 +132,31 @@ class RoomStateService:
         self.bot_user_id = bot_user_id
         self.config = config
         self.queue = RoomQueue()
-        self.store.history_enabled = config.history_retention_seconds > 0  # before any write
         self.dedup = Deduplicator(store, self.queue, logger)
         self.fetches = Limiter(lambda: self.config.sync_concurrency)
-        self.rate_limiter = RateLimiter()
-        self.repairer = Repairer(self)
+        self.repairer = Repairer(store, config, self.sync_room, self.spawn)
         self.bursts = BurstWatch(self._check_after_burst)
         # room -> the events of the sync that joined it, which its full sync covers
-        self._covers: IdleCache[str, Cover] = IdleCache(COVERS_REMEMBERED, COVER_IDLE_SECONDS)
+        self._covers: IdleCache[RoomID, Cover] = IdleCache(COVERS_REMEMBERED, COVER_IDLE_SECONDS)
+        # event ID -> raw JSON of the member and room-info events of the latest sync
+        self._sync_events: dict[EventID, RawEvent] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._wake_cleanup = asyncio.Event()
 
+    @classmethod
+    def for_engine(
+        cls, engine: Engine, homeserver: Homeserver, bot_user_id: UserID, config: Config, logger: logging.Logger = log
+    ) -> RoomStateService:
+        """The service with its store on maubot's engine (not opened yet: ``open_soon``)."""
+        return cls(RoomStore(engine), homeserver, bot_user_id, config, logger)
+
     # ---- lifecycle ----------------------------------------------------------------------------
+
+    def open_soon(self) -> asyncio.Future[int]:
+        """Open the store (migrations first) without yielding to the event loop: every store call
+        made afterwards runs after them. Resolves to the schema version."""
+        self.store.history_enabled = self.config.history_retention_seconds > 0  # known to the first jobs
+        return self.store.open_soon()
 
     def start(self) -> None:
         """Start the background work: startup reconciliation, the repairer, the cleanup job."""
@@ -216,8 +216,17 @@ class RoomStateService:
 
     # ---- live events (scheduled synchronously, in delivery order) -------------------------------
 
+    def _raw(self, evt: Event | StateEvent | RawEvent) -> RawEvent:
+        """The event's JSON as the homeserver sent it (from the sync that delivered it)."""
+        if isinstance(evt, Mapping):
+            return evt
+        raw = self._sync_events.get(getattr(evt, "event_id", None) or EventID(""))
+        if raw is not None and raw.get("room_id") == getattr(evt, "room_id", None):
+            return raw
+        return _as_json(evt)
+
     def member_event(
-        self, evt: Event | StateEvent | Mapping[str, Any], claim: EventClaim | None, outside_joined_room: bool = False
+        self, evt: Event | StateEvent | RawEvent, claim: EventClaim | None, *, outside_joined_room: bool = False
     ) -> Awaitable[Applied | None]:
         """Apply one m.room.member event. The bot's own join syncs a room it does not track;
         its own leave or ban forgets the room. In an untracked room the room is queued for a
@@ -225,44 +234,44 @@ class RoomStateService:
         covered = self._covered(claim)
         if covered is not None:
             return covered
-        raw = _raw(evt)
+        raw = self._raw(evt)
         if outside_joined_room and not raw.get("event_id"):
             return _done(None)  # stripped state of an invite: nothing to track
         change = parsing.member_change(raw)
         if change is None or not self._claim_matches(claim, change.room_id, change.event_id):
             self.log.warning("Ignoring a malformed member event %s", raw.get("event_id") if raw else evt)
             return _done(None)
-        room_id, claimed = change.room_id, claim is not None
+        room_id, record_claim = change.room_id, claim is not None
         if change.member.user_id == self.bot_user_id:
             if change.member.membership in (LEAVE, BAN):
-                return self.queue.submit(room_id, lambda: self._forget(change, claimed))
+                return self.queue.submit(room_id, lambda: self._forget(change, record_claim=record_claim))
             if change.member.membership == JOIN and not outside_joined_room:
-                return self.queue.run(room_id, lambda: self._own_join(change, claimed))
+                return self.queue.run(room_id, lambda: self._own_join(change, record_claim=record_claim))
         return self.queue.submit(
             room_id,
             lambda: self._applying(
                 room_id,
-                change.event_id,
-                claimed,
-                lambda: self.store.apply_member(change, claimed, not outside_joined_room),
+                lambda: self.store.apply_member(
+                    change, record_claim=record_claim, queue_if_untracked=not outside_joined_room
+                ),
             ),
         )
 
     def room_info_event(
-        self, evt: Event | StateEvent | Mapping[str, Any], claim: EventClaim | None, outside_joined_room: bool = False
+        self, evt: Event | StateEvent | RawEvent, claim: EventClaim | None, *, outside_joined_room: bool = False
     ) -> Awaitable[Applied | None]:
         """Apply a name/topic/alias/encryption/create/tombstone event to the room's info."""
         covered = self._covered(claim)
         if covered is not None:
             return covered
-        raw = _raw(evt)
+        raw = self._raw(evt)
         change = parsing.room_info_change(raw)
         if change is None or not self._claim_matches(claim, change.room_id, change.event_id):
             self.log.warning(
                 "Ignoring a malformed %s event %s", raw.get("type") if raw else "?", raw.get("event_id") if raw else evt
             )
             return _done(None)
-        claimed = claim is not None
+        record_claim = claim is not None
         for name, value in change.changes:
             if name == "replacement_room":
                 self.log.info("%s was upgraded to %s", change.room_id, value)
@@ -270,9 +279,9 @@ class RoomStateService:
             change.room_id,
             lambda: self._applying(
                 change.room_id,
-                change.event_id,
-                claimed,
-                lambda: self.store.apply_room_info(change, claimed, not outside_joined_room),
+                lambda: self.store.apply_room_info(
+                    change, record_claim=record_claim, queue_if_untracked=not outside_joined_room
+                ),
             ),
         )
 
@@ -284,15 +293,12 @@ class RoomStateService:
         return cover.outcome if cover is not None and claim.event_id in cover.event_ids else None
 
     @staticmethod
-    def _claim_matches(claim: EventClaim | None, room_id: str, event_id: str) -> bool:
+    def _claim_matches(claim: EventClaim | None, room_id: RoomID, event_id: EventID) -> bool:
         return claim is None or (claim.room_id, claim.event_id) == (room_id, event_id)
 
-    def _applying(
-        self, room_id: str, event_id: str, claimed: bool, write: Callable[[], asyncio.Future[Applied]]
-    ) -> asyncio.Future[Applied]:
-        """Run ``write`` (which queues a database job) unless the event was covered by a full
-        sync just now. If the write fails, the room is queued for a resync (and the returned
-        future carries the error, for the caller to report)."""
+    def _applying(self, room_id: RoomID, write: Callable[[], asyncio.Future[Applied]]) -> asyncio.Future[Applied]:
+        """Run ``write`` (which queues a database job). If the write fails, the room is queued
+        for a resync (and the returned future carries the error, for the caller to report)."""
 
         def after(done: asyncio.Future[Applied]) -> None:
             if done.cancelled():
@@ -309,7 +315,7 @@ class RoomStateService:
         future.add_done_callback(after)
         return future
 
-    def _forget(self, change: MemberChange, claimed: bool) -> asyncio.Future[Applied]:
+    def _forget(self, change: MemberChange, *, record_claim: bool) -> asyncio.Future[Applied]:
         def forgotten(done: asyncio.Future[Applied]) -> None:
             if not done.cancelled() and done.exception() is None and done.result() is Applied.APPLIED:
                 self.log.info(
@@ -321,19 +327,18 @@ class RoomStateService:
 
         future = self._applying(
             change.room_id,
-            change.event_id,
-            claimed,
-            lambda: self.store.forget_room(change.room_id, change.event_id if claimed else None),
+            lambda: self.store.forget_room(change.room_id, because_of=change.event_id if record_claim else None),
         )
         future.add_done_callback(forgotten)
         return future
 
-    async def _own_join(self, change: MemberChange, claimed: bool) -> Applied | None:
+    async def _own_join(self, change: MemberChange, *, record_claim: bool) -> Applied | None:
         """The bot joined (or changed its profile): a room it does not track yet is synced in
         full, in this position of the room's order."""
         try:
             outcome = await self._applying(
-                change.room_id, change.event_id, claimed, lambda: self.store.apply_member(change, claimed, True)
+                change.room_id,
+                lambda: self.store.apply_member(change, record_claim=record_claim, queue_if_untracked=True),
             )
         except Exception:
             return None  # queued for a resync; the handler's wrapper reports the event
@@ -342,8 +347,14 @@ class RoomStateService:
             await self._full_sync(change.room_id)
         return outcome
 
-    def sync_response(self, sync: Mapping[str, Any], events_not_dispatched: bool) -> None:
-        """Act on a raw /sync response before its events are dispatched: rooms that moved into
+    # ---- whole syncs ------------------------------------------------------------------------
+
+    def on_sync(self, sync: Mapping[str, Any], *, events_not_dispatched: bool) -> None:
+        """A raw /sync response arrived (before its events are dispatched)."""
+        self.sync_response(parsing.sync_view(sync), events_not_dispatched=events_not_dispatched)
+
+    def sync_response(self, view: SyncView, *, events_not_dispatched: bool) -> None:
+        """Act on a /sync response before its events are dispatched: rooms that moved into
         the ``leave`` section are forgotten (there may be no event for that); rooms with a gap in
         the timeline (lazy-loaded member events may have been skipped) are resynced; a room the
         bot just joined is synced in full, covering the state events of this response, which are
@@ -351,37 +362,31 @@ class RoomStateService:
         dispatch this response's events (its first sync after a start, or a response with
         malformed events that stop mautrix's dispatch), every room it carries is resynced, so
         nothing is missed. In the other rooms, state this response asserts that contradicts the
-        stored state makes the room suspect of a fork (``_check_state_section``)."""
-        rooms = sync.get("rooms")
-        if not isinstance(rooms, Mapping):
-            return
-        if not events_not_dispatched and not parsing.sync_dispatchable(sync):
+        stored state makes the room suspect of a fork (``_check_asserted_state``)."""
+        if not events_not_dispatched and not view.dispatchable:
             self.log.warning("A sync carries malformed events that stop its dispatch; resyncing its rooms instead")
             events_not_dispatched = True
-        join_section, leave_section = rooms.get("join"), rooms.get("leave")
-        joined: Mapping[str, Any] = join_section if isinstance(join_section, Mapping) else {}
-        left: Mapping[str, Any] = leave_section if isinstance(leave_section, Mapping) else {}
-        for room_id in left:
-            if parsing.is_room_id(room_id) and room_id not in joined:
-                self.queue.submit(room_id, functools.partial(self._forget_left, room_id))
-        for room_id, data in joined.items():
-            if not parsing.is_room_id(room_id) or not isinstance(data, Mapping):
-                continue
-            timeline = data.get("timeline")
-            events = _events(data.get("state")) + _events(timeline)
+        delivered: dict[EventID, RawEvent] = {}
+        for room_id in view.left:
+            self.queue.submit(room_id, functools.partial(self._forget_left, room_id))
+        for room in view.joined:
             if events_not_dispatched:
-                if events or (isinstance(timeline, Mapping) and timeline.get("limited")):
-                    self.sync_room(room_id, "events the first sync after a start did not deliver")
-            elif self._contains_own_join(events):
-                cover = Cover(frozenset(self._state_event_ids(events)))
-                self._covers.put(room_id, cover)
-                self.queue.run(room_id, functools.partial(self._join_sync, room_id, cover))
-            elif isinstance(timeline, Mapping) and timeline.get("limited"):
-                self.sync_room(room_id, "a gap in the timeline")
+                if room.has_events or room.limited:
+                    self.sync_room(room.room_id, "events the first sync after a start did not deliver")
+                continue
+            if room.own_join(self.bot_user_id):
+                cover = Cover(room.handled_state_event_ids())
+                self._covers.put(room.room_id, cover)
+                self.queue.run(room.room_id, functools.partial(self._join_sync, room.room_id, cover))
+                continue
+            delivered.update(room.handled_state_events())
+            if room.limited:
+                self.sync_room(room.room_id, "a gap in the timeline")
             else:
-                self._check_state_section(room_id, _events(data.get("state")), _events(timeline))
+                self._check_asserted_state(room)
+        self._sync_events = delivered  # the handlers of this sync's events run next
 
-    def _check_state_section(self, room_id: str, events: list[Any], timeline: list[Any]) -> None:
+    def _check_asserted_state(self, room: JoinedRoomSync) -> None:
         """Before an unbroken timeline, the ``state`` section holds state the server thinks the
         client lacks. After concurrent changes forked the room, state resolution may settle on
         an event the client already processed (the dedup skips it when dispatched), and no new
@@ -391,31 +396,22 @@ class RoomStateService:
         against the server once it settles, at most every minute). Compared in this position of
         the room's order (before this sync's timeline is applied); keys the timeline sets again
         are left to it; events not processed yet are simply applied when dispatched."""
-        overwritten = {
-            (raw.get("type"), raw.get("state_key"))
-            for raw in timeline
-            if isinstance(raw, Mapping) and "state_key" in raw
-        }
-        located = [
-            {**raw, "room_id": room_id}
-            for raw in events
-            if isinstance(raw, Mapping) and (raw.get("type"), raw.get("state_key")) not in overwritten
-        ]
-        members = [change for change in map(parsing.member_change, located) if change is not None]
-        infos = [change for change in map(parsing.room_info_change, located) if change is not None]
+        if not room.state:
+            return
+        members, infos = room.asserted_state()
         if members or infos:
             # a store job in the room's position (jobs run in order): before this sync's events,
             # without holding them up
-            self.queue.submit(room_id, functools.partial(self._compare_asserted, room_id, members, infos))
+            self.queue.submit(room.room_id, functools.partial(self._compare_asserted, room.room_id, members, infos))
 
     def _compare_asserted(
-        self, room_id: str, members: list[MemberChange], infos: list[RoomInfoChange]
-    ) -> asyncio.Future[list[str]]:
+        self, room_id: RoomID, members: list[MemberChange], infos: list[RoomInfoChange]
+    ) -> asyncio.Future[list[EventID]]:
         future = self.store.contradicted(room_id, members, infos)
         future.add_done_callback(functools.partial(self._suspect_if_contradicted, room_id))
         return future
 
-    def _suspect_if_contradicted(self, room_id: str, done: asyncio.Future[list[str]]) -> None:
+    def _suspect_if_contradicted(self, room_id: RoomID, done: asyncio.Future[list[EventID]]) -> None:
         if done.cancelled():
             return
         error = done.exception()
@@ -433,65 +429,41 @@ class RoomStateService:
             )
             self.bursts.contradicted(room_id)
 
-    def _check_after_burst(self, room_id: str) -> None:
+    def _check_after_burst(self, room_id: RoomID) -> None:
         """A suspect room (a burst of changes, a contradicting sync) has settled: resync it
         (see bursts.py)."""
         self.sync_room(room_id, "the room may have forked; checking it against the server")
 
-    def _forget_left(self, room_id: str) -> asyncio.Future[Applied]:
+    def _forget_left(self, room_id: RoomID) -> asyncio.Future[Applied]:
         def forgotten(done: asyncio.Future[Applied]) -> None:
             if not done.cancelled() and done.exception() is None and done.result() is Applied.APPLIED:
                 self.log.info("The bot is no longer in %s; forgot the room", room_id)
 
-        future = self._applying(room_id, "", False, lambda: self.store.forget_room(room_id))
+        future = self._applying(room_id, lambda: self.store.forget_room(room_id))
         future.add_done_callback(forgotten)
         return future
 
-    def _contains_own_join(self, events: Iterable[Any]) -> bool:
-        """Whether the bot joined in these events (a join whose previous membership was not
-        join; without ``prev_content`` any join of the bot counts: a needless sync at worst)."""
-        for raw in events:
-            if isinstance(raw, Mapping) and raw.get("state_key") == self.bot_user_id:
-                member = parsing.member_from_state(raw)
-                unsigned = raw.get("unsigned")
-                previous = unsigned.get("prev_content") if isinstance(unsigned, Mapping) else None
-                was_joined = isinstance(previous, Mapping) and previous.get("membership") == JOIN
-                if member is not None and member.membership == JOIN and not was_joined:
-                    return True
-        return False
-
-    @staticmethod
-    def _state_event_ids(events: Iterable[Any]) -> Iterator[str]:
-        for raw in events:
-            if (
-                isinstance(raw, Mapping)
-                and raw.get("type") in HANDLED_STATE_TYPES
-                and isinstance(raw.get("state_key"), str)
-                and parsing.is_event_id(raw.get("event_id"))
-            ):
-                yield raw["event_id"]
-
-    async def _join_sync(self, room_id: str, cover: Cover) -> None:
+    async def _join_sync(self, room_id: RoomID, cover: Cover) -> None:
         self.log.info("Joined %s; syncing its members and info", room_id)
         outcome = await self._full_sync(room_id)
         cover.settle(outcome.ok and not outcome.forgotten)
 
     # ---- whole rooms ----------------------------------------------------------------------------
 
-    def sync_room(self, room_id: str, reason: str = "requested") -> asyncio.Future[SyncOutcome]:
+    def sync_room(self, room_id: RoomID, reason: str = "requested") -> asyncio.Future[SyncOutcome]:
         """Fetch the room's state and replace what the store has, atomically, in this position
         of the room's order. Never raises: failures are in the outcome (and queue a resync)."""
         self.log.debug("Syncing %s: %s", room_id, reason)
         return self.queue.run(room_id, lambda: self._full_sync(room_id))
 
-    async def _full_sync(self, room_id: str) -> SyncOutcome:
+    async def _full_sync(self, room_id: RoomID) -> SyncOutcome:
         try:
             return await self._fetch_and_replace(room_id)
         except Exception as error:  # a bug, or a failure nobody foresaw: still never lost
             self.log.exception("Syncing %s failed unexpectedly", room_id)
             return await self._sync_failed(room_id, f"unexpected error: {error}")
 
-    async def _fetch_and_replace(self, room_id: str) -> SyncOutcome:
+    async def _fetch_and_replace(self, room_id: RoomID) -> SyncOutcome:
         try:
             async with self.fetches:
                 fetched_at_ms = int(time.time() * 1000)
@@ -509,9 +481,9 @@ class RoomStateService:
             await self.store.forget_room(room_id)
             return SyncOutcome(room_id, forgotten=True)
         cover = self._covers.get(room_id)
-        claims = cover.event_ids if cover is not None and not cover.recorded else frozenset()
+        covered = cover.event_ids if cover is not None and not cover.recorded else frozenset()
         try:
-            diff = await self.store.replace_room(snapshot, tuple(claims), fetched_at_ms)
+            diff = await self.store.replace_room(snapshot, covered_events=tuple(covered), fetched_at_ms=fetched_at_ms)
             room = await self.store.room(room_id)
         except Exception as error:
             return await self._sync_failed(room_id, f"database error: {error}")
@@ -524,11 +496,11 @@ class RoomStateService:
             diff.added_count,
             diff.removed_count,
             diff.rows_written,
-            f"; it covers the {len(claims)} state events of the sync that joined it" if claims else "",
+            f"; it covers the {len(covered)} state events of the sync that joined it" if covered else "",
         )
         return SyncOutcome(room_id, diff=diff, room=room)
 
-    async def _sync_failed(self, room_id: str, error: str) -> SyncOutcome:
+    async def _sync_failed(self, room_id: RoomID, error: str) -> SyncOutcome:
         try:
             attempts = await self.store.resync_failed(room_id, error, self.repairer.backoff)
             self.log.warning("Could not sync %s (attempt %d): %s; will retry", room_id, attempts, error)
@@ -538,7 +510,7 @@ class RoomStateService:
         self.repairer.wake()
         return SyncOutcome(room_id, error=error)
 
-    def queue_resync(self, room_id: str, reason: str, error: str | None = None) -> None:
+    def queue_resync(self, room_id: RoomID, reason: str, error: str | None = None) -> None:
         """Put the room in the durable resync queue (remembered in memory if even that fails)."""
 
         def done(future: asyncio.Future[None]) -> None:
@@ -548,7 +520,7 @@ class RoomStateService:
 
         try:
             self.store.queue_resync(room_id, reason, error).add_done_callback(done)
-        except RuntimeError:  # the store is closed (shutting down): the next start reconciles
+        except StorageError:  # the store is closed (shutting down): the next start reconciles
             pass
 
     async def resync_all(self) -> ResyncReport:
@@ -594,144 +566,6 @@ class RoomStateService:
             len(known),
         )
 
-    # ---- queries --------------------------------------------------------------------------------
-
-    def check_rate(self, user_id: str) -> Verdict:
-        if self.config.is_admin(user_id):
-            return Verdict.ALLOW
-        return self.rate_limiter.check(user_id, self.config.rate_limit, self.config.rate_period_seconds)
-
-    async def rooms_for(self, asker: str) -> RoomsAnswer:
-        """The rooms ``asker`` may see (config ``visibility``; admins see all, and the rooms
-        waiting for a resync)."""
-        admin = self.config.is_admin(asker)
-        visibility = self.config.visibility
-        if visibility == "admins" and not admin:
-            return RoomsAnswer(refused=True)
-        rooms = await self.store.rooms()
-        limited = visibility == "shared" and not admin
-        if limited:
-            mine = {shared.room.room_id for shared in await self.store.rooms_of(asker)}
-            rooms = [room for room in rooms if room.room_id in mine]
-        waiting = tuple(await self.store.resync_queue()) if admin else ()
-        return RoomsAnswer(tuple(sorted(rooms, key=by_name)), only_rooms_of_asker=limited, waiting_for_resync=waiting)
-
-    async def whereis(self, user_id: str, asker: str, asked_in: str) -> WhereisAnswer:
-        """Rooms ``user_id`` shares with the bot, as far as ``asker`` may know. The name shown
-        is the one the user has in a room the asker may see (this one first), never one from a
-        room the asker is not in."""
-        admin = self.config.is_admin(asker)
-        visibility = self.config.visibility
-        if visibility == "admins" and not admin:
-            return WhereisAnswer(user_id, refused=True)
-        shared = await self.store.rooms_of(user_id)
-        limited = visibility == "shared" and not admin and user_id != asker
-        if limited:
-            mine = {s.room.room_id for s in await self.store.rooms_of(asker)}
-            shared = [s for s in shared if s.room.room_id in mine]
-        shared.sort(key=lambda s: (s.room.room_id != asked_in, by_name(s.room)))
-        name = next((s.displayname for s in shared if s.displayname), None)
-        rooms = tuple(sorted((s.room for s in shared), key=by_name))
-        return WhereisAnswer(user_id, name, rooms, only_rooms_of_asker=limited)
-
-    # ---- membership history ------------------------------------------------------------------
-
-    async def room(self, room_id: str) -> RoomInfo | None:
-        return await self.store.room(room_id)
-
-    def sees_every_room(self, asker: str) -> bool:
-        return self.config.is_admin(asker) or self.config.visibility == "everyone"
-
-    async def _visible_rooms(self, asker: str) -> frozenset[str] | None:
-        """The rooms whose history ``asker`` may see: None for all of them."""
-        if self.sees_every_room(asker):
-            return None
-        return frozenset(shared.room.room_id for shared in await self.store.rooms_of(asker))
-
-    def may_see_history(self, asker: str) -> bool:
-        return self.config.visibility != "admins" or self.config.is_admin(asker)
-
-    async def history_of(self, user_id: str, asker: str, count: int) -> HistoryAnswer:
-        """``user_id``'s transitions, newest first, in the rooms the asker may see (their own: all)."""
-        if not self.may_see_history(asker):
-            return HistoryAnswer(user_id, refused=True)
-        rooms = None if user_id == asker else await self._visible_rooms(asker)
-        entries = tuple(await self.store.user_history(user_id, count, rooms))
-        named = await self.store.rooms(only={e.room_id for e in entries}) if entries else []
-        return HistoryAnswer(
-            user_id,
-            entries,
-            tuple(named),
-            only_rooms_of_asker=rooms is not None,
-        )
-
-    async def joins(self, room_id: str, asker: str, seconds: int) -> RoomChanges:
-        """Who joined, left and was banned in the room in the last ``seconds``."""
-        room = await self.store.room(room_id) or RoomInfo(room_id)
-        if not self.may_see_history(asker):
-            return RoomChanges(room, seconds, refused=True)
-        rooms = await self._visible_rooms(asker)
-        if rooms is not None and room_id not in rooms:
-            return RoomChanges(room, seconds, refused=True)
-        found = await self.store.room_changes(room_id, time.time() - seconds, HISTORY_NAMES_SHOWN) or {}
-
-        def group(name: str) -> Group:
-            total, sample = found.get(name, (0, []))
-            return Group(total, tuple(sample))
-
-        return RoomChanges(
-            room, seconds, group("joined"), group("left"), found.get("kicked", (0, []))[0], group("banned")
-        )
-
-    async def waves(self, asker: str, seconds: int) -> tuple[Wave, ...] | None:
-        """Joins and leaves per room in the last ``seconds``, biggest first (admins only)."""
-        if not self.config.is_admin(asker):
-            return None
-        rooms = {room.room_id: room for room in await self.store.rooms()}
-        return tuple(
-            Wave(rooms.get(room_id) or RoomInfo(room_id), joined, left)
-            for room_id, joined, left in await self.store.waves(time.time() - seconds)
-        )
-
-    async def members_at(self, room_id: str, asker: str, at: int) -> MembersAt | None:
-        """The room's membership at ``at`` (Unix seconds) compared with now (None: refused)."""
-        if not self.may_see_history(asker):
-            return None
-        rooms = await self._visible_rooms(asker)
-        if rooms is not None and room_id not in rooms:
-            return None
-        return await self.store.members_at(room_id, at, HISTORY_NAMES_SHOWN) or MembersAt(
-            room_id, at, 0, 0, tracked=False
-        )
-
-    def may_resync_all(self, user_id: str) -> bool:
-        return self.config.is_admin(user_id)
-
-    async def may_resync(self, room_id: str, user_id: str) -> bool:
-        """Admins may always; others if their power level in the room is at least
-        ``resync_power_level`` (creators count as the spec says, also in room version 12)."""
-        if self.config.is_admin(user_id):
-            return True
-        required = self.config.resync_power_level
-        if required is None:
-            return False
-        try:
-            levels = await self.homeserver.state_content(room_id, "m.room.power_levels")
-            create = await self.homeserver.state_content(room_id, "m.room.create")
-        except HomeserverError as error:
-            self.log.warning("Could not read the power levels of %s: %s", room_id, error)
-            return False
-        room = await self.store.room(room_id)
-        version = (create or {}).get("room_version")
-        level = power.user_level(
-            user_id,
-            levels,
-            room.creator if room else None,
-            create,
-            version if isinstance(version, str) else "1",
-        )
-        return level >= required
-
     # ---- housekeeping ---------------------------------------------------------------------------
 
     async def delete_old_processed_events(self) -> int:
@@ -765,7 +599,6 @@ class RoomStateService:
             try:
                 await self.delete_old_processed_events()
                 await self.maintain_history()
-                self.rate_limiter.sweep()
                 self._covers.sweep()
                 self.bursts.sweep()
                 await self.store.sweep_caches(self.config.idle_seconds)

@@ -279,6 +279,30 @@ def tracked_rooms(txn: Transaction) -> list[int]:
     return [int(row[0]) for row in rows]
 
 
+def tracked_since(txn: Transaction, room_nid: int) -> int | None:
+    """The seq of the first checkpoint of the room's current tracked span (after its last "not
+    tracked" checkpoint), or None when the room is not tracked now."""
+    row = txn.execute(
+        "SELECT MIN(c.seq) FROM roomstate_history_checkpoints c WHERE c.room_nid = ? AND c.blocks IS NOT NULL"
+        " AND c.seq > COALESCE((SELECT MAX(n.seq) FROM roomstate_history_checkpoints n"
+        " WHERE n.room_nid = ? AND n.blocks IS NULL), -1)",
+        (room_nid, room_nid),
+    ).fetchone()
+    if row is None or row[0] is None:
+        return None
+    latest_checkpoint = latest(txn, room_nid)
+    return None if latest_checkpoint is None or latest_checkpoint[1] is None else int(row[0])
+
+
+def tracked_after(txn: Transaction, room_nid: int, seq: int) -> int | None:
+    """The seq of the room's first checkpoint with members after ``seq`` (tracking began again)."""
+    row = txn.execute(
+        "SELECT MIN(seq) FROM roomstate_history_checkpoints WHERE room_nid = ? AND seq > ? AND blocks IS NOT NULL",
+        (room_nid, seq),
+    ).fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
 def rooms_to_compact(txn: Transaction, cutoff: int) -> list[int]:
     """Rooms with history to forget at ``cutoff``: rows at or before it (found on the seq index),
     or more than one checkpoint at or before it, or only "not tracked" since before it."""

@@ -23,6 +23,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from mautrix.types import EventID, RoomID, UserID
+
 from ..models import HistoryEntry
 from . import checkpoints
 from .codes import CODES, MEMBERSHIP_OF
@@ -81,7 +83,7 @@ _HASH_EVENT_ID = re.compile(r"\$[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]")  # exactly
 _TO_STANDARD_BASE64 = bytes.maketrans(b"-_", b"+/")  # on bytes: str.translate is 7x slower here
 
 
-def pack_event_id(event_id: str) -> tuple[bytes | None, str | None]:
+def pack_event_id(event_id: EventID) -> tuple[bytes | None, str | None]:
     """An event ID as stored: the 32-byte hash of a room v4+ ID ("$" and 43 URL-safe base64
     characters) as bytes, any other ID as text."""
     if _HASH_EVENT_ID.fullmatch(event_id):
@@ -89,10 +91,10 @@ def pack_event_id(event_id: str) -> tuple[bytes | None, str | None]:
     return None, event_id
 
 
-def unpack_event_id(digest: bytes | None, text: str | None) -> str | None:
+def unpack_event_id(digest: bytes | None, text: str | None) -> EventID | None:
     if digest is None:
-        return text
-    return "$" + base64.urlsafe_b64encode(bytes(digest)).decode().rstrip("=")
+        return None if text is None else EventID(text)
+    return EventID("$" + base64.urlsafe_b64encode(bytes(digest)).decode().rstrip("="))
 
 
 _INSERT = (
@@ -126,7 +128,7 @@ class Recorder:
         displayname: str | None,
         sender_nid: int | None,
         reason: str | None,
-        event_id: str,
+        event_id: EventID,
         origin_ms: int | None,
     ) -> None:
         """Append one transition an event made (``displayname`` only when it changed, the sender
@@ -350,6 +352,29 @@ def user_rows(txn: Transaction, user_nid: int, limit: int, room_nids: Sequence[i
     return rows
 
 
+def last_row_per_room(txn: Transaction, user_nid: int) -> dict[int, int]:
+    """room_nid -> seq of the user's latest history row in it: the rows after the last user-index
+    batch from the seq index, the rest from the user index, one day at a time."""
+    indexed = _indexed_upto(txn)
+    found: dict[int, int] = {}
+    for room_nid, seq in txn.execute(
+        "SELECT room_nid, MAX(seq) FROM roomstate_history WHERE seq > ? AND user_nid = ? GROUP BY room_nid",
+        (indexed, user_nid),
+    ).fetchall():
+        found[int(room_nid)] = int(seq)
+    oldest = txn.execute("SELECT MIN(day) FROM roomstate_history_by_user").fetchone()[0]
+    if oldest is None:
+        return found
+    days = ", ".join(str(d) for d in range(int(oldest), indexed // DAY + 1))
+    for room_nid, seq in txn.execute(
+        f"SELECT room_nid, MAX(seq) FROM roomstate_history_by_user WHERE day IN ({days}) AND user_nid = ?"
+        " AND seq <= ? GROUP BY room_nid",
+        (user_nid, indexed),
+    ).fetchall():
+        found.setdefault(int(room_nid), int(seq))
+    return found
+
+
 _BAN, _LEAVE = CODES["ban"], CODES["leave"]
 CHANGE_GROUPS = {  # which rows count for each group of !joins
     "joined": f"h.membership = {_JOIN} AND h.previous <> {_JOIN}",
@@ -359,7 +384,7 @@ CHANGE_GROUPS = {  # which rows count for each group of !joins
 }
 
 
-def room_changes(txn: Transaction, room_nid: int, since: int, names: int) -> dict[str, tuple[int, list[str]]]:
+def room_changes(txn: Transaction, room_nid: int, since: int, names: int) -> dict[str, tuple[int, list[UserID]]]:
     """Per group of CHANGE_GROUPS: how many distinct users since seq ``since``, and the first
     ``names`` of their IDs."""
     counts = ", ".join(f"COUNT(DISTINCT CASE WHEN {where} THEN h.user_nid END)" for where in CHANGE_GROUPS.values())
@@ -368,7 +393,7 @@ def room_changes(txn: Transaction, room_nid: int, since: int, names: int) -> dic
     ).fetchone()
     found = {}
     for (group, where), total in zip(CHANGE_GROUPS.items(), totals, strict=True):
-        sample: list[str] = []
+        sample: list[UserID] = []
         if total:
             sample = [
                 row[0]
@@ -383,7 +408,7 @@ def room_changes(txn: Transaction, room_nid: int, since: int, names: int) -> dic
     return found
 
 
-def waves(txn: Transaction, since: int) -> list[tuple[str, int, int]]:
+def waves(txn: Transaction, since: int) -> list[tuple[RoomID, int, int]]:
     """(room_id, joins, leaves) per room since seq ``since``."""
     rows = txn.execute(
         f"SELECT r.room_id, SUM(CASE WHEN h.membership = {_JOIN} AND h.previous <> {_JOIN} THEN 1 ELSE 0 END),"

@@ -9,7 +9,9 @@ import itertools
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from ..models import INVITE, JOIN, HistoryEntry, MembersAt
+from mautrix.types import RoomID, UserID
+
+from ..models import INVITE, JOIN, HeldBefore, HistoryEntry, MembersAt
 from . import checkpoints, history
 from .codes import CODES
 from .threads import Transaction
@@ -36,7 +38,7 @@ class HistoryStore:
     # ---- reading --------------------------------------------------------------------------------
 
     def user_history(
-        self, user_id: str, limit: int, room_ids: frozenset[str] | None = None
+        self, user_id: UserID, limit: int, room_ids: frozenset[RoomID] | None = None
     ) -> asyncio.Future[list[HistoryEntry]]:
         """``user_id``'s transitions, newest first (only in ``room_ids``, if given)."""
 
@@ -49,13 +51,41 @@ class HistoryStore:
 
         return self._read(job)
 
+    def held_before_tracking(
+        self, user_id: UserID, room_ids: frozenset[RoomID] | None = None
+    ) -> asyncio.Future[list[HeldBefore]]:
+        """The memberships ``user_id`` holds now (in ``room_ids`` only, if given) that no history row
+        explains: they held them when the bot started tracking the room (its first checkpoint after
+        the last gap), newest tracking start first. Nothing for rooms not tracked now."""
+
+        def job(txn: Transaction) -> list[HeldBefore]:
+            user = txn.execute("SELECT user_nid FROM roomstate_users WHERE user_id = ?", (user_id,)).fetchone()
+            if user is None:
+                return []
+            user_nid = int(user[0])
+            last_rows = history.last_row_per_room(txn, user_nid)
+            held = []
+            for room_nid, room_id, membership in txn.execute(
+                "SELECT m.room_nid, r.room_id, m.membership FROM roomstate_memberships m"
+                " JOIN roomstate_rooms r ON r.room_nid = m.room_nid WHERE m.user_nid = ?",
+                (user_nid,),
+            ).fetchall():
+                if room_ids is not None and room_id not in room_ids:
+                    continue
+                since = checkpoints.tracked_since(txn, int(room_nid))
+                if since is not None and last_rows.get(int(room_nid), -1) < since:
+                    held.append(HeldBefore(room_id, membership, history.time_of(since)))
+            return sorted(held, key=lambda h: (-h.since, h.room_id))
+
+        return self._read(job)
+
     def room_changes(
-        self, room_id: str, since_s: float, names: int
-    ) -> asyncio.Future[dict[str, tuple[int, list[str]]] | None]:
+        self, room_id: RoomID, since_s: float, names: int
+    ) -> asyncio.Future[dict[str, tuple[int, list[UserID]]] | None]:
         """Who joined, left, was kicked and banned in the room since ``since_s`` (Unix seconds):
         per group, the distinct users and up to ``names`` of their IDs. None: an unknown room."""
 
-        def job(txn: Transaction) -> dict[str, tuple[int, list[str]]] | None:
+        def job(txn: Transaction) -> dict[str, tuple[int, list[UserID]]] | None:
             room = txn.execute("SELECT room_nid FROM roomstate_rooms WHERE room_id = ?", (room_id,)).fetchone()
             if room is None:
                 return None
@@ -63,16 +93,16 @@ class HistoryStore:
 
         return self._read(job)
 
-    def waves(self, since_s: float) -> asyncio.Future[list[tuple[str, int, int]]]:
+    def waves(self, since_s: float) -> asyncio.Future[list[tuple[RoomID, int, int]]]:
         """(room_id, joins, leaves) per room since ``since_s``, biggest first."""
 
-        def job(txn: Transaction) -> list[tuple[str, int, int]]:
+        def job(txn: Transaction) -> list[tuple[RoomID, int, int]]:
             waves = history.waves(txn, history.seq_at(since_s))
             return sorted((w for w in waves if w[1] or w[2]), key=lambda w: (-(w[1] + w[2]), w[0]))
 
         return self._read(job)
 
-    def members_at(self, room_id: str, at_s: float, names: int) -> asyncio.Future[MembersAt | None]:
+    def members_at(self, room_id: RoomID, at_s: float, names: int) -> asyncio.Future[MembersAt | None]:
         """The room's membership at ``at_s`` (Unix seconds) and who differs from now (up to
         ``names`` user IDs each way). None if the room was never known."""
 
@@ -85,7 +115,9 @@ class HistoryStore:
             decoded: dict[int, checkpoints.Members] = {}
             then = checkpoints.members_at(txn, room_nid, at, decoded=decoded)
             if then is None:
-                return MembersAt(room_id, int(at_s), 0, 0, tracked=False)
+                since = checkpoints.tracked_after(txn, room_nid, at)
+                tracked_since = None if since is None else history.time_of(since)
+                return MembersAt(room_id, int(at_s), 0, 0, tracked=False, tracked_since=tracked_since)
             now = checkpoints.members_at(txn, room_nid, 2**62, known=(at, then), decoded=decoded) or {}
             then_codes = bytes(then.values())
             then_joined, now_joined = _joined(then, then_codes), _joined(now, bytes(now.values()))
@@ -195,6 +227,6 @@ def _room_nids(txn: Transaction, room_ids: frozenset[str]) -> list[int]:
     return [int(row[0]) for row in rows]
 
 
-def _user_ids(txn: Transaction, nids: Sequence[int]) -> dict[int, str]:
+def _user_ids(txn: Transaction, nids: Sequence[int]) -> dict[int, UserID]:
     rows = txn.execute_in("SELECT user_nid, user_id FROM roomstate_users WHERE user_nid IN ({marks})", nids)
     return {int(nid): user_id for nid, user_id in rows}

@@ -16,16 +16,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar
 
+from mautrix.types import EventID, RoomID, UserID
 from sqlalchemy.engine import Engine
 
-from ..caches import IdleCache
 from ..models import (
     INVITE,
     JOIN,
     LEAVE,
+    ROOM_INFO_FIELDS,
     Applied,
     Member,
     MemberChange,
@@ -39,13 +40,12 @@ from ..models import (
 from . import checkpoints, history, migrations
 from .dialect import Dialect
 from .history_store import HistoryStore
+from .interner import Interner
 from .sync_write import replace_members
 from .threads import ReaderThread, Transaction, WriterThread
 
 T = TypeVar("T")
 
-CACHE_SIZE_ROOMS = 20_000
-CACHE_SIZE_USERS = 200_000
 CLEANUP_CHUNK = 2_000  # processed-event rows deleted per transaction
 
 
@@ -57,9 +57,20 @@ def _counts(membership: str | None) -> tuple[int, int]:
     return int(membership == JOIN), int(membership == INVITE)
 
 
-_ROOM_COLUMNS = """r.room_id, i.name, i.topic, i.canonical_alias, i.encrypted, i.creator, i.room_version,
-    i.replacement_room, i.joined_count, i.invited_count, i.updated_at, i.synced_at,
-    (q.room_nid IS NOT NULL) AS needs_resync"""
+# RoomInfo's columns, by name: the info fields events set (models.ROOM_INFO_FIELDS), then the
+# counts and times the store keeps
+_STORED_FIELDS = ("joined_count", "invited_count", "updated_at", "synced_at")
+_ROOM_COLUMNS = ", ".join(
+    ["r.room_id", *(f"i.{name}" for name in (*ROOM_INFO_FIELDS, *_STORED_FIELDS)), "(q.room_nid IS NOT NULL)"]
+)
+_ROOM_FIELDS = ("room_id", *ROOM_INFO_FIELDS, *_STORED_FIELDS, "needs_resync")
+# a full sync's upsert of every stored column (synced_at: now)
+_UPSERTED_FIELDS = (*ROOM_INFO_FIELDS, *_STORED_FIELDS)
+_UPSERT_ROOM_INFO = (
+    f"INSERT INTO roomstate_room_info (room_nid, {', '.join(_UPSERTED_FIELDS)})"
+    f" VALUES (?, {', '.join('?' for _ in _UPSERTED_FIELDS)}) ON CONFLICT (room_nid) DO UPDATE SET "
+    + ", ".join(f"{name} = excluded.{name}" for name in _UPSERTED_FIELDS)
+)
 _ROOMS_FROM = """roomstate_room_info i
 JOIN roomstate_rooms r ON r.room_nid = i.room_nid
 LEFT JOIN roomstate_resync_queue q ON q.room_nid = i.room_nid"""
@@ -79,90 +90,13 @@ def _any_differs(dialect: Dialect, fields: Sequence[str]) -> str:
 
 
 def _room_from_row(row: Sequence[Any]) -> RoomInfo:
-    return RoomInfo(
-        room_id=row[0],
-        name=row[1],
-        topic=row[2],
-        canonical_alias=row[3],
-        encrypted=bool(row[4]),
-        creator=row[5],
-        room_version=row[6],
-        replacement_room=row[7],
-        joined_count=int(row[8]),
-        invited_count=int(row[9]),
-        updated_at=int(row[10]),
-        synced_at=int(row[11]),
-        needs_resync=bool(row[12]),
-    )
-
-
-class Interner:
-    """Matrix ID -> numeric ID, for rooms and users; writer thread only. Cached entries are only
-    ever rows that have committed, and nids are never deleted or reused, so they never go stale."""
-
-    def __init__(self, idle_seconds: float) -> None:
-        self.rooms: IdleCache[str, int] = IdleCache(CACHE_SIZE_ROOMS, idle_seconds)
-        self.users: IdleCache[str, int] = IdleCache(CACHE_SIZE_USERS, idle_seconds)
-
-    def room(self, txn: Transaction, room_id: str, create: bool = True) -> int | None:
-        nid = self.rooms.get(room_id)
-        if nid is not None:
-            return nid
-        row = txn.execute("SELECT room_nid FROM roomstate_rooms WHERE room_id = ?", (room_id,)).fetchone()
-        if row is not None:
-            nid = int(row[0])
-        elif create:
-            nid = txn.dialect.insert_returning_id(
-                txn.cur, txn.dialect.sql("INSERT INTO roomstate_rooms (room_id) VALUES (?)"), (room_id,), "room_nid"
-            )
-        else:
-            return None
-        found = nid
-        txn.after_commit(lambda: self.rooms.put(room_id, found))
-        return nid
-
-    def user(self, txn: Transaction, user_id: str) -> int:
-        nid = self.users.get(user_id)
-        if nid is not None:
-            return nid
-        if txn.dialect.is_sqlite:  # insert first: one statement for a new user
-            txn.execute("INSERT INTO roomstate_users (user_id) VALUES (?) ON CONFLICT DO NOTHING", (user_id,))
-            if txn.cur.rowcount == 1:
-                nid = int(txn.cur.lastrowid)
-        if nid is None:  # PostgreSQL looks up first: a conflicting insert would still use up a serial
-            row = txn.execute("SELECT user_nid FROM roomstate_users WHERE user_id = ?", (user_id,)).fetchone()
-            if row is not None:
-                nid = int(row[0])
-            else:
-                nid = txn.dialect.insert_returning_id(
-                    txn.cur, txn.dialect.sql("INSERT INTO roomstate_users (user_id) VALUES (?)"), (user_id,), "user_nid"
-                )
-        found = nid
-        txn.after_commit(lambda: self.users.put(user_id, found))
-        return nid
-
-    def known_users(self, txn: Transaction, user_ids: Iterable[str]) -> dict[str, int]:
-        """The nids of users already stored (from the cache, the rest in batched lookups)."""
-        found: dict[str, int] = {}
-        missing: list[str] = []
-        for user_id in user_ids:
-            nid = self.users.get(user_id)
-            if nid is None:
-                missing.append(user_id)
-            else:
-                found[user_id] = nid
-        found.update(
-            (str(user_id), int(nid))
-            for user_id, nid in txn.execute_in(
-                "SELECT user_id, user_nid FROM roomstate_users WHERE user_id IN ({marks})", missing
-            )
-        )
-        return found
-
-    def sweep(self, idle_seconds: float) -> None:
-        for cache in (self.rooms, self.users):
-            cache.idle_seconds = idle_seconds
-            cache.sweep()
+    """A row of ``_ROOM_COLUMNS`` (and possibly more columns after them) as a RoomInfo."""
+    fields = dict(zip(_ROOM_FIELDS, row, strict=False))
+    for name in ("encrypted", "needs_resync"):
+        fields[name] = bool(fields[name])
+    for name in _STORED_FIELDS:
+        fields[name] = int(fields[name])
+    return RoomInfo(**fields)
 
 
 # ---- write jobs (run on the writer thread) ---------------------------------------------------
@@ -175,7 +109,7 @@ _TRACKED_AND_MEMBER = (
 )
 
 
-def _claim(txn: Transaction, room_nid: int, event_id: str, ts: int) -> bool:
+def _claim(txn: Transaction, room_nid: int, event_id: EventID, ts: int) -> bool:
     """Record an event as processed; False if it already was (one atomic INSERT)."""
     txn.execute(
         "INSERT INTO roomstate_processed_events (room_nid, event_id, processed_ts) VALUES (?, ?, ?)"
@@ -298,7 +232,7 @@ class RoomStore(HistoryStore):
 
     # ---- processed events (dedup) -----------------------------------------------------------
 
-    def claim(self, room_id: str, event_id: str) -> asyncio.Future[bool]:
+    def claim_event(self, room_id: RoomID, event_id: EventID) -> asyncio.Future[bool]:
         """Record the event as processed; resolves False if it already was. Atomic: of two
         racing claims exactly one wins."""
         ts = now_ms()
@@ -310,7 +244,7 @@ class RoomStore(HistoryStore):
 
         return self._write(job, single_statement=room_id in self.interner.rooms)
 
-    def release(self, room_id: str, event_id: str) -> asyncio.Future[None]:
+    def release_event(self, room_id: RoomID, event_id: EventID) -> asyncio.Future[None]:
         """Forget a claim, so that a later delivery of the event is processed again."""
 
         def job(txn: Transaction) -> None:
@@ -357,9 +291,11 @@ class RoomStore(HistoryStore):
 
     # ---- state changes ----------------------------------------------------------------------
 
-    def apply_member(self, change: MemberChange, claim: bool, queue_if_untracked: bool) -> asyncio.Future[Applied]:
+    def apply_member(
+        self, change: MemberChange, *, record_claim: bool, queue_if_untracked: bool
+    ) -> asyncio.Future[Applied]:
         """Store one member's new membership (a ``leave`` deletes the row), keeping the room's
-        counts in step. With ``claim``, the event is claimed in the same transaction and a
+        counts in step. With ``record_claim``, the event is claimed in the same transaction and a
         duplicate changes nothing. In an untracked room nothing is stored; with
         ``queue_if_untracked`` the room goes into the resync queue (in the same transaction)."""
         now = now_ms()
@@ -368,7 +304,7 @@ class RoomStore(HistoryStore):
         def job(txn: Transaction) -> Applied:
             room_nid = self.interner.room(txn, change.room_id)
             assert room_nid is not None
-            if claim and not _claim(txn, room_nid, change.event_id, now):
+            if record_claim and not _claim(txn, room_nid, change.event_id, now):
                 return Applied.DUPLICATE
             user_nid = self.interner.user(txn, member.user_id)
             row = txn.execute(_TRACKED_AND_MEMBER, (user_nid, room_nid)).fetchone()
@@ -420,7 +356,9 @@ class RoomStore(HistoryStore):
 
         return self._write(job)
 
-    def apply_room_info(self, change: RoomInfoChange, claim: bool, queue_if_untracked: bool) -> asyncio.Future[Applied]:
+    def apply_room_info(
+        self, change: RoomInfoChange, *, record_claim: bool, queue_if_untracked: bool
+    ) -> asyncio.Future[Applied]:
         """Set some RoomInfo fields of a tracked room (same claim/untracked rules as
         ``apply_member``)."""
         now = now_ms()
@@ -432,7 +370,7 @@ class RoomStore(HistoryStore):
         def job(txn: Transaction) -> Applied:
             room_nid = self.interner.room(txn, change.room_id)
             assert room_nid is not None
-            if claim and not _claim(txn, room_nid, change.event_id, now):
+            if record_claim and not _claim(txn, room_nid, change.event_id, now):
                 return Applied.DUPLICATE
             if not _is_tracked(txn, room_nid):
                 if queue_if_untracked:
@@ -447,10 +385,10 @@ class RoomStore(HistoryStore):
         return self._write(job)
 
     def replace_room(
-        self, snapshot: RoomSnapshot, claims: Sequence[str] = (), fetched_at_ms: int | None = None
+        self, snapshot: RoomSnapshot, *, covered_events: Sequence[EventID] = (), fetched_at_ms: int | None = None
     ) -> asyncio.Future[MemberDiff]:
         """Replace a room's info and member list with ``snapshot`` in one transaction, writing
-        only the rows that differ; record ``claims`` (event IDs the snapshot covers) as processed
+        only the rows that differ; record ``covered_events`` (events the snapshot covers) as processed
         and take the room out of the resync queue, in the same transaction, unless a resync was
         asked for after ``fetched_at_ms`` (when the snapshot was requested): that one still runs."""
         now = now_ms()
@@ -472,49 +410,28 @@ class RoomStore(HistoryStore):
                     self.recorder.checkpoint(txn, room_nid, written.rows)
                 else:
                     self._record_resync(txn, room_nid, written.changes)
-            txn.execute(
-                "INSERT INTO roomstate_room_info (room_nid, name, topic, canonical_alias, encrypted, creator,"
-                " room_version, replacement_room, updated_at, joined_count, invited_count, synced_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (room_nid) DO UPDATE SET"
-                " name = excluded.name, topic = excluded.topic, canonical_alias = excluded.canonical_alias,"
-                " encrypted = excluded.encrypted, creator = excluded.creator, room_version = excluded.room_version,"
-                " replacement_room = excluded.replacement_room, updated_at = excluded.updated_at,"
-                " joined_count = excluded.joined_count, invited_count = excluded.invited_count,"
-                " synced_at = excluded.synced_at",
-                (
-                    room_nid,
-                    info.name,
-                    info.topic,
-                    info.canonical_alias,
-                    bool(info.encrypted),
-                    info.creator,
-                    info.room_version,
-                    info.replacement_room,
-                    now,
-                    joined,
-                    invited,
-                    now,
-                ),
-            )
+            values = {name: getattr(info, name) for name in ROOM_INFO_FIELDS}
+            values.update(encrypted=bool(info.encrypted), updated_at=now, joined_count=joined, invited_count=invited)
+            txn.execute(_UPSERT_ROOM_INFO, (room_nid, *(values.get(name, now) for name in _UPSERTED_FIELDS)))
             txn.execute(
                 "DELETE FROM roomstate_resync_queue WHERE room_nid = ? AND queued_at <= ?",
                 (room_nid, now if fetched_at_ms is None else fetched_at_ms),
             )
-            _claim_many(txn, room_nid, claims, now)
+            _claim_many(txn, room_nid, covered_events, now)
             return diff
 
         return self._write(job)
 
-    def forget_room(self, room_id: str, claim: str | None = None) -> asyncio.Future[Applied]:
+    def forget_room(self, room_id: RoomID, *, because_of: EventID | None = None) -> asyncio.Future[Applied]:
         """Delete a room's info and members (not its nid nor its processed events), claiming
-        event ``claim`` in the same transaction (a duplicate changes nothing)."""
+        the event it happens ``because_of`` in the same transaction (a duplicate changes nothing)."""
         now = now_ms()
 
         def job(txn: Transaction) -> Applied:
-            room_nid = self.interner.room(txn, room_id, create=claim is not None)
+            room_nid = self.interner.room(txn, room_id, create=because_of is not None)
             if room_nid is None:
                 return Applied.UNCHANGED
-            if claim is not None and not _claim(txn, room_nid, claim, now):
+            if because_of is not None and not _claim(txn, room_nid, because_of, now):
                 return Applied.DUPLICATE
             if not _delete_room_state(txn, room_nid):
                 return Applied.UNCHANGED
@@ -530,31 +447,24 @@ class RoomStore(HistoryStore):
         if self.recorder.is_row_insert(sql):
             checkpoints.stop(txn, int(params[0]), int(params[1]))
 
-    def _record_resync(self, txn: Transaction, room_nid: int, changes: list[tuple[str, str, str, str | None]]) -> None:
+    def _record_resync(
+        self, txn: Transaction, room_nid: int, changes: list[tuple[UserID, str, str, str | None]]
+    ) -> None:
         """History rows for the differences a full sync found (no event: a resync marker)."""
         nids = self.interner.known_users(txn, (user_id for user_id, *_ in changes))
         self.recorder.record_resync(
             txn, room_nid, [(nids[user_id], before, after, name) for user_id, before, after, name in changes]
         )
 
-    def is_tracked(self, room_id: str) -> asyncio.Future[bool]:
-        """Whether the room is tracked, after every write queued before this call."""
-
-        def job(txn: Transaction) -> bool:
-            room_nid = self.interner.room(txn, room_id, create=False)
-            return room_nid is not None and _is_tracked(txn, room_nid)
-
-        return self._write(job)
-
     def contradicted(
-        self, room_id: str, members: Sequence[MemberChange], infos: Sequence[RoomInfoChange]
-    ) -> asyncio.Future[list[str]]:
+        self, room_id: RoomID, members: Sequence[MemberChange], infos: Sequence[RoomInfoChange]
+    ) -> asyncio.Future[list[EventID]]:
         """Of these state events, which a sync's ``state`` section says are the room's state
         now, the ones processed before whose content is not what is stored (after every write
         queued before this call). Such an event will not be applied again (it is a duplicate),
         so the stored state stays wrong unless the room is resynced. Nothing for an untracked room."""
 
-        def job(txn: Transaction) -> list[str]:
+        def job(txn: Transaction) -> list[EventID]:
             room_nid = self.interner.room(txn, room_id, create=False)
             if room_nid is None or not _is_tracked(txn, room_nid):
                 return []
@@ -576,7 +486,7 @@ class RoomStore(HistoryStore):
                     (room_nid,),
                 )
             }
-            stale: list[str] = []
+            stale: list[EventID] = []
             for change in asserted:
                 member = change.member
                 expected = None if member.membership == LEAVE else (member.membership, member.displayname)
@@ -598,7 +508,7 @@ class RoomStore(HistoryStore):
     # ---- the durable resync queue -----------------------------------------------------------
 
     def queue_resync(
-        self, room_id: str, reason: str, error: str | None = None, due_ms: int | None = None
+        self, room_id: RoomID, reason: str, error: str | None = None, due_ms: int | None = None
     ) -> asyncio.Future[None]:
         """Mark the room as needing a full sync (kept across restarts until a sync succeeds)."""
         now = now_ms()
@@ -610,7 +520,7 @@ class RoomStore(HistoryStore):
 
         return self._write(job)
 
-    def resync_failed(self, room_id: str, error: str, backoff: Callable[[int], float]) -> asyncio.Future[int]:
+    def resync_failed(self, room_id: RoomID, error: str, backoff: Callable[[int], float]) -> asyncio.Future[int]:
         """Count a failed resync attempt and schedule the next one ``backoff(attempts)`` seconds
         from now. Resolves to the number of attempts so far."""
         now = now_ms()
@@ -664,7 +574,7 @@ class RoomStore(HistoryStore):
 
     # ---- reads ------------------------------------------------------------------------------
 
-    def rooms(self, only: Collection[str] | None = None) -> asyncio.Future[list[RoomInfo]]:
+    def rooms(self, only: Collection[RoomID] | None = None) -> asyncio.Future[list[RoomInfo]]:
         """Every room the bot is joined to (as far as the store knows), with member counts; or
         those of them among the room IDs ``only``."""
 
@@ -678,14 +588,14 @@ class RoomStore(HistoryStore):
 
         return self._read(job)
 
-    def room(self, room_id: str) -> asyncio.Future[RoomInfo | None]:
+    def room(self, room_id: RoomID) -> asyncio.Future[RoomInfo | None]:
         def job(txn: Transaction) -> RoomInfo | None:
             row = txn.execute(f"SELECT {_ROOM_COLUMNS} FROM {_ROOMS_FROM} WHERE r.room_id = ?", (room_id,)).fetchone()
             return None if row is None else _room_from_row(row)
 
         return self._read(job)
 
-    def rooms_of(self, user_id: str, membership: str = JOIN) -> asyncio.Future[list[SharedRoom]]:
+    def rooms_of(self, user_id: UserID, membership: str = JOIN) -> asyncio.Future[list[SharedRoom]]:
         """Tracked rooms in which ``user_id`` has ``membership``, with their display name there."""
 
         def job(txn: Transaction) -> list[SharedRoom]:
@@ -698,11 +608,11 @@ class RoomStore(HistoryStore):
                 " WHERE u.user_id = ?",
                 (membership, user_id),
             ).fetchall()
-            return [SharedRoom(_room_from_row(row), row[13]) for row in rows]
+            return [SharedRoom(_room_from_row(row), row[len(_ROOM_FIELDS)]) for row in rows]
 
         return self._read(job)
 
-    def members(self, room_id: str) -> asyncio.Future[list[Member]]:
+    def members(self, room_id: RoomID) -> asyncio.Future[list[Member]]:
         """A tracked room's members (every stored membership), sorted by user ID."""
 
         def job(txn: Transaction) -> list[Member]:

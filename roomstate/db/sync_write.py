@@ -17,14 +17,14 @@ import itertools
 import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from mautrix.types import RoomID, UserID
 
 from ..models import INVITE, JOIN, LEAVE, NAMES_SAMPLED, Member, MemberDiff
 from .checkpoints import ROW_SQL
+from .interner import Interner
 from .threads import Transaction
-
-if TYPE_CHECKING:
-    from .store import Interner
 
 STAGED = "roomstate_staged_members"
 STAGED_COLUMNS = {
@@ -97,7 +97,7 @@ class Written:
     diff: MemberDiff
     joined: int
     invited: int
-    changes: list[tuple[str, str, str, str | None]] = field(default_factory=list)
+    changes: list[tuple[UserID, str, str, str | None]] = field(default_factory=list)
     all: bool = False  # the room was not tracked: everything was inserted (a first sync)
     rows: list[tuple[int, int, bool]] | None = None  # with ``all``: the checkpoint rows, if returned
 
@@ -106,7 +106,7 @@ def replace_members(
     txn: Transaction,
     interner: Interner,
     room_nid: int,
-    room_id: str,
+    room_id: RoomID,
     members: Sequence[Member],
     counts: tuple[int, int] | None,
     want_rows: bool = False,
@@ -121,7 +121,7 @@ def replace_members(
 
 
 def _insert_all(
-    txn: Transaction, room_nid: int, room_id: str, members: Sequence[Member], was_known: bool, want_rows: bool
+    txn: Transaction, room_nid: int, room_id: RoomID, members: Sequence[Member], was_known: bool, want_rows: bool
 ) -> Written:
     joined, invited = _counts(members)
     rows: list[tuple[int, int, bool]] | None = []
@@ -140,7 +140,7 @@ def _insert_all(
     return Written(diff, joined, invited, changes)
 
 
-def _stored(txn: Transaction, room_nid: int) -> Iterable[tuple[str, str, str | None]] | None:
+def _stored(txn: Transaction, room_nid: int) -> Iterable[tuple[UserID, str, str | None]] | None:
     """The room's stored memberships as (user_id, membership, displayname) triples, read as
     three aggregated columns (one string or array each, not one Python tuple per row); None if
     there are none. A display name may be None or ``NO_NAME``, both meaning none."""
@@ -171,16 +171,16 @@ def _write_differences(
     txn: Transaction,
     interner: Interner,
     room_nid: int,
-    room_id: str,
+    room_id: RoomID,
     members: Sequence[Member],
-    stored: Iterable[tuple[str, str, str | None]],
+    stored: Iterable[tuple[UserID, str, str | None]],
     counts: tuple[int, int],
 ) -> Written:
     incoming = dict(zip(map(_USER_ID, members), members, strict=True))
     changed: list[Member] = []
-    gone: list[str] = []
-    was: dict[str, str] = {}  # user -> stored membership, for the rows that differ
-    renamed: set[str] = set()
+    gone: list[UserID] = []
+    was: dict[UserID, str] = {}  # user -> stored membership, for the rows that differ
+    renamed: set[UserID] = set()
     take = incoming.pop
     for user_id, membership, name in stored:
         member = take(user_id, None)
@@ -226,7 +226,7 @@ def _write_differences(
         rows_written=len(changed) + len(gone),
         was_known=True,
     )
-    changes: list[tuple[str, str, str, str | None]] = [
+    changes: list[tuple[UserID, str, str, str | None]] = [
         (m.user_id, was.get(m.user_id, LEAVE), m.membership, (m.displayname or "") if m.user_id in renamed else None)
         for m in changed
     ]
@@ -234,7 +234,7 @@ def _write_differences(
     return Written(diff, counts[0] + len(added) - len(removed), counts[1] + invited_delta, changes)
 
 
-def _delete_members(txn: Transaction, room_nid: int, user_ids: list[str]) -> None:
+def _delete_members(txn: Transaction, room_nid: int, user_ids: list[UserID]) -> None:
     if txn.dialect.is_sqlite or len(user_ids) <= SMALL_WRITE:
         txn.cur.executemany(
             txn.dialect.sql(

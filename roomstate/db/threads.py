@@ -29,6 +29,12 @@ log = logging.getLogger("roomstate.db")
 MAX_BATCH = 1000  # jobs per group commit
 IN_CHUNK = 500  # values per IN (...) list
 
+
+class StorageError(Exception):
+    """The database failed a job (disk full, I/O error, read-only file, lost connection, ...) or is
+    closed. ``__cause__`` holds the driver's own error."""
+
+
 # Called (in the same transaction) for a deferred row the database refused: (txn, sql, params).
 RefusedRowHandler = Callable[["Transaction", str, "tuple[Any, ...]"], None]
 
@@ -142,9 +148,10 @@ class _DatabaseThread:
         self._thread.start()
 
     def submit(self, work: Callable[[Transaction], T], single_statement: bool = False) -> asyncio.Future[T]:
-        """Queue ``work`` now (FIFO); the future resolves on the loop with its result."""
+        """Queue ``work`` now (FIFO); the future resolves on the loop with its result, or fails
+        with StorageError."""
         if self._closed:
-            raise RuntimeError("the roomstate database is closed")
+            raise StorageError("the roomstate database is closed")
         future: asyncio.Future[T] = self.loop.create_future()
         self.pending += 1
         self._queue.put(_Job(work, future, single_statement))
@@ -153,7 +160,7 @@ class _DatabaseThread:
     def submit_raw(self, work: Callable[[Any], T]) -> asyncio.Future[T]:
         """Queue ``work(connection)``, run alone and outside any transaction (migrations)."""
         if self._closed:
-            raise RuntimeError("the roomstate database is closed")
+            raise StorageError("the roomstate database is closed")
         future: asyncio.Future[T] = self.loop.create_future()
         self.pending += 1
         self._queue.put(_Job(work, future, raw=True))
@@ -245,7 +252,7 @@ class _DatabaseThread:
             if job.future.done():  # cancelled by its caller
                 continue
             if job.error is not None:
-                job.future.set_exception(job.error)
+                job.future.set_exception(_storage_error(job.error))
             else:
                 job.future.set_result(job.result)
 
@@ -350,3 +357,13 @@ class ReaderThread(_DatabaseThread):
                 job.error = error
                 self._drop_broken_connection()
         self._deliver(batch)
+
+
+def _storage_error(error: BaseException) -> BaseException:
+    """A job's failure as the store's callers see it: the database's errors become StorageError
+    (a bug in a job, such as an AssertionError or a TypeError, stays what it is)."""
+    if isinstance(error, (StorageError, AssertionError, TypeError, KeyError, AttributeError, NameError)):
+        return error
+    wrapped = StorageError(str(error) or type(error).__name__)
+    wrapped.__cause__ = error
+    return wrapped
