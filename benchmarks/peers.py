@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import queue
 import sqlite3
 import threading
@@ -313,9 +312,3 @@ class RawSqlite:
 def _settle(results: list[tuple[asyncio.Future[bool], bool]]) -> None:
     for future, value in results:
         future.set_result(value)
-
-
-def remove_sqlite(path: str) -> None:
-    for suffix in ("", "-wal", "-shm"):
-        if os.path.exists(path + suffix):
-            os.remove(path + suffix)
