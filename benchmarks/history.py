@@ -10,16 +10,14 @@ import random
 import sqlite3
 import time
 from collections.abc import Awaitable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from roomstate.db import history
 from tests.helpers import ADMIN  # the config's admin: sees every room
 
 from . import data
+from .common import Report, Workdir, interleaved, median, ms, percentile
 from .peers import Roomstate, sqlite_bytes
-
-if TYPE_CHECKING:
-    from .bench import Report, Workdir
 
 HISTORY_TABLES = ("roomstate_history", "roomstate_history_by_user", "roomstate_history_progress")
 CHECKPOINT_TABLES = ("roomstate_history_checkpoints", "roomstate_history_blocks")
@@ -46,8 +44,6 @@ async def _feed(system: Roomstate, events: list[dict[str, Any]]) -> float:
 
 
 async def write_cost(report: Report, work: Workdir, count: int, reps: int, room_size: int) -> None:
-    from .bench import interleaved, median, ms
-
     systems = [
         Roomstate(f"sqlite:///{work.sqlite('history-on')}", "with history"),
         Roomstate(f"sqlite:///{work.sqlite('history-off')}", "without", {"history.retention_days": 0}),
@@ -143,8 +139,6 @@ async def size(report: Report, work: Workdir, count: int, room_size: int) -> Non
 
 async def members_at(report: Report, work: Workdir, room_size: int, rows: int, probes: int) -> None:
     """!members at <random time> in a big room with a long history."""
-    from .bench import median, ms
-
     system = Roomstate(f"sqlite:///{work.sqlite('history-at')}")
     start = time.time() - rows  # one row a second, ending now
     system.store.recorder = history.Recorder(now=TickingClock(start, 1.0))
@@ -198,8 +192,6 @@ def _synthetic_rows(rooms: list[int], sizes: list[int], users: int, days: int) -
 
 async def lookups(report: Report, work: Workdir, rows: int, rooms: int, users: int, probes: int) -> None:
     """!history @user and !joins 1h on a big history (built directly in SQL: months of rows)."""
-    from .bench import median, ms, percentile
-
     path = work.sqlite("history-lookups")
     system = Roomstate(f"sqlite:///{path}")
     await system.open()
@@ -287,8 +279,6 @@ async def run(report: Report, work: Workdir, quick: bool, reps: int) -> None:
 
 
 async def main() -> None:  # pragma: no cover - python -m benchmarks.history
-    from .bench import Report, Workdir
-
     await run(Report(), Workdir(), quick=True, reps=3)
 
 
