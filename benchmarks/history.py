@@ -157,7 +157,7 @@ async def members_at(report: Report, work: Workdir, room_size: int, rows: int, p
         at = rng.uniform(start, start + rows)
         gc.collect()
         begun = time.perf_counter()
-        answer = await system.service.members_at(room, ADMIN, int(at))
+        answer = await system.queries.members_at(room, asker=ADMIN, at=int(at))
         times.append(time.perf_counter() - begun)
         assert answer is not None and answer.tracked
     await system.close()
@@ -235,7 +235,7 @@ async def lookups(report: Report, work: Workdir, rows: int, rooms: int, users: i
     system = Roomstate(f"sqlite:///{path}")
     await system.open()
     rng = random.Random(7)
-    service = system.service
+    queries = system.queries
 
     async def timed(answer: Awaitable[Any]) -> float:
         begun = time.perf_counter()
@@ -248,9 +248,9 @@ async def lookups(report: Report, work: Workdir, rows: int, rooms: int, users: i
     def some_room() -> str:
         return f"!h{rng.randrange(1, rooms + 1)}:bench.example"
 
-    history_times = [await timed(service.history_of(some_user(), ADMIN, 10)) for _ in range(probes)]
-    joins_times = [await timed(service.joins(some_room(), ADMIN, 3600)) for _ in range(probes)]
-    waves_times = [await timed(service.waves(ADMIN, 3600)) for _ in range(max(5, probes // 20))]
+    history_times = [await timed(queries.history_of(some_user(), asker=ADMIN, count=10)) for _ in range(probes)]
+    joins_times = [await timed(queries.joins(some_room(), asker=ADMIN, seconds=3600)) for _ in range(probes)]
+    waves_times = [await timed(queries.waves(asker=ADMIN, seconds=3600)) for _ in range(max(5, probes // 20))]
     await system.close()
     scale = f"{rows / 1e6:.0f}M history rows"
     for label, values in (

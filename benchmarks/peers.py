@@ -24,6 +24,7 @@ from roomstate.db import RoomStore, schema
 from roomstate.db.dialect import Dialect
 from roomstate.dedup import EventClaim
 from roomstate.homeserver import HomeserverError
+from roomstate.queries import RoomQueries
 from roomstate.service import RoomStateService
 
 from .data import Member
@@ -83,16 +84,13 @@ class Roomstate:
         self.store = RoomStore(self.engine)
         from tests.helpers import make_config  # the plugin's base config, as the tests build it
 
-        self.service = RoomStateService(
-            self.store,
-            _NoHomeserver(),
-            BOT,
-            make_config(config),
-            SERVICE_LOG,  # type: ignore[arg-type]
-        )
+        settings = make_config(config)
+        homeserver: Any = _NoHomeserver()
+        self.service = RoomStateService(self.store, homeserver, BOT, settings, SERVICE_LOG)
+        self.queries = RoomQueries(self.store, homeserver, settings)
 
     async def open(self) -> None:
-        await self.store.open()
+        await self.service.open_soon()
 
     async def close(self) -> None:
         # What the plugin does at shutdown: stop the service's timers (a suspect room's check
@@ -131,7 +129,7 @@ class Roomstate:
         return len(await self.store.rooms())
 
     async def claim(self, room_id: str, event_id: str) -> bool:
-        return await self.store.claim(room_id, event_id)
+        return await self.store.claim_event(room_id, event_id)
 
     def membership_bytes(self) -> int:
         path = self.url.removeprefix("sqlite:///")

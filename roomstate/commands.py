@@ -253,7 +253,7 @@ COMMANDS: dict[str, Command] = {
         Command(
             "resync",
             "[all]",
-            "fetch this room's members and info again (all: every room)",
+            "fetch this room's members and info again (all: every room, admins)",
             _resync_who,
             ChatCommands.resync,
         ),

@@ -164,6 +164,12 @@ def reply(header: Text | str, items: Sequence[Text] = (), footer: Text | str | N
 # ---- rooms ------------------------------------------------------------------------------------
 
 
+def room_name(room: RoomInfo) -> Text:
+    """The room's name (someone else's text), else its canonical alias or its ID (validated IDs:
+    shown as they are, copyable)."""
+    return name(room.name) if room.name else code(room.canonical_alias or room.room_id)
+
+
 def room_line(room: RoomInfo) -> Text:
     parts = [plural(room.joined_count, "member")]
     if room.invited_count:
@@ -172,7 +178,7 @@ def room_line(room: RoomInfo) -> Text:
         parts.append("encrypted")
     if room.needs_resync:
         parts.append("waiting for a resync")
-    line = name(room.display_name) + f" ({', '.join(parts)}) " + code(room.room_id)
+    line = room_name(room) + f" ({', '.join(parts)}) " + code(room.room_id)
     if room.replacement_room:
         line = line + ", upgraded to " + code(room.replacement_room)
     return line
@@ -282,7 +288,7 @@ def resync_room(outcome: SyncOutcome) -> Reply:
     room = outcome.room
     return reply(
         "Resynced "
-        + name(room.display_name)
+        + room_name(room)
         + ": "
         + diff_summary(outcome.diff)
         + f"; now {plural(room.joined_count, 'member')}."
@@ -389,7 +395,7 @@ def history(answer: HistoryAnswer) -> Reply:
 
 def _room_name(room_id: RoomID, rooms: dict[RoomID, RoomInfo]) -> Text:
     room = rooms.get(room_id)
-    return name(room.display_name) if room is not None else code(room_id)
+    return room_name(room) if room is not None else code(room_id)
 
 
 def _listing(user_ids: list[str], total: int) -> Text:
@@ -400,7 +406,7 @@ def joins(answer: RoomChanges) -> Reply:
     if answer.refused:
         return reply(HISTORY_REFUSED)
     header = (
-        "In " + name(answer.room.display_name) + f" in the last {shown_period(answer.seconds)}: "
+        "In " + room_name(answer.room) + f" in the last {shown_period(answer.seconds)}: "
         f"{answer.joined.total} joined, {answer.left.total} left"
         + (f" ({answer.kicked} kicked)" if answer.kicked else "")
         + (f", {answer.banned.total} banned" if answer.banned.total else "")
@@ -420,7 +426,7 @@ def waves(seconds: int, found: tuple[Wave, ...] | None) -> Reply:
     if not found:
         return reply(f"Nobody joined or left any room in the last {shown_period(seconds)}.")
     header = f"Joins and leaves in the last {shown_period(seconds)}, biggest first:"
-    return reply(header, [name(w.room.display_name) + f": +{w.joined} -{w.left}" for w in found])
+    return reply(header, [room_name(w.room) + f": +{w.joined} -{w.left}" for w in found])
 
 
 def members_at(room: RoomInfo, answer: MembersAt | None) -> Reply:
@@ -430,15 +436,15 @@ def members_at(room: RoomInfo, answer: MembersAt | None) -> Reply:
     if not answer.tracked:
         if answer.tracked_since is not None:
             return reply(
-                "I have no record of " + name(room.display_name) + f" at {when}: I started tracking it at"
+                "I have no record of " + room_name(room) + f" at {when}: I started tracking it at"
                 f" {shown(answer.tracked_since, seconds=True)}."
             )
         return reply(
-            "I have no record of " + name(room.display_name) + f" at {when}: I was not in it then"
+            "I have no record of " + room_name(room) + f" at {when}: I was not in it then"
             " (or that is before the history I keep)."
         )
     header = (
-        name(room.display_name)
+        room_name(room)
         + f" at {when}: {plural(answer.joined_count, 'member')}"
         + (f", {answer.invited_count} invited" if answer.invited_count else "")
         + "."

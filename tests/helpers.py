@@ -297,11 +297,11 @@ class Harness:
             await self.sync(sync_response(joined={room: {section: stripped}}), settle=settle)
 
     async def command(self, room_id: str, sender: str, body: str, formatted_body: str | None = None) -> list[str]:
-        """Send a message as ``sender``; returns the plain-text bodies of the bot's replies as a
-        person reads them (without the invisible zero-width spaces that defang links)."""
+        """Send a message as ``sender``; returns the plain-text bodies of the bot's replies, as sent
+        (IDs in them can be copied into the next command)."""
         before = len(self.hs.sent)
         await self.deliver(self.hs.message(room_id, sender, body, formatted_body))
-        return [content.get("body", "").replace("\u200b", "") for _, content in self.hs.sent[before:]]
+        return [content.get("body", "") for _, content in self.hs.sent[before:]]
 
     def replies(self, since: int = 0) -> list[dict[str, Any]]:
         return [content for _, content in self.hs.sent[since:]]

@@ -58,9 +58,9 @@ async def recorder(db_url: str) -> AsyncIterator[Recorder]:
 
 
 async def processed(recorder: Recorder, event_id: str) -> bool:
-    claimed = await recorder.dedup.store.claim(ROOM, event_id)
+    claimed = await recorder.dedup.store.claim_event(ROOM, event_id)
     if claimed:
-        await recorder.dedup.store.release(ROOM, event_id)
+        await recorder.dedup.store.release_event(ROOM, event_id)
     return not claimed
 
 
@@ -222,8 +222,8 @@ async def test_cleanup_runs_at_startup_with_the_configured_retention(harness: Ha
     await harness.start()
     await harness.setup_room()
     assert harness.bot is not None
-    await harness.bot.service.store.claim(ROOM, "$recent")
-    await harness.bot.service.store.claim(ROOM, "$ancient")
+    await harness.bot.service.store.claim_event(ROOM, "$recent")
+    await harness.bot.service.store.claim_event(ROOM, "$ancient")
     db.execute("UPDATE roomstate_processed_events SET processed_ts = 1 WHERE event_id = '$ancient'")
     await harness.restart(**{"dedup.retention_hours": 1})
     deadline = time.monotonic() + 5

@@ -70,11 +70,17 @@ async def test_transitions_are_recorded_with_who_and_why(store: tuple[RoomStore,
     s, clock = store
     await s.replace_room(RoomSnapshot(RoomInfo(ROOM, name="Design"), (Member(ALICE, JOIN, "Alice"),)))
     clock.now += 60
-    await s.apply_member(event(BOB, JOIN, 1, "Bob"), True, True)
-    await s.apply_member(event(BOB, JOIN, 2, "Bobby"), True, True)  # rename
-    await s.apply_member(event(BOB, JOIN, 3, "Bobby"), True, True)  # no change: nothing recorded
-    await s.apply_member(event(BOB, LEAVE, 4, sender=ALICE, reason="spam"), True, True)  # kick
-    await s.apply_member(event(BOB, LEAVE, 4, sender=ALICE, reason="spam"), True, True)  # duplicate
+    await s.apply_member(event(BOB, JOIN, 1, "Bob"), record_claim=True, queue_if_untracked=True)
+    await s.apply_member(event(BOB, JOIN, 2, "Bobby"), record_claim=True, queue_if_untracked=True)  # rename
+    await s.apply_member(
+        event(BOB, JOIN, 3, "Bobby"), record_claim=True, queue_if_untracked=True
+    )  # no change: nothing recorded
+    await s.apply_member(
+        event(BOB, LEAVE, 4, sender=ALICE, reason="spam"), record_claim=True, queue_if_untracked=True
+    )  # kick
+    await s.apply_member(
+        event(BOB, LEAVE, 4, sender=ALICE, reason="spam"), record_claim=True, queue_if_untracked=True
+    )  # duplicate
     entries = await s.user_history(BOB, 10)
     assert [(e.previous, e.membership, e.displayname, e.sender, e.reason) for e in entries] == [
         (JOIN, LEAVE, None, ALICE, "spam"),
@@ -101,7 +107,9 @@ async def test_a_resync_records_exactly_the_differences_it_found(store: tuple[Ro
 async def test_a_resync_of_a_room_everyone_had_left_records_each_arrival(store: tuple[RoomStore, FakeTime]) -> None:
     s, clock = store
     await s.replace_room(RoomSnapshot(RoomInfo(ROOM), (Member(ALICE, JOIN),)))
-    await s.apply_member(event(ALICE, LEAVE, 1), True, True)  # no member stored, the room still tracked
+    await s.apply_member(
+        event(ALICE, LEAVE, 1), record_claim=True, queue_if_untracked=True
+    )  # no member stored, the room still tracked
     clock.now += 60
     await s.replace_room(RoomSnapshot(RoomInfo(ROOM), (Member(BOB, JOIN, "Bob"), Member(CAROL, INVITE))))
     found = [(e.previous, e.membership, e.displayname, e.event_id) for e in await s.user_history(BOB, 5)]
@@ -114,7 +122,7 @@ async def test_a_resync_of_a_room_everyone_had_left_records_each_arrival(store: 
 async def test_the_clock_resumes_after_the_user_index_watermark(store: tuple[RoomStore, FakeTime]) -> None:
     s, clock = store
     await s.replace_room(RoomSnapshot(RoomInfo(ROOM), (Member(ALICE, JOIN),)))
-    await s.apply_member(event(BOB, JOIN, 1), True, True)
+    await s.apply_member(event(BOB, JOIN, 1), record_claim=True, queue_if_untracked=True)
     await s.index_history()
     await s.forget_room(ROOM)  # the bot left
     clock.now += 3600
@@ -122,7 +130,7 @@ async def test_the_clock_resumes_after_the_user_index_watermark(store: tuple[Roo
     clock.now -= 7200  # the wall clock went back across a restart
     s.recorder = history.Recorder(now=clock)
     await s.replace_room(RoomSnapshot(RoomInfo(ROOM), (Member(ALICE, JOIN),)))
-    await s.apply_member(event(CAROL, JOIN, 2), True, True)
+    await s.apply_member(event(CAROL, JOIN, 2), record_claim=True, queue_if_untracked=True)
     await s.index_history()
     assert [e.membership for e in await s.user_history(CAROL, 5)] == [JOIN]  # found through the index
 
@@ -133,7 +141,7 @@ async def test_members_at_any_time(store: tuple[RoomStore, FakeTime]) -> None:
     moments = {}
     for number, (user, membership) in enumerate([(BOB, JOIN), (CAROL, JOIN), (BOB, LEAVE), (DAVE, INVITE)]):
         clock.now += 3600
-        await s.apply_member(event(user, membership, number), True, True)
+        await s.apply_member(event(user, membership, number), record_claim=True, queue_if_untracked=True)
         moments[number] = clock.now
     first = await s.members_at(ROOM, moments[1], 10)
     assert first is not None and (first.joined_count, first.invited_count) == (3, 0)
@@ -163,7 +171,7 @@ async def test_checkpoints_reuse_unchanged_blocks(
     await s.replace_room(RoomSnapshot(RoomInfo(ROOM), members))
     blocks = count(db, "history_blocks")
     assert 3 <= blocks <= 40 and count(db, "history_checkpoints") == 1
-    await s.apply_member(event("@u7:x", LEAVE, 1), True, True)
+    await s.apply_member(event("@u7:x", LEAVE, 1), record_claim=True, queue_if_untracked=True)
     assert count(db, "history_checkpoints") == 2
     assert count(db, "history_blocks") == blocks + 1  # only the block that changed is new
     await s.replace_room(RoomSnapshot(RoomInfo(ROOM), members[:7] + members[8:]))  # a resync: no change
@@ -181,16 +189,16 @@ async def test_a_busy_room_is_checkpointed_in_proportion_to_its_size(
     monkeypatch.setattr(history, "CHECKPOINT_ROWS_PER_MEMBER", 0.5)
     await s.replace_room(RoomSnapshot(RoomInfo(ROOM), tuple(Member(f"@u{i}:x", JOIN) for i in range(100))))
     for number in range(49):  # half of 100 members: the 50th row makes a checkpoint
-        await s.apply_member(event(f"@n{number}:x", JOIN, number), True, True)
+        await s.apply_member(event(f"@n{number}:x", JOIN, number), record_claim=True, queue_if_untracked=True)
     assert count(db, "history_checkpoints") == 1
-    await s.apply_member(event("@n49:x", JOIN, 49), True, True)
+    await s.apply_member(event("@n49:x", JOIN, 49), record_claim=True, queue_if_untracked=True)
     assert count(db, "history_checkpoints") == 2
     # after a restart the count since the last checkpoint is read back, not restarted at 0
     s.recorder = history.Recorder(now=s.recorder.clock.now)
     for number in range(50, 124):  # 150 members now: 75 rows
-        await s.apply_member(event(f"@n{number}:x", JOIN, number), True, True)
+        await s.apply_member(event(f"@n{number}:x", JOIN, number), record_claim=True, queue_if_untracked=True)
     assert count(db, "history_checkpoints") == 2
-    await s.apply_member(event("@n124:x", JOIN, 124), True, True)
+    await s.apply_member(event("@n124:x", JOIN, 124), record_claim=True, queue_if_untracked=True)
     assert count(db, "history_checkpoints") == 3
 
 
@@ -205,13 +213,16 @@ async def test_retention_compacts_the_past_into_a_base(
         clock.now += 86400
         leaving = number % 3 == 0 and number > 0  # the one who joined last
         user = f"@u{number - 1 if leaving else number}:x"
-        await s.apply_member(event(user, LEAVE if leaving else JOIN, number), True, True)
+        await s.apply_member(
+            event(user, LEAVE if leaving else JOIN, number), record_claim=True, queue_if_untracked=True
+        )
         moments.append(clock.now)
     cutoff = START + 15 * 86400 + 1  # between two rows, none of them a checkpoint
     expected = [await s.members_at(ROOM, moment, 0) for moment in moments[14:]]
     await s.delete_history_before(cutoff)
     assert count(db, "history") == 30 - 15  # the rows after the cutoff
-    assert await s.members_at(ROOM, moments[13], 0) == MembersAt(ROOM, int(moments[13]), 0, 0, tracked=False)
+    before_base = await s.members_at(ROOM, moments[13], 0)
+    assert before_base == MembersAt(ROOM, int(moments[13]), 0, 0, tracked=False, tracked_since=int(moments[14]))
     assert [await s.members_at(ROOM, moment, 0) for moment in moments[14:]] == expected
     assert len(await s.user_history("@u3:x", 5)) == 0 and len(await s.user_history("@u16:x", 5)) == 1
     await s.set_history(False)
@@ -227,7 +238,7 @@ async def test_retention_after_renames_only_keeps_the_base(
     await s.replace_room(RoomSnapshot(RoomInfo(ROOM), (Member(ALICE, JOIN, "Alice"), Member(BOB, JOIN, "Bob"))))
     for number in range(7):  # renames change no membership: every checkpoint has the same blocks
         clock.now += 3600
-        await s.apply_member(event(BOB, JOIN, number, f"Bob {number}"), True, True)
+        await s.apply_member(event(BOB, JOIN, number, f"Bob {number}"), record_claim=True, queue_if_untracked=True)
     await s.delete_history_before(clock.now - 1800)
     after = await s.members_at(ROOM, clock.now, 0)
     assert after is not None and after.tracked and after.joined_count == 2
@@ -236,7 +247,9 @@ async def test_retention_after_renames_only_keeps_the_base(
         referenced.update(checkpoints.block_list(blob))
     assert {int(nid) for (nid,) in db.rows("SELECT block_nid FROM roomstate_history_blocks")} == referenced
     clock.now += 3600
-    await s.apply_member(event(CAROL, JOIN, 99), True, True)  # retention keeps working for the room
+    await s.apply_member(
+        event(CAROL, JOIN, 99), record_claim=True, queue_if_untracked=True
+    )  # retention keeps working for the room
     clock.now += 3600
     await s.delete_history_before(clock.now - 1)
     assert count(db, "history") == 0 and count(db, "history_checkpoints") == 1
@@ -248,10 +261,10 @@ async def test_history_off_and_on_again_leaves_no_wrong_past(store: tuple[RoomSt
     clock.now += 60
     await s.set_history(False)  # the old history is not deleted yet when it comes back on
     for number, user in enumerate((BOB, CAROL)):
-        await s.apply_member(event(user, JOIN, number), True, True)
+        await s.apply_member(event(user, JOIN, number), record_claim=True, queue_if_untracked=True)
     clock.now += 60
     await s.set_history(True)
-    await s.apply_member(event(DAVE, JOIN, 9), True, True)
+    await s.apply_member(event(DAVE, JOIN, 9), record_claim=True, queue_if_untracked=True)
     clock.now += 60
     now = await s.members_at(ROOM, clock.now, 10)
     assert now is not None and now.joined_count == 4  # not 2: the joins while off are not lost
@@ -270,12 +283,12 @@ async def test_retention_in_the_same_commit_as_a_checkpoint_keeps_the_past_right
     room_nid = db.scalar("SELECT room_nid FROM roomstate_rooms")
     for number, (user, day) in enumerate([(BOB, 7), (CAROL, 8), (DAVE, 8.5)]):
         clock.now = START + day * 86400
-        await s.apply_member(event(user, JOIN, number), True, True)
+        await s.apply_member(event(user, JOIN, number), record_claim=True, queue_if_untracked=True)
     clock.now = START + 10 * 86400
     gate = threading.Event()
     held = s._write(lambda txn: gate.wait(10))  # the next two jobs commit together
     # the 4th row makes a checkpoint at once, while the row itself waits for the commit
-    leave = s.apply_member(event(BOB, LEAVE, 4), True, True)
+    leave = s.apply_member(event(BOB, LEAVE, 4), record_claim=True, queue_if_untracked=True)
     compact = functools.partial(  # retention's step for the room, whose base it rebuilds in the same commit
         checkpoints.compact, room_nid=room_nid, cutoff=history.seq_at(START + 9 * 86400), limit=100
     )
@@ -295,7 +308,7 @@ async def test_history_turned_on_after_running_without_it_has_no_wrong_past(
     checkpoint_every(monkeypatch, 3)
     await s.replace_room(RoomSnapshot(RoomInfo(ROOM), (Member(ALICE, JOIN),)))
     clock.now += 86400
-    await s.apply_member(event(BOB, JOIN, 1), True, True)
+    await s.apply_member(event(BOB, JOIN, 1), record_claim=True, queue_if_untracked=True)
     clock.now += 43200
     await first.close()  # restarted with history off, on day 1.5
     engine = sa.create_engine(db_url)
@@ -304,12 +317,12 @@ async def test_history_turned_on_after_running_without_it_has_no_wrong_past(
     await s.open()
     await s.flush()  # the start's own job: history is marked off now
     clock.now += 43200
-    await s.apply_member(event(CAROL, JOIN, 2), True, True)  # not recorded
+    await s.apply_member(event(CAROL, JOIN, 2), record_claim=True, queue_if_untracked=True)  # not recorded
     clock.now += 86400
     await s.set_history(True)
     for number, (user, membership) in enumerate([(DAVE, JOIN), ("@e:x", JOIN), ("@e:x", LEAVE)], start=3):
         clock.now += 86400
-        await s.apply_member(event(user, membership, number), True, True)
+        await s.apply_member(event(user, membership, number), record_claim=True, queue_if_untracked=True)
     before = await s.members_at(ROOM, START + 1.25 * 86400, 10)
     assert before is not None and before.joined_count == 2  # Alice and Bob, not Carol
     gap = await s.members_at(ROOM, START + 2.5 * 86400, 10)
@@ -334,7 +347,10 @@ async def test_a_refused_history_row_leaves_its_room_untracked_not_wrong(
     )
     gate = threading.Event()
     held = s._write(lambda txn: gate.wait(10))
-    joins = [s.apply_member(event(user, JOIN, number), True, True) for number, user in enumerate((BOB, CAROL))]
+    joins = [
+        s.apply_member(event(user, JOIN, number), record_claim=True, queue_if_untracked=True)
+        for number, user in enumerate((BOB, CAROL))
+    ]
     gate.set()
     assert await asyncio.gather(held, *joins) == [True, Applied.APPLIED, Applied.APPLIED]
     assert set(db.joined(ROOM)) == {ALICE, BOB, CAROL}  # the membership changes stand
@@ -348,7 +364,7 @@ async def test_leaving_a_room_ends_its_history_and_retention_forgets_it(
     s, clock = store
     await s.replace_room(RoomSnapshot(RoomInfo(ROOM), (Member(ALICE, JOIN), Member(BOB, JOIN))))
     clock.now += 60
-    await s.forget_room(ROOM, None)
+    await s.forget_room(ROOM)
     clock.now += 60
     gone = await s.members_at(ROOM, clock.now, 0)
     assert gone is not None and not gone.tracked
@@ -373,7 +389,7 @@ async def test_a_users_history_spans_the_user_index_and_the_rows_after_it(
         room, user = rng.choice(rooms), rng.choice([BOB, CAROL, DAVE])
         membership = rng.choice([JOIN, LEAVE, INVITE])
         change = MemberChange(room, f"$u{number}", Member(user, membership, None), user, None, 1_000)
-        if await s.apply_member(change, True, True) is Applied.APPLIED and user == BOB:
+        if await s.apply_member(change, record_claim=True, queue_if_untracked=True) is Applied.APPLIED and user == BOB:
             expected.append((room, membership))
     assert 0 < count(db, "history_by_user") < count(db, "history")  # part indexed, part not yet
     newest_first = expected[::-1]
@@ -392,7 +408,9 @@ async def test_retention_deletes_the_user_index_of_old_days(store: tuple[RoomSto
     await s.replace_room(RoomSnapshot(RoomInfo(ROOM), (Member(ALICE, JOIN),)))
     for number in range(10):
         clock.now += 86400
-        await s.apply_member(event(BOB, LEAVE if number % 2 else JOIN, number), True, True)
+        await s.apply_member(
+            event(BOB, LEAVE if number % 2 else JOIN, number), record_claim=True, queue_if_untracked=True
+        )
     await s.index_history()
     assert count(db, "history_by_user") == 10
     await s.delete_history_before(START + 5.5 * 86400)
@@ -467,7 +485,7 @@ async def _run_plan(db_url: str, plan: list[tuple]) -> None:
         for number, step in enumerate(plan):
             if step[0] == "event":
                 _, user, membership = step
-                await s.apply_member(event(user, membership, number), True, True)
+                await s.apply_member(event(user, membership, number), record_claim=True, queue_if_untracked=True)
                 if membership == LEAVE:
                     state.pop(user, None)
                 else:
@@ -535,9 +553,15 @@ async def test_history_commands(harness: Harness) -> None:
     assert before.startswith("I have no record of Design at ")  # the bot joined just now
     [members] = await harness.command(ROOM, ADMIN, "!members at now")
     assert members.startswith("Design at "), members
-    for bad in ("!members", "!members at yesterday-ish", "!joins forever", "!history"):
+    for bad in ("!members", "!history"):
         [usage] = await harness.command(ROOM, ADMIN, bad)
         assert usage.startswith("Usage:"), (bad, usage)
+    for bad, says in (
+        ("!members at yesterday-ish", "“yesterday-ish” is not a time like"),
+        ("!joins forever", "“forever” is not a period like"),
+    ):
+        [error] = await harness.command(ROOM, ADMIN, bad)
+        assert error.startswith(says) and "Usage:" in error, (bad, error)
 
 
 def test_event_ids_are_stored_compactly_and_read_back_exactly() -> None:
@@ -555,7 +579,9 @@ async def test_history_keeps_v4_event_ids(store: tuple[RoomStore, FakeTime], db:
     s, _ = store
     await s.replace_room(RoomSnapshot(RoomInfo(ROOM), (Member(ALICE, JOIN),)))
     v4 = "$" + base64.urlsafe_b64encode(hashlib.sha256(b"join").digest()).decode().rstrip("=")
-    await s.apply_member(MemberChange(ROOM, v4, Member(BOB, JOIN, "Bob"), BOB, None, 1_000), True, True)
+    await s.apply_member(
+        MemberChange(ROOM, v4, Member(BOB, JOIN, "Bob"), BOB, None, 1_000), record_claim=True, queue_if_untracked=True
+    )
     [entry] = await s.user_history(BOB, 5)
     assert entry.event_id == v4
     assert db.rows("SELECT LENGTH(event_hash), event_id FROM roomstate_history") == [(32, None)]

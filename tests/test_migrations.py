@@ -65,8 +65,8 @@ async def fill_fresh(url: str) -> None:
             (Member("@alice:x.org", JOIN), Member("@carol:x.org", "ban")),
         )
     )
-    await store.claim(ROOM_A, "$1")
-    await store.claim(ROOM_GONE, "$2")
+    await store.claim_event(ROOM_A, "$1")
+    await store.claim_event(ROOM_GONE, "$2")
     await store.close()
     engine.dispose()
 

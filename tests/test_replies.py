@@ -29,7 +29,9 @@ def room(name: str, **extra: object) -> RoomInfo:
     return RoomInfo(ROOM, name=name, joined_count=3, **extra)  # type: ignore[arg-type]
 
 
-def assert_safe(reply: replies.Reply, *, lines: int | None = None) -> None:
+def assert_safe(reply: replies.Reply, *, lines: int | None = None, ids: tuple[str, ...] = ()) -> None:
+    """No markup, link, line or ping that someone else's text made. ``ids``: validated IDs the
+    reply shows as they are (copyable), so they may name any server."""
     content = reply.content()
     assert content["m.mentions"] == {}
     html = content["formatted_body"]
@@ -39,7 +41,10 @@ def assert_safe(reply: replies.Reply, *, lines: int | None = None) -> None:
     if lines is not None:  # no line injected by someone else's text
         assert len(content["body"].splitlines()) == lines
     text_outside_code = re.sub(r"<code>.*?</code>", "", html)
-    for text in (content["body"], text_outside_code):
+    body = content["body"]
+    for identifier in ids:
+        body = body.replace(identifier, "<id>")
+    for text in (body, text_outside_code):
         assert not any(c in text for c in "\u202e\u2028\u2029\x00\r\t")
         assert "https://evil" not in text and "evil.example" not in text  # defanged for linkifiers
     assert len(json.dumps(content).encode()) < 32 * 1024
@@ -56,7 +61,8 @@ def test_hostile_room_names_cannot_take_over_a_rooms_reply() -> None:
 def test_a_tombstone_target_is_shown_as_code_never_as_a_link() -> None:
     reply = replies.rooms_page(RoomsAnswer((room("Old", replacement_room="!new:evil.example"),)), 1, 20)
     assert "<code>!new:evil.example</code>" in reply.html
-    assert_safe(reply, lines=2)
+    assert "upgraded to !new:evil.example" in reply.plain  # as it is: copied, it works in a command
+    assert_safe(reply, lines=2, ids=("!new:evil.example",))
 
 
 def test_hostile_display_names_in_whereis() -> None:

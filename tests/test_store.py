@@ -11,7 +11,7 @@ import pytest
 import pytest_asyncio
 import sqlalchemy as sa
 
-from roomstate.db import RoomStore, schema
+from roomstate.db import RoomStore, StorageError, schema
 from roomstate.db.threads import Transaction
 from roomstate.models import (
     BAN,
@@ -128,23 +128,48 @@ async def test_readers_never_see_a_half_written_member_list(store: RoomStore) ->
 
 async def test_member_changes_keep_counts_and_report_what_happened(store: RoomStore) -> None:
     await store.replace_room(snapshot(["@a:x"]))
-    assert await store.apply_member(change("@b:x", INVITE, "$1"), True, True) is Applied.APPLIED
-    assert await store.apply_member(change("@b:x", JOIN, "$2"), True, True) is Applied.APPLIED
-    assert await store.apply_member(change("@b:x", JOIN, "$2"), True, True) is Applied.DUPLICATE
-    assert await store.apply_member(change("@b:x", JOIN, "$3"), True, True) is Applied.UNCHANGED
-    assert await store.apply_member(change("@c:x", LEAVE, "$4"), True, True) is Applied.UNCHANGED
-    assert await store.apply_member(change("@a:x", LEAVE, "$5"), True, True) is Applied.APPLIED
+    assert (
+        await store.apply_member(change("@b:x", INVITE, "$1"), record_claim=True, queue_if_untracked=True)
+        is Applied.APPLIED
+    )
+    assert (
+        await store.apply_member(change("@b:x", JOIN, "$2"), record_claim=True, queue_if_untracked=True)
+        is Applied.APPLIED
+    )
+    assert (
+        await store.apply_member(change("@b:x", JOIN, "$2"), record_claim=True, queue_if_untracked=True)
+        is Applied.DUPLICATE
+    )
+    assert (
+        await store.apply_member(change("@b:x", JOIN, "$3"), record_claim=True, queue_if_untracked=True)
+        is Applied.UNCHANGED
+    )
+    assert (
+        await store.apply_member(change("@c:x", LEAVE, "$4"), record_claim=True, queue_if_untracked=True)
+        is Applied.UNCHANGED
+    )
+    assert (
+        await store.apply_member(change("@a:x", LEAVE, "$5"), record_claim=True, queue_if_untracked=True)
+        is Applied.APPLIED
+    )
     room = await store.room(ROOM)
     assert room is not None and (room.joined_count, room.invited_count) == (1, 0)
     assert await members(store) == {"@b:x": (JOIN, None)}  # leaves are not stored
 
 
 async def test_an_event_in_an_untracked_room_is_claimed_and_the_room_queued(store: RoomStore) -> None:
-    outcome = await store.apply_member(change("@a:x", JOIN, "$1", room_id="!u:x"), True, True)
+    outcome = await store.apply_member(
+        change("@a:x", JOIN, "$1", room_id="!u:x"), record_claim=True, queue_if_untracked=True
+    )
     assert outcome is Applied.NOT_TRACKED
     assert [s.room_id for s in await store.resync_queue()] == ["!u:x"]
-    assert await store.claim("!u:x", "$1") is False  # claimed with the queue entry
-    assert await store.apply_member(change("@a:x", JOIN, "$2", room_id="!l:x"), True, False) is Applied.NOT_TRACKED
+    assert await store.claim_event("!u:x", "$1") is False  # claimed with the queue entry
+    assert (
+        await store.apply_member(
+            change("@a:x", JOIN, "$2", room_id="!l:x"), record_claim=True, queue_if_untracked=False
+        )
+        is Applied.NOT_TRACKED
+    )
     assert [s.room_id for s in await store.resync_queue()] == ["!u:x"]
     await store.replace_room(snapshot(["@a:x"], room_id="!u:x"))
     assert await store.resync_queue() == []  # a successful sync leaves the queue
@@ -162,19 +187,24 @@ async def test_a_resync_asked_for_after_a_snapshot_was_fetched_still_runs(store:
 async def test_room_info_changes(store: RoomStore) -> None:
     await store.replace_room(snapshot(["@a:x"]))
     info = RoomInfoChange(ROOM, "$n", (("name", "New"), ("topic", "T")))
-    assert await store.apply_room_info(info, True, True) is Applied.APPLIED
-    assert await store.apply_room_info(RoomInfoChange(ROOM, "$m", (("name", "New"),)), True, True) is Applied.UNCHANGED
-    assert await store.apply_room_info(info, True, True) is Applied.DUPLICATE
+    assert await store.apply_room_info(info, record_claim=True, queue_if_untracked=True) is Applied.APPLIED
+    assert (
+        await store.apply_room_info(
+            RoomInfoChange(ROOM, "$m", (("name", "New"),)), record_claim=True, queue_if_untracked=True
+        )
+        is Applied.UNCHANGED
+    )
+    assert await store.apply_room_info(info, record_claim=True, queue_if_untracked=True) is Applied.DUPLICATE
     room = await store.room(ROOM)
     assert room is not None and (room.name, room.topic) == ("New", "T")
 
 
 async def test_claims_are_atomic_under_concurrency(store: RoomStore) -> None:
-    results = await asyncio.gather(*(store.claim(ROOM, f"$e{i % 50}") for i in range(500)))
+    results = await asyncio.gather(*(store.claim_event(ROOM, f"$e{i % 50}") for i in range(500)))
     assert sum(results) == 50
-    assert await store.claim(ROOM, "$e1") is False
-    await store.release(ROOM, "$e1")
-    assert await store.claim(ROOM, "$e1") is True
+    assert await store.claim_event(ROOM, "$e1") is False
+    await store.release_event(ROOM, "$e1")
+    assert await store.claim_event(ROOM, "$e1") is True
 
 
 async def test_a_failing_job_in_a_group_commit_is_rolled_back_alone(store: RoomStore, db: Database) -> None:
@@ -184,16 +214,16 @@ async def test_a_failing_job_in_a_group_commit_is_rolled_back_alone(store: RoomS
         txn.execute("INSERT INTO roomstate_users (user_id) VALUES ('@half:x')")
         txn.execute("INSERT INTO roomstate_no_such_table VALUES (1)")
 
-    futures = [store.claim(ROOM, "$before"), store._write(breaks), store.claim(ROOM, "$after")]
+    futures = [store.claim_event(ROOM, "$before"), store._write(breaks), store.claim_event(ROOM, "$after")]
     results = await asyncio.gather(*futures, return_exceptions=True)
     assert results[0] is True and results[2] is True and isinstance(results[1], Exception)
     assert db.scalar("SELECT COUNT(*) FROM roomstate_users WHERE user_id = '@half:x'") == 0
-    assert await store.claim(ROOM, "$before") is False and await store.claim(ROOM, "$after") is False
+    assert await store.claim_event(ROOM, "$before") is False and await store.claim_event(ROOM, "$after") is False
 
 
 async def test_numeric_ids_are_positive_and_never_leak(store: RoomStore, db: Database) -> None:
     await store.replace_room(snapshot(["@a:x", "@b:x"]))
-    await store.claim(ROOM, "$x")
+    await store.claim_event(ROOM, "$x")
     assert db.scalar("SELECT MIN(room_nid) FROM roomstate_rooms") >= 1
     assert db.scalar("SELECT MIN(user_nid) FROM roomstate_users") >= 1
     room = await store.room(ROOM)
@@ -204,11 +234,11 @@ async def test_numeric_ids_are_positive_and_never_leak(store: RoomStore, db: Dat
 
 async def test_forgetting_keeps_ids_so_processed_events_still_match(store: RoomStore, db: Database) -> None:
     await store.replace_room(snapshot(["@a:x"]))
-    await store.claim(ROOM, "$seen")
+    await store.claim_event(ROOM, "$seen")
     nid = db.scalar("SELECT room_nid FROM roomstate_rooms WHERE room_id = :r", r=ROOM)
     assert await store.forget_room(ROOM) is Applied.APPLIED
     assert await store.room(ROOM) is None and await store.members(ROOM) == []
-    assert await store.claim(ROOM, "$seen") is False
+    assert await store.claim_event(ROOM, "$seen") is False
     await store.replace_room(snapshot(["@a:x"]))
     assert db.scalar("SELECT room_nid FROM roomstate_rooms WHERE room_id = :r", r=ROOM) == nid
 
@@ -216,7 +246,7 @@ async def test_forgetting_keeps_ids_so_processed_events_still_match(store: RoomS
 async def test_cleanup_deletes_old_records_in_chunks(store: RoomStore, db: Database) -> None:
     now = int(time.time() * 1000)
     for room in ("!r1:x", "!r2:x"):
-        await store.claim(room, "$keep")
+        await store.claim_event(room, "$keep")
     db.execute(
         "INSERT INTO roomstate_processed_events (room_nid, event_id, processed_ts)"
         " SELECT r.room_nid, 'old' || u.n, :ts FROM roomstate_rooms r,"
@@ -263,7 +293,7 @@ async def test_deferred_rows_commit_with_their_job_and_go_with_a_failed_one(stor
     results = await asyncio.gather(
         store._write(job("a")), store._write(job("b", fail=True)), store._write(job("c")), return_exceptions=True
     )
-    assert isinstance(results[1], RuntimeError) and results[0] is None and results[2] is None
+    assert isinstance(results[1], StorageError) and results[0] is None and results[2] is None
     assert db.rows("SELECT name FROM roomstate_history_progress ORDER BY name") == [("a",), ("c",)]
 
 
