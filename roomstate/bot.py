@@ -62,17 +62,21 @@ class RoomStateBot(Plugin):
         self.queries = RoomQueries(self.service.store, homeserver, self.config, self.log)
         self.commands = ChatCommands(self.service, self.queries, self.config, self.client.mxid, self.log)
         self.dedup = self.service.dedup
+        # awaited by the syncer before it dispatches the sync's events (maubot's own registration
+        # would run it as a task after mautrix has rewritten every event's room ID)
+        self.client.add_event_handler(InternalEventType.SYNC_SUCCESSFUL, self.on_sync, wait_sync=True)
 
     async def start(self) -> None:
         try:
             version = await self._store_opened  # a failed migration fails the plugin's start
         except Exception:
-            await self.service.stop(0)  # maubot does not call stop() after a failed start
+            await self.stop()  # maubot does not call stop() after a failed start
             raise
         self.log.debug("roomstate database schema v%d ready", version)
         self.service.start()
 
     async def stop(self) -> None:
+        self.client.remove_event_handler(InternalEventType.SYNC_SUCCESSFUL, self.on_sync)
         await self.service.stop(STOP_TIMEOUT_SECONDS)
 
     def on_external_config_update(self) -> None:
@@ -96,10 +100,9 @@ class RoomStateBot(Plugin):
     def on_room_info(self, evt: StateEvent, claim: EventClaim | None) -> Awaitable[Applied | None]:
         return self.service.room_info_event(evt, claim, outside_joined_room=_outside_joined_room(evt))
 
-    @on(InternalEventType.SYNC_SUCCESSFUL)
     async def on_sync(self, data: dict[str, Any]) -> None:
-        """Runs before the sync's events are dispatched (and holds up the sync loop): only
-        schedules work."""
+        """Runs before the sync's events are dispatched, on the raw response as the homeserver
+        sent it (and holds up the sync loop: it only schedules work)."""
         sync = data.get("data")
         if isinstance(sync, dict):
             is_first = bool((sync.get("net.maunium.mautrix") or {}).get("is_first"))

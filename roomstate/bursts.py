@@ -38,6 +38,7 @@ class BurstWatch:
         self._timers: dict[RoomID, asyncio.TimerHandle] = {}
         self._checked: dict[RoomID, float] = {}
         self._contradicted: set[RoomID] = set()  # rooms suspect for a contradiction (a timer is armed)
+        self._closed = False  # shutting down: no timer is armed any more
 
     def changed(self, room_id: RoomID) -> None:
         """A state change was applied in the room (on the hot path: a timer is armed once per
@@ -64,6 +65,8 @@ class BurstWatch:
         return room_id in self._timers
 
     def _schedule(self, room_id: RoomID, delay: float) -> None:
+        if self._closed:
+            return
         self._timers[room_id] = asyncio.get_running_loop().call_later(delay, self._settled, room_id)
 
     def _settled(self, room_id: RoomID) -> None:
@@ -93,6 +96,7 @@ class BurstWatch:
             del self._checked[room_id]
 
     def close(self) -> None:
+        self._closed = True
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import re
-import unicodedata
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -31,6 +30,7 @@ from .queries import RoomQueries
 from .ratelimit import RateLimiter, Verdict
 from .replies import Reply
 from .service import RoomStateService
+from .text import visible
 
 log = logging.getLogger("roomstate.commands")
 
@@ -55,12 +55,6 @@ class CommandEvent(Protocol):
 
     @property
     def content(self) -> Any: ...
-
-
-def visible_text(text: str) -> str:
-    """``text`` without format characters (zero-width spaces and joiners, direction marks and
-    overrides, soft hyphens, BOMs), which are invisible and break IDs copied out of a client."""
-    return "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
 
 
 @dataclass(frozen=True)
@@ -128,11 +122,11 @@ class ChatCommands:
         if word == self.config.base_command:
             word, _, rest = rest.strip().partition(" ")
             word = word.lower() or "help"
-        rest = visible_text(rest).strip()
+        rest = visible(rest).strip()
         verdict = self._check_rate(evt.sender)
         if verdict is not Verdict.ALLOW:
             return replies.reply(replies.SLOW_DOWN) if verdict is Verdict.SLOW_DOWN else None
-        command = COMMANDS.get(visible_text(word))
+        command = COMMANDS.get(visible(word))
         if command is None:
             return replies.unknown_command(word, self.invocation("help"))
         try:

@@ -30,7 +30,7 @@ from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from mautrix.types import EventID, RoomID
 
-from .db import RoomStore
+from .db import RoomStore, StorageError
 from .models import Applied
 from .ordering import RoomQueue
 
@@ -71,8 +71,20 @@ class Deduplicator:
         self.running: set[asyncio.Task[Any]] = set()
 
     def earlier_work(self, room_id: RoomID) -> Awaitable[Any]:
-        """Everything scheduled in the room up to now: its order's steps and the writes queued."""
-        return asyncio.gather(self.queue.barrier(room_id), self.store.flush())
+        """Everything scheduled in the room up to now: its order's steps and the writes queued
+        (done, whether they succeeded or not)."""
+        try:
+            flushed: Awaitable[Any] = self.store.flush()
+        except StorageError:  # closed: nothing more will be written
+            flushed = asyncio.sleep(0)
+        return asyncio.gather(self.queue.barrier(room_id), flushed, return_exceptions=True)
+
+    def release(self, room_id: RoomID, event_id: EventID) -> None:
+        """Forget a claim (if the database takes it), so a later delivery may run the event."""
+        try:
+            self.store.release_event(room_id, event_id).add_done_callback(_ignore_failure)
+        except StorageError:
+            pass
 
     @contextlib.contextmanager
     def running_handler(self) -> Iterator[None]:
@@ -117,10 +129,15 @@ class Deduplicator:
 
             def release_if_claimed(done: asyncio.Future[bool]) -> None:
                 if not done.cancelled() and done.exception() is None and done.result():
-                    self.store.release_event(room_id, event_id)
+                    self.release(room_id, event_id)
 
             pending.add_done_callback(release_if_claimed)
             raise
+
+
+def _ignore_failure(done: asyncio.Future[Any]) -> None:
+    if not done.cancelled():
+        done.exception()  # retrieved: a failed release is no news (the claim simply stays)
 
 
 class SharedOutcome(asyncio.Future):  # type: ignore[type-arg]
@@ -153,13 +170,20 @@ def deduplicated(
         dedup = self.dedup
         earlier = dedup.earlier_work(key[0])  # fixed now, before the first await
         with dedup.running_handler():
-            if not await dedup.try_claim(*key):
+            try:
+                claimed = await dedup.try_claim(*key)
+            except StorageError as error:
+                # an answer (the database is down, say) beats silence; unrecorded, a replay of the
+                # event after a restart may be answered again
+                dedup.log.warning("Could not record %s in %s as processed (%s); handling it anyway", *key[::-1], error)
+                claimed = True
+            if not claimed:
                 dedup.log.debug("Skipping %s in %s: already processed", key[1], key[0])
                 return None
             try:
                 await earlier
             except asyncio.CancelledError:
-                dedup.store.release_event(*key)  # not run: a later delivery may run it
+                dedup.release(*key)  # not run: a later delivery may run it
                 raise
             dedup.log.debug("Processing %s in %s with %s", key[1], key[0], func.__name__)
             return await func(self, evt, *args, **kwargs)

@@ -9,14 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from aiohttp import ClientError, ClientResponse
+from aiohttp import ClientConnectionError, ClientError, ClientResponse, ContentTypeError
 from mautrix.api import Method, Path
 from mautrix.client import Client
-from mautrix.errors import MatrixError, MatrixRequestError, MForbidden, MNotFound
+from mautrix.errors import (
+    MatrixConnectionError,
+    MatrixError,
+    MatrixRequestError,
+    MatrixResponseError,
+    MForbidden,
+    MNotFound,
+)
 from mautrix.types import RoomID
 
 from .aio import with_timeout
@@ -24,6 +32,7 @@ from .models import RoomSnapshot
 from .parsing import MalformedResponse, joined_rooms, state_snapshot
 
 T = TypeVar("T")
+log = logging.getLogger("roomstate.homeserver")
 
 MAX_ERROR_BODY = 64 * 1024
 
@@ -38,8 +47,13 @@ class HomeserverError(Exception):
 
 
 def _describe(error: BaseException) -> HomeserverError:
+    """The failure in words fit for a chat reply: what kind of failure, never an internal detail
+    such as the homeserver's URL (aiohttp's and mautrix's messages carry it); the full error is
+    in the debug log."""
     if isinstance(error, HomeserverError):
         return error
+    log.debug("A request to the homeserver failed: %r", error)
+    cause = error.__cause__
     if isinstance(error, (MForbidden, MNotFound)):
         return HomeserverError(f"the homeserver refused: {error.message}", not_in_room=True)
     if isinstance(error, MatrixRequestError):
@@ -47,9 +61,13 @@ def _describe(error: BaseException) -> HomeserverError:
         return HomeserverError(f"the homeserver answered {code}: {error.message or 'no details'}")
     if isinstance(error, asyncio.TimeoutError):
         return HomeserverError("the homeserver did not answer in time")
-    if isinstance(error, (MalformedResponse, ValueError)):
+    if isinstance(error, MalformedResponse):
         return HomeserverError(f"the homeserver sent a malformed answer ({error})")
-    return HomeserverError(f"could not reach the homeserver ({type(error).__name__}: {error})")
+    if isinstance(error, (ValueError, ContentTypeError, MatrixResponseError)) or isinstance(cause, ContentTypeError):
+        return HomeserverError("the homeserver sent an answer that is not what the API promises")
+    if isinstance(error, (MatrixConnectionError, ClientConnectionError, OSError)):
+        return HomeserverError("could not reach the homeserver")
+    return HomeserverError(f"the request to the homeserver failed ({type(error).__name__})")
 
 
 # What a request can fail with, besides cancellation: mautrix's errors (HTTP, connection,
@@ -74,11 +92,15 @@ class Homeserver:
         return self.client.api.request(Method.GET, path, retry_count=0)
 
     async def joined_rooms(self) -> list[RoomID]:
-        """The rooms the homeserver says the bot is joined to."""
-        return await self._call(self._parse_joined(self._get(Path.v3.joined_rooms)))
+        """The rooms the homeserver says the bot is joined to (entries that are not room IDs are
+        left out, with a log line)."""
+        rooms, bad = await self._call(self._parse_joined(self._get(Path.v3.joined_rooms)))
+        if bad:
+            log.warning("The homeserver's list of joined rooms has %d entries that are not room IDs; left out", bad)
+        return rooms
 
     @staticmethod
-    async def _parse_joined(request: Awaitable[Any]) -> list[RoomID]:
+    async def _parse_joined(request: Awaitable[Any]) -> tuple[list[RoomID], int]:
         return joined_rooms(await request)
 
     async def room_snapshot(self, room_id: RoomID) -> tuple[RoomSnapshot, str | None]:

@@ -192,12 +192,16 @@ def room_info_change(raw: Any) -> RoomInfoChange | None:
 
 def snapshot_from_state(room_id: RoomID, events: Iterable[Any]) -> RoomSnapshot:
     """Build a RoomSnapshot from a room's full state (``GET /rooms/{id}/state``); malformed
-    events are skipped. Members are unique per user, leaves excluded."""
+    events are skipped. Members are unique per user, leaves excluded. An event of another room
+    makes the whole answer wrong (a misdirected response): MalformedResponse."""
     info: dict[str, Any] = {}
     members: dict[UserID, Member] = {}
     for raw in events:
         if not isinstance(raw, Mapping):
             continue
+        named = raw.get("room_id")
+        if named is not None and named != room_id:
+            raise MalformedResponse(f"the state it sent for {room_id} holds events of another room")
         if raw.get("type") == "m.room.member":
             member = member_from_state(raw)
             if member is None:
@@ -322,8 +326,9 @@ def _state_key_of(raw: Mapping[str, Any]) -> tuple[Any, Any]:
 
 
 @dataclass(frozen=True)
-class JoinedRoomSync:
-    """One joined room of a /sync response (its ``state`` and ``timeline`` sections, untouched)."""
+class RoomSync:
+    """One room of a /sync response's ``join`` (or ``leave``) section: its ``state`` and
+    ``timeline`` events, untouched."""
 
     room_id: RoomID
     state: list[Any]
@@ -368,12 +373,15 @@ class JoinedRoomSync:
     def handled_state_events(self) -> dict[EventID, Mapping[str, Any]]:
         """event ID -> raw JSON (with its room ID) of the member and room-info state events: what
         live handlers validate instead of mautrix's parsed event, which fills in defaults (a member
-        event without a membership parses as "leave")."""
-        return {
-            raw["event_id"]: raw
-            for raw in self.events()
-            if raw.get("type") in HANDLED_STATE_TYPES and isinstance(raw.get("event_id"), str)
-        }
+        event without a membership parses as "leave"). An event that names another room maps to
+        ``{}``: mautrix dispatches it as this room's, and it must not be applied to either."""
+        found: dict[EventID, Mapping[str, Any]] = {}
+        for raw in itertools.chain(self.state, self.timeline):
+            if isinstance(raw, Mapping) and raw.get("type") in HANDLED_STATE_TYPES:
+                event_id = raw.get("event_id")
+                if isinstance(event_id, str):
+                    found[EventID(event_id)] = _in_room(raw, self.room_id) or {}
+        return found
 
     def asserted_state(self) -> tuple[list[MemberChange], list[RoomInfoChange]]:
         """The valid member and room-info events of the ``state`` section whose keys the timeline
@@ -393,8 +401,8 @@ class JoinedRoomSync:
 class SyncView:
     """A /sync response, read: what the logic layer decides on."""
 
-    joined: tuple[JoinedRoomSync, ...] = ()
-    left: tuple[RoomID, ...] = ()  # in ``rooms.leave`` and not (again) in ``rooms.join``
+    joined: tuple[RoomSync, ...] = ()
+    left: tuple[RoomSync, ...] = ()  # in ``rooms.leave`` and not (again) in ``rooms.join``
     dispatchable: bool = True  # mautrix can dispatch every event (see sync_dispatchable)
     next_batch: str | None = None
 
@@ -404,28 +412,38 @@ def sync_view(sync: Mapping[str, Any]) -> SyncView:
     IDs, sections that are not objects)."""
     rooms = _mapping(sync.get("rooms"))
     join_section, leave_section = _mapping(rooms.get("join")), _mapping(rooms.get("leave"))
-    joined = []
-    for room_id, data in join_section.items():
+    next_batch = sync.get("next_batch")
+    return SyncView(
+        _rooms(join_section),
+        _rooms({room_id: data for room_id, data in leave_section.items() if room_id not in join_section}),
+        sync_dispatchable(sync),
+        next_batch if isinstance(next_batch, str) else None,
+    )
+
+
+def _rooms(section: Mapping[str, Any]) -> tuple[RoomSync, ...]:
+    rooms = []
+    for room_id, data in section.items():
         if not is_room_id(room_id) or not isinstance(data, Mapping):
             continue
         timeline = data.get("timeline")
-        joined.append(
-            JoinedRoomSync(
+        rooms.append(
+            RoomSync(
                 RoomID(room_id),
                 _events(data.get("state")),
                 _events(timeline),
                 limited=_mapping(timeline).get("limited") is True,
             )
         )
-    left = tuple(RoomID(r) for r in leave_section if is_room_id(r) and r not in join_section)
-    next_batch = sync.get("next_batch")
-    return SyncView(tuple(joined), left, sync_dispatchable(sync), next_batch if isinstance(next_batch, str) else None)
+    return tuple(rooms)
 
 
-def joined_rooms(response: Any) -> list[RoomID]:
-    """Room IDs from a ``/joined_rooms`` response; MalformedResponse if it is not a list of
-    room IDs (never an empty list by mistake: that would mean "forget every room")."""
+def joined_rooms(response: Any) -> tuple[list[RoomID], int]:
+    """Room IDs from a ``/joined_rooms`` response, and how many entries were not room IDs (left
+    out); MalformedResponse if it is not a list at all (never an empty list by mistake: that would
+    mean "forget every room")."""
     rooms = response.get("joined_rooms") if isinstance(response, Mapping) else None
-    if not isinstance(rooms, list) or not all(is_room_id(room) for room in rooms):
-        raise MalformedResponse("the joined_rooms list is malformed")
-    return [RoomID(room) for room in rooms]
+    if not isinstance(rooms, list):
+        raise MalformedResponse("the joined_rooms list is missing")
+    valid = [RoomID(room) for room in rooms if is_room_id(room)]
+    return valid, len(rooms) - len(valid)

@@ -26,6 +26,7 @@ from .models import (
     Wave,
     WhereisAnswer,
 )
+from .text import is_blank
 from .visibility import Visibility
 
 log = logging.getLogger("roomstate.queries")
@@ -70,7 +71,7 @@ class RoomQueries:
             return WhereisAnswer(user_id, refused=True)
         shared = scope.visible(await self.store.rooms_of(user_id), lambda s: s.room.room_id)
         shared.sort(key=lambda s: (s.room.room_id != asked_in, by_name(s.room)))
-        name = next((s.displayname for s in shared if s.displayname), None)
+        name = next((s.displayname for s in shared if not is_blank(s.displayname)), None)
         rooms = tuple(sorted((s.room for s in shared), key=by_name))
         return WhereisAnswer(user_id, name, rooms, only_rooms_of_asker=scope.limited)
 

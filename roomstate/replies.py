@@ -41,6 +41,7 @@ from .models import (
     Wave,
     WhereisAnswer,
 )
+from .text import is_blank, visible
 from .timeparse import shown, shown_period
 
 REPLY_BUDGET = 30_000  # bytes of body + formatted_body
@@ -48,16 +49,16 @@ NAME_LIMIT = 80
 ARGUMENT_LIMIT = 60
 ERROR_LIMIT = 300
 
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200b\u200c\u200e\u200f\u2028-\u202e\u2060-\u2069\ufeff]+")
+_OUR_QUOTES = str.maketrans({"“": '"', "”": '"'})  # ours alone mark other people's text in the body
 _LINKISH = re.compile(r"://|www\.|\w\.\w|@\w|#\w|!\w", re.IGNORECASE)
 _LINK_PUNCTUATION = re.compile(r"([.:/@#!])")
 ZERO_WIDTH_SPACE = "\u200b"
 
 
 def clean(text: str, limit: int = NAME_LIMIT) -> str:
-    """One safe line of someone else's text: no controls, no line breaks, at most ``limit``
+    """One safe line of someone else's text: nothing invisible (``visible``), at most ``limit``
     characters, and no run of characters a client would turn into a link or a pill."""
-    text = " ".join(_UNSAFE.sub(" ", text).split())
+    text = visible(text)
     if len(text) > limit:
         text = text[: limit - 1].rstrip() + "…"
     if _LINKISH.search(text):
@@ -86,21 +87,22 @@ def literal(text: str) -> Text:
 
 
 def name(text: str, limit: int = NAME_LIMIT) -> Text:
-    """Someone else's text, shown in bold."""
-    safe = clean(text, limit)
-    return Text(safe, f"<b>{html.escape(safe)}</b>")
+    """Someone else's text (a room or display name): bold in HTML, in quotation marks in the plain
+    body, so that a name that copies the bot's own words cannot pass for them."""
+    safe = clean(text, limit).translate(_OUR_QUOTES)
+    return Text(f"“{safe}”", f"<b>{html.escape(safe)}</b>")
 
 
 def quoted(text: str, limit: int = ARGUMENT_LIMIT) -> Text:
     """Someone else's text, quoted (e.g. a command argument)."""
-    safe = clean(text, limit)
+    safe = clean(text, limit).translate(_OUR_QUOTES)
     return Text(f"“{safe}”", f"“{html.escape(safe)}”")
 
 
 def code(identifier: str) -> Text:
     """An ID (validated by the caller): code in HTML (clients neither link nor pill code), as it
     is in the plain body (nobody is pinged: replies carry ``m.mentions: {}``)."""
-    safe = " ".join(_UNSAFE.sub(" ", identifier[:255]).split())
+    safe = visible(identifier[:255])
     return Text(safe, f"<code>{html.escape(safe)}</code>")
 
 
@@ -165,9 +167,9 @@ def reply(header: Text | str, items: Sequence[Text] = (), footer: Text | str | N
 
 
 def room_name(room: RoomInfo) -> Text:
-    """The room's name (someone else's text), else its canonical alias or its ID (validated IDs:
-    shown as they are, copyable)."""
-    return name(room.name) if room.name else code(room.canonical_alias or room.room_id)
+    """The room's name (someone else's text), else (no name, or one that shows nothing) its
+    canonical alias or its ID (validated IDs: shown as they are, copyable)."""
+    return name(room.name) if room.name and not is_blank(room.name) else code(room.canonical_alias or room.room_id)
 
 
 def room_line(room: RoomInfo) -> Text:
@@ -221,7 +223,9 @@ def whereis(answer: WhereisAnswer) -> Reply:
     if answer.refused:
         return reply(REFUSED_VISIBILITY)
     who = (
-        code(answer.user_id) if not answer.displayname else name(answer.displayname) + " (" + code(answer.user_id) + ")"
+        code(answer.user_id)
+        if is_blank(answer.displayname)
+        else name(answer.displayname or "") + " (" + code(answer.user_id) + ")"
     )
     scope = " that you are in too" if answer.only_rooms_of_asker else ""
     if not answer.rooms:
@@ -332,8 +336,8 @@ def transition(entry: HistoryEntry, room: Text) -> Text:
     """What happened, in words: "joined Ops", "kicked from Design by @mod (spam)"."""
     was, now = entry.previous, entry.membership
     if now == JOIN and was == JOIN:
-        if entry.displayname:
-            text = "renamed to " + name(entry.displayname) + " in " + room
+        if not is_blank(entry.displayname):
+            text = "renamed to " + name(entry.displayname or "") + " in " + room
         else:
             text = "removed their display name in " + room
     elif now == JOIN:

@@ -44,7 +44,7 @@ from .models import (
     SyncOutcome,
 )
 from .ordering import RoomQueue
-from .parsing import JoinedRoomSync, SyncView
+from .parsing import RoomSync, SyncView
 from .repair import Repairer
 
 T = TypeVar("T")
@@ -52,6 +52,9 @@ log = logging.getLogger("roomstate.service")
 
 COVERS_REMEMBERED = 32  # rooms whose just-joined sync's event IDs are kept in memory
 COVER_IDLE_SECONDS = 600
+RECONCILE_RETRY_MIN_SECONDS = 1.0  # listing the joined rooms at start: never retried at once
+SUPERVISOR_RETRY_MIN_SECONDS = 1.0  # a failed background job is started again after this ...
+SUPERVISOR_RETRY_MAX_SECONDS = 60.0  # ... doubling up to this
 
 RawEvent = Mapping[str, Any]
 
@@ -159,10 +162,27 @@ class RoomStateService:
         return self.store.open_soon()
 
     def start(self) -> None:
-        """Start the background work: startup reconciliation, the repairer, the cleanup job."""
-        self.spawn(self.reconcile(), "reconcile")
-        self.spawn(self.repairer.run(), "repairer")
-        self.spawn(self._cleanup_loop(), "cleanup")
+        """Start the background work: startup reconciliation, the repairer, the cleanup job, each
+        supervised (a failure is logged and the work started again after a backoff)."""
+        self.spawn(self._supervised(self.reconcile, "reconcile"), "reconcile")
+        self.spawn(self._supervised(self.repairer.run, "repairer"), "repairer")
+        self.spawn(self._supervised(self._cleanup_loop, "cleanup"), "cleanup")
+
+    async def _supervised(self, work: Callable[[], Awaitable[Any]], name: str) -> None:
+        """Run ``work()`` until it returns; when it fails, say so in one log line and run it again
+        after a backoff (SUPERVISOR_RETRY_*: a database that is down must not end it for good)."""
+        delay = SUPERVISOR_RETRY_MIN_SECONDS
+        while True:
+            try:
+                await work()
+                return
+            except Exception as error:
+                if isinstance(error, (StorageError, HomeserverError)):
+                    self.log.warning("The %s job failed (%s); starting it again in %.0fs", name, error, delay)
+                else:
+                    self.log.exception("The %s job failed; starting it again in %.0fs", name, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, SUPERVISOR_RETRY_MAX_SECONDS)
 
     def spawn(self, work: Awaitable[Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(work)
@@ -217,13 +237,14 @@ class RoomStateService:
     # ---- live events (scheduled synchronously, in delivery order) -------------------------------
 
     def _raw(self, evt: Event | StateEvent | RawEvent) -> RawEvent:
-        """The event's JSON as the homeserver sent it (from the sync that delivered it)."""
+        """The event's JSON as the homeserver sent it (from the sync that delivered it; ``{}``,
+        malformed, for an event of the sync that named another room)."""
         if isinstance(evt, Mapping):
             return evt
         raw = self._sync_events.get(getattr(evt, "event_id", None) or EventID(""))
-        if raw is not None and raw.get("room_id") == getattr(evt, "room_id", None):
-            return raw
-        return _as_json(evt)
+        if raw is None:
+            return _as_json(evt)
+        return raw if raw.get("room_id") == getattr(evt, "room_id", None) else {}
 
     def member_event(
         self, evt: Event | StateEvent | RawEvent, claim: EventClaim | None, *, outside_joined_room: bool = False
@@ -367,8 +388,9 @@ class RoomStateService:
             self.log.warning("A sync carries malformed events that stop its dispatch; resyncing its rooms instead")
             events_not_dispatched = True
         delivered: dict[EventID, RawEvent] = {}
-        for room_id in view.left:
-            self.queue.submit(room_id, functools.partial(self._forget_left, room_id))
+        for left in view.left:
+            delivered.update(left.handled_state_events())
+            self.queue.submit(left.room_id, functools.partial(self._forget_left, left.room_id))
         for room in view.joined:
             if events_not_dispatched:
                 if room.has_events or room.limited:
@@ -386,7 +408,7 @@ class RoomStateService:
                 self._check_asserted_state(room)
         self._sync_events = delivered  # the handlers of this sync's events run next
 
-    def _check_asserted_state(self, room: JoinedRoomSync) -> None:
+    def _check_asserted_state(self, room: RoomSync) -> None:
         """Before an unbroken timeline, the ``state`` section holds state the server thinks the
         client lacks. After concurrent changes forked the room, state resolution may settle on
         an event the client already processed (the dedup skips it when dispatched), and no new
@@ -544,17 +566,17 @@ class RoomStateService:
         """Startup: queue every joined room (``sync.on_startup: all``) or only new ones, and
         every stored room the bot may have left, for a resync; the repairer does the rest. The
         queue is durable, so a restart in the middle carries on where it stopped."""
-        delay = self.config.retry_min_seconds
+        delay = max(RECONCILE_RETRY_MIN_SECONDS, self.config.retry_min_seconds)
         while True:
             try:
                 joined = set(await self.homeserver.joined_rooms())
                 break
             except HomeserverError as error:
                 self.log.warning(
-                    "Startup reconciliation: could not list joined rooms (%s); retrying in %.0fs", error, delay
+                    "Startup reconciliation: could not list joined rooms (%s); retrying in %.1fs", error, delay
                 )
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, self.config.retry_max_seconds)
+                delay = min(delay * 2, max(delay, self.config.retry_max_seconds))
         known = {room.room_id for room in await self.store.rooms()}
         targets = joined | known if self.config.startup_sync == "all" else joined ^ known
         await asyncio.gather(*(self.store.queue_resync(room_id, "startup") for room_id in sorted(targets)))
@@ -602,6 +624,10 @@ class RoomStateService:
                 self._covers.sweep()
                 self.bursts.sweep()
                 await self.store.sweep_caches(self.config.idle_seconds)
+            except StorageError as error:
+                self.log.warning(
+                    "Cleanup failed (%s); trying again in %.0fs", error, self.config.cleanup_interval_seconds
+                )
             except Exception:
                 self.log.exception("Cleanup failed; trying again later")
             self._wake_cleanup.clear()

@@ -41,6 +41,7 @@ class Failure:
     errcode: str = "M_UNKNOWN"
     body: str = "{not json"
     seconds: float = 3600.0
+    content_type: str = "application/json"
 
 
 class FakeHomeserver:
@@ -84,9 +85,10 @@ class FakeHomeserver:
         kind: str = "http",
         body: str = "{not json",
         seconds: float = 3600.0,
+        content_type: str = "application/json",
     ) -> None:
         """Make the next ``times`` requests whose path matches ``pattern`` fail (see Failure)."""
-        self.failures.append(Failure(pattern, times, kind, status, errcode, body, seconds))
+        self.failures.append(Failure(pattern, times, kind, status, errcode, body, seconds, content_type))
 
     def heal(self) -> None:
         """Stop every injected failure."""
@@ -193,7 +195,7 @@ class FakeHomeserver:
                         pass
                     break
                 if failure.kind == "malformed":
-                    return web.Response(text=failure.body, content_type="application/json")
+                    return web.Response(text=failure.body, content_type=failure.content_type)
                 return web.json_response(
                     {"errcode": failure.errcode, "error": "injected failure"}, status=failure.status
                 )

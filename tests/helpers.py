@@ -257,11 +257,11 @@ class Harness:
             await self.bot.internal_stop()
             self.bot = None
 
-    async def restart(self, **config_overrides: Any) -> RoomStateBot:
+    async def restart(self, settle: bool = True, **config_overrides: Any) -> RoomStateBot:
         await self.stop()
         self.engine.dispose()
         self.engine = sa.create_engine(self.db_url)
-        return await self.start(**config_overrides)
+        return await self.start(settle, **config_overrides)
 
     async def sync(self, response: dict[str, Any], settle: bool = True, copy_response: bool = True) -> None:
         """Hand a /sync response to the client as its syncer does: SYNC_SUCCESSFUL first (with
@@ -296,11 +296,15 @@ class Harness:
         else:
             await self.sync(sync_response(joined={room: {section: stripped}}), settle=settle)
 
-    async def command(self, room_id: str, sender: str, body: str, formatted_body: str | None = None) -> list[str]:
+    async def command(
+        self, room_id: str, sender: str, body: str, formatted_body: str | None = None, settle: bool = True
+    ) -> list[str]:
         """Send a message as ``sender``; returns the plain-text bodies of the bot's replies, as sent
         (IDs in them can be copied into the next command)."""
         before = len(self.hs.sent)
-        await self.deliver(self.hs.message(room_id, sender, body, formatted_body))
+        await self.deliver(self.hs.message(room_id, sender, body, formatted_body), settle=settle)
+        if not settle:  # wait for the reply alone
+            await eventually(lambda: len(self.hs.sent) > before, what=f"a reply to {body}")
         return [content.get("body", "") for _, content in self.hs.sent[before:]]
 
     def replies(self, since: int = 0) -> list[dict[str, Any]]:

@@ -30,14 +30,14 @@ async def test_rooms_lists_rooms_sorted_with_counts(two_rooms: Harness) -> None:
     assert reply.splitlines() == [
         "I'm in 3 rooms:",
         "• #alias-only:fake.test (2 members) !x:fake.test",
-        f"• Design (4 members) {ROOM}",
-        f"• Ops (4 members) {OPS}",
+        f"• “Design” (4 members) {ROOM}",
+        f"• “Ops” (4 members) {OPS}",
     ]
 
 
 async def test_rooms_shows_a_non_admin_only_the_rooms_they_are_in(two_rooms: Harness) -> None:
     [reply] = await two_rooms.command(OPS, CAROL, "!rooms")
-    assert reply.splitlines() == ["I'm in 1 room that you are in too:", f"• Ops (4 members) {OPS}"]
+    assert reply.splitlines() == ["I'm in 1 room that you are in too:", f"• “Ops” (4 members) {OPS}"]
     [everyone] = [r for r in await two_rooms.command(OPS, ALICE, "!rooms")]
     assert "Design" in everyone and "Ops" in everyone
     two_rooms.bot.config["visibility"] = "admins"  # type: ignore[union-attr]
@@ -75,18 +75,18 @@ async def test_rooms_when_in_no_room(harness: Harness) -> None:
 async def test_whereis_for_admin_lists_every_shared_room(two_rooms: Harness) -> None:
     [reply] = await two_rooms.command(ROOM, ADMIN, f"!whereis {ALICE}")
     lines = reply.splitlines()
-    assert lines[0] == f"Alice ({ALICE}) shares 2 rooms with me:"
-    assert lines[1:] == [f"• Design (4 members) {ROOM}", f"• Ops (4 members) {OPS}"]
+    assert lines[0] == f"“Alice” ({ALICE}) shares 2 rooms with me:"
+    assert lines[1:] == [f"• “Design” (4 members) {ROOM}", f"• “Ops” (4 members) {OPS}"]
 
 
 async def test_whereis_shared_mode_hides_rooms_the_asker_is_not_in(two_rooms: Harness) -> None:
     [reply] = await two_rooms.command(OPS, CAROL, f"!whereis {ALICE}")
     assert reply.splitlines() == [
-        f"Alice ({ALICE}) shares 1 room that you are in too with me:",
-        f"• Ops (4 members) {OPS}",
+        f"“Alice” ({ALICE}) shares 1 room that you are in too with me:",
+        f"• “Ops” (4 members) {OPS}",
     ]
     [own] = await two_rooms.command(OPS, CAROL, f"!whereis {CAROL}")
-    assert own.startswith(f"Carol ({CAROL}) shares 1 room with me")
+    assert own.startswith(f"“Carol” ({CAROL}) shares 1 room with me")
 
 
 async def test_whereis_never_shows_a_name_from_a_room_the_asker_cannot_see(two_rooms: Harness) -> None:
@@ -94,12 +94,12 @@ async def test_whereis_never_shows_a_name_from_a_room_the_asker_cannot_see(two_r
     # Alice uses a private nickname in Design, which Carol is not in
     await h.deliver(h.hs.member(ROOM, ALICE, "join", displayname="Secret Alias"))
     [reply] = await h.command(OPS, CAROL, f"!whereis {ALICE}")
-    assert "Secret Alias" not in reply and reply.startswith(f"Alice ({ALICE})")
+    assert "Secret Alias" not in reply and reply.startswith(f"“Alice” ({ALICE})")
     await h.deliver(h.hs.member(OPS, ALICE, "join", displayname=""))
     [nameless] = await h.command(OPS, CAROL, f"!whereis {ALICE}")
     assert nameless.startswith(f"{ALICE} shares 1 room") and "Secret Alias" not in nameless
     [admin] = await h.command(ROOM, ADMIN, f"!whereis {ALICE}")  # asked in Design: its name
-    assert admin.startswith(f"Secret Alias ({ALICE})")
+    assert admin.startswith(f"“Secret Alias” ({ALICE})")
 
 
 async def test_whereis_visibility_modes(two_rooms: Harness) -> None:
@@ -111,15 +111,15 @@ async def test_whereis_visibility_modes(two_rooms: Harness) -> None:
     ]
     h.bot.config["visibility"] = "everyone"
     [reply] = await h.command(OPS, CAROL, f"!whereis {ALICE}")
-    assert reply.startswith(f"Alice ({ALICE}) shares 2 rooms with me")
+    assert reply.startswith(f"“Alice” ({ALICE}) shares 2 rooms with me")
 
 
 async def test_whereis_accepts_pills_and_links(two_rooms: Harness) -> None:
     pill = f'<a href="https://matrix.to/#/{ALICE}">Alice</a>'
     [reply] = await two_rooms.command(ROOM, ADMIN, "!whereis Alice", formatted_body=f"!whereis {pill}")
-    assert reply.startswith(f"Alice ({ALICE}) shares 2 rooms")
+    assert reply.startswith(f"“Alice” ({ALICE}) shares 2 rooms")
     [reply] = await two_rooms.command(ROOM, ADMIN, "!whereis https://matrix.to/#/%40bob%3Afake.test")
-    assert reply.startswith("Bob (@bob:fake.test) shares 2 rooms")
+    assert reply.startswith("“Bob” (@bob:fake.test) shares 2 rooms")
 
 
 async def test_whereis_bad_input(two_rooms: Harness) -> None:
@@ -141,7 +141,7 @@ async def test_the_asked_room_answers_from_its_first_join_sync(harness: Harness)
     await harness.deliver(harness.hs.member(ROOM, BOT, "invite", sender=ALICE), section="invite", settle=False)
     await harness.deliver(harness.hs.member(ROOM, BOT, "join"), settle=False)
     [reply] = await harness.command(ROOM, ADMIN, f"!whereis {BOB}")
-    assert reply.startswith(f"Bob ({BOB}) shares 1 room with me:") and "Design" in reply
+    assert reply.startswith(f"“Bob” ({BOB}) shares 1 room with me:") and "Design" in reply
 
 
 async def test_a_slow_sync_elsewhere_does_not_delay_answers(two_rooms: Harness) -> None:
@@ -162,9 +162,9 @@ async def test_resync_reports_what_changed(two_rooms: Harness) -> None:
     h.hs.member(ROOM, EVE, "join")  # unseen by the bot
     h.hs.member(ROOM, BOB, "leave")
     [reply] = await h.command(ROOM, ADMIN, "!resync")
-    assert reply == f"Resynced Design: members +1 ({EVE}), -1 ({BOB}); now 4 members."
+    assert reply == f"Resynced “Design”: members +1 ({EVE}), -1 ({BOB}); now 4 members."
     [again] = await h.command(ROOM, ADMIN, "!resync")
-    assert again == "Resynced Design: no member changes; now 4 members."
+    assert again == "Resynced “Design”: no member changes; now 4 members."
 
 
 async def test_resync_all_fixes_corrupted_rows_and_reports(two_rooms: Harness) -> None:
@@ -194,7 +194,7 @@ async def test_resync_permissions(two_rooms: Harness) -> None:
         "Sorry, only the bot's admins (or room moderators with enough power) may resync."
     ]
     [ok] = await h.command(ROOM, ALICE, "!resync")
-    assert ok.startswith("Resynced Design")
+    assert ok.startswith("Resynced “Design”")
     assert await h.command(ROOM, ALICE, "!resync all") == ["Sorry, only the bot's admins may resync every room."]
     assert h.bot is not None
     h.bot.config["resync_power_level"] = None
@@ -236,7 +236,7 @@ async def test_resync_homeserver_failures_always_get_an_answer(two_rooms: Harnes
         assert h.db.members(ROOM) == before or EVE in h.db.joined(ROOM)  # the repairer may have healed it
     h.hs.heal()
     [retry] = await h.command(ROOM, ADMIN, "!resync")
-    assert retry.startswith("Resynced Design") and EVE in h.db.joined(ROOM)
+    assert retry.startswith("Resynced “Design”") and EVE in h.db.joined(ROOM)
 
 
 async def test_resync_all_when_the_homeserver_is_unreachable(two_rooms: Harness) -> None:

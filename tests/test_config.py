@@ -83,7 +83,7 @@ async def test_live_change_of_permissions(harness: Harness) -> None:
     await update(harness, admins=[BOB])
     assert (await harness.command(ROOM, BOB, "!resync all"))[0].startswith("Resynced 1 room")
     await update(harness, admins=[], resync_power_level=0)
-    assert (await harness.command(ROOM, BOB, "!resync"))[0].startswith("Resynced Design")
+    assert (await harness.command(ROOM, BOB, "!resync"))[0].startswith("Resynced “Design”")
 
 
 async def test_live_change_of_visibility(harness: Harness) -> None:
@@ -123,7 +123,7 @@ async def test_live_change_of_history_retention(harness: Harness, db: Database) 
     await update(harness, history__retention_days=30)
     await harness.deliver(harness.hs.member(ROOM, CAROL, "join"))
     [answer] = await harness.command(ROOM, ADMIN, f"!history {CAROL}")
-    assert answer.splitlines()[1].startswith("• joined Design")
+    assert answer.splitlines()[1].startswith("• joined “Design”")
 
 
 async def test_live_change_of_intervals(harness: Harness, db: Database) -> None:

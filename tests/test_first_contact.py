@@ -45,7 +45,7 @@ async def test_unknown_subcommands_get_pointed_to_help(design: Harness) -> None:
 async def test_every_command_works_under_the_base_command(design: Harness) -> None:
     [short] = await design.command(ROOM, ADMIN, f"!whereis {BOB}")
     [long] = await design.command(ROOM, ADMIN, f"!roomstate whereis {BOB}")
-    assert short == long and long.startswith(f"Bob ({BOB}) shares 1 room")
+    assert short == long and long.startswith(f"“Bob” ({BOB}) shares 1 room")
     [rooms] = await design.command(ROOM, ADMIN, "!roomstate rooms")
     assert rooms.startswith("I'm in 1 room:")
 
@@ -57,7 +57,7 @@ async def test_short_names_and_the_base_name_are_settings_read_live(design: Harn
     [rooms] = await design.command(ROOM, ADMIN, "!rs rooms")
     assert rooms.startswith("I'm in 1 room:")
     [where] = await design.command(ROOM, ADMIN, f"!whereis {BOB}")
-    assert where.startswith(f"Bob ({BOB})")
+    assert where.startswith(f"“Bob” ({BOB})")
     [usage] = await design.command(ROOM, ADMIN, "!rs resync everything")
     assert usage == "Usage: !rs resync (this room) or !rs resync all (every room)"
     [text] = await design.command(ROOM, ADMIN, "!rs")
@@ -108,22 +108,22 @@ async def test_history_of_people_who_were_there_before_the_bot(design: Harness) 
     lines = alice.splitlines()
     assert lines[0] == f"No changes of {ALICE} since I started tracking:"
     assert re.fullmatch(
-        r"• member of Design since before \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \(when I started tracking it\)", lines[1]
+        r"• member of “Design” since before \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \(when I started tracking it\)", lines[1]
     ), lines[1]
     await design.deliver(design.hs.member(ROOM, CAROL, "join"))
     await design.deliver(design.hs.member(ROOM, ALICE, "leave"))
     [after] = await design.command(ROOM, ADMIN, f"!history {ALICE}")
     assert after.splitlines()[0] == f"Latest 1 change of {ALICE}, newest first:"
-    assert after.splitlines()[1].startswith("• left Design")
+    assert after.splitlines()[1].startswith("• left “Design”")
     assert len(after.splitlines()) == 2  # the leave explains her membership: nothing held before
     [carol] = await design.command(ROOM, ADMIN, f"!history {CAROL}")
-    assert carol.splitlines()[1].startswith("• joined Design") and len(carol.splitlines()) == 2
+    assert carol.splitlines()[1].startswith("• joined “Design”") and len(carol.splitlines()) == 2
 
 
 async def test_members_at_a_time_before_tracking_says_when_tracking_began(design: Harness) -> None:
     [before] = await design.command(ROOM, ADMIN, "!members at 1m ago")
     assert re.fullmatch(
-        r"I have no record of Design at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC: I started tracking it at"
+        r"I have no record of “Design” at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC: I started tracking it at"
         r" \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\.",
         before,
     ), before

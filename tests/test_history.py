@@ -537,22 +537,22 @@ async def test_history_commands(harness: Harness) -> None:
     [answer] = await harness.command(ROOM, ADMIN, f"!history {CAROL}")
     lines = answer.splitlines()
     assert lines[0] == f"Latest 3 changes of {CAROL}, newest first:"
-    assert lines[1].startswith(f"• kicked from Design by {ALICE}")
-    assert lines[2].startswith("• renamed to Caz in Design")
-    assert lines[3].startswith("• joined Design")
+    assert lines[1].startswith(f"• kicked from “Design” by {ALICE}")
+    assert lines[2].startswith("• renamed to “Caz” in “Design”")
+    assert lines[3].startswith("• joined “Design”")
     [one] = await harness.command(ROOM, ADMIN, f"!history {CAROL} 1")
     assert len(one.splitlines()) == 2
 
     [joins] = await harness.command(ROOM, ADMIN, "!joins 1h")
-    assert joins.splitlines()[0] == "In Design in the last 1 h: 1 joined, 1 left (1 kicked), 1 banned."
+    assert joins.splitlines()[0] == "In “Design” in the last 1 h: 1 joined, 1 left (1 kicked), 1 banned."
     assert joins.splitlines()[3] == f"• banned: {DAVE}"
     [waves] = await harness.command(ROOM, ADMIN, "!joins all 7d")
-    assert waves.splitlines()[1].startswith("• Design: +1 -1")
+    assert waves.splitlines()[1].startswith("• “Design”: +1 -1")
     assert (await harness.command(ROOM, BOB, "!joins all"))[0].startswith("Sorry, only the bot's admins")
     [before] = await harness.command(ROOM, ADMIN, "!members at 1min ago")
-    assert before.startswith("I have no record of Design at ")  # the bot joined just now
+    assert before.startswith("I have no record of “Design” at ")  # the bot joined just now
     [members] = await harness.command(ROOM, ADMIN, "!members at now")
-    assert members.startswith("Design at "), members
+    assert members.startswith("“Design” at "), members
     for bad in ("!members", "!history"):
         [usage] = await harness.command(ROOM, ADMIN, bad)
         assert usage.startswith("Usage:"), (bad, usage)

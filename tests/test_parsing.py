@@ -124,10 +124,15 @@ def test_json_arrays_are_read_element_by_element() -> None:
     assert list(iter_json_array(b"[]")) == []
 
 
-def test_joined_rooms_must_be_a_list_of_room_ids() -> None:
-    assert joined_rooms({"joined_rooms": ["!a:x.org"]}) == ["!a:x.org"]
-    assert joined_rooms({"joined_rooms": []}) == []
-    for bad in ({"joined_rooms": "!a:x.org"}, {"joined_rooms": None}, {}, [], {"joined_rooms": [5]}, None):
+def test_joined_rooms_keeps_the_room_ids_of_a_list_and_counts_the_rest() -> None:
+    assert joined_rooms({"joined_rooms": ["!a:x.org"]}) == (["!a:x.org"], 0)
+    assert joined_rooms({"joined_rooms": []}) == ([], 0)
+    too_long = "!" + "a" * 300 + ":x.org"
+    assert joined_rooms({"joined_rooms": ["!a:x.org", too_long, 5, None, "#alias:x.org", "!b:y"]}) == (
+        ["!a:x.org", "!b:y"],
+        4,
+    )
+    for bad in ({"joined_rooms": "!a:x.org"}, {"joined_rooms": None}, {}, [], None):
         with pytest.raises(MalformedResponse):
             joined_rooms(bad)
 

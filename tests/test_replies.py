@@ -100,7 +100,7 @@ def test_every_reply_stays_under_the_size_limit() -> None:
 
 def test_plain_bodies_read_well_without_markdown() -> None:
     reply = replies.rooms_page(RoomsAnswer((room("Design", invited_count=1, encrypted=True),)), 1, 20)
-    assert reply.plain.replace("\u200b", "") == f"I'm in 1 room:\n• Design (3 members, 1 invited, encrypted) {ROOM}"
+    assert reply.plain.replace("\u200b", "") == f"I'm in 1 room:\n• “Design” (3 members, 1 invited, encrypted) {ROOM}"
     assert not re.search(r"[*`_\[\]]", reply.plain)
 
 
@@ -122,17 +122,17 @@ def test_every_transition_reads_as_what_happened() -> None:
         text = replies.transition(entry, replies.name("Ops")).plain.replace("\u200b", "")  # IDs are kept unlinkable
         return text.rsplit(" 2026-", 1)[0]
 
-    assert said("leave", "join", event_id="$e") == "joined Ops"
-    assert said("join", "join", displayname="Al", event_id="$e") == "renamed to Al in Ops"
-    assert said("join", "join", displayname="", event_id="$e") == "removed their display name in Ops"
-    assert said("leave", "invite", sender=ADMIN, event_id="$e") == f"invited to Ops by {ADMIN}"
-    assert said("invite", "invite", displayname="Al", event_id="$e") == "changed their profile while invited to Ops"
-    assert said("knock", "knock", event_id="$e") == "changed their profile while knocking on Ops"
-    assert said("invite", "leave", event_id="$e") == "rejected the invite to Ops"
-    assert said("invite", "leave", sender=ADMIN, event_id="$e") == f"invite to Ops withdrawn by {ADMIN}"
-    assert said("join", "leave", sender=ADMIN, reason="spam", event_id="$e") == f"kicked from Ops by {ADMIN} (“spam”)"
-    assert said("join", "ban", sender=ADMIN, event_id="$e") == f"banned from Ops by {ADMIN}"
-    assert said("ban", "leave", sender=ADMIN, event_id="$e") == f"unbanned in Ops by {ADMIN}"
-    assert said("join", "leave", event_id="$e") == "left Ops"
+    assert said("leave", "join", event_id="$e") == "joined “Ops”"
+    assert said("join", "join", displayname="Al", event_id="$e") == "renamed to “Al” in “Ops”"
+    assert said("join", "join", displayname="", event_id="$e") == "removed their display name in “Ops”"
+    assert said("leave", "invite", sender=ADMIN, event_id="$e") == f"invited to “Ops” by {ADMIN}"
+    assert said("invite", "invite", displayname="Al", event_id="$e") == "changed their profile while invited to “Ops”"
+    assert said("knock", "knock", event_id="$e") == "changed their profile while knocking on “Ops”"
+    assert said("invite", "leave", event_id="$e") == "rejected the invite to “Ops”"
+    assert said("invite", "leave", sender=ADMIN, event_id="$e") == f"invite to “Ops” withdrawn by {ADMIN}"
+    assert said("join", "leave", sender=ADMIN, reason="spam", event_id="$e") == f"kicked from “Ops” by {ADMIN} (“spam”)"
+    assert said("join", "ban", sender=ADMIN, event_id="$e") == f"banned from “Ops” by {ADMIN}"
+    assert said("ban", "leave", sender=ADMIN, event_id="$e") == f"unbanned in “Ops” by {ADMIN}"
+    assert said("join", "leave", event_id="$e") == "left “Ops”"
     resynced = HistoryEntry(ROOM, ALICE, "leave", "join", 1_780_000_000)  # no event ID: a resync found it
     assert replies.transition(resynced, replies.name("Ops")).plain.endswith("(found by a resync)")

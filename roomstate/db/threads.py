@@ -209,7 +209,7 @@ class _DatabaseThread:
             job.result = job.work(self._connection())
         except Exception as error:
             job.error = error
-            self._drop_broken_connection()
+            self._drop_broken_connection(error)
         self._deliver([job])
 
     def _connection(self) -> Any:
@@ -217,9 +217,15 @@ class _DatabaseThread:
             self._conn = self.dialect.connect()
         return self._conn
 
-    def _drop_broken_connection(self) -> None:
-        """After a failure: keep the connection if it still answers, else reconnect next time."""
+    def _drop_broken_connection(self, error: BaseException | None = None) -> None:
+        """After a failure: keep the connection if it still answers, else reconnect next time.
+        SQLite opens a file it may not write read-only and stays so: after a write to such a
+        connection failed, or an I/O error, it is opened again, so that writes work as soon as
+        the file (or the disk) does again."""
         if self._conn is None:
+            return
+        if error is not None and self.dialect.is_sqlite and _reopen_sqlite_after(error):
+            self._close_connection()
             return
         try:
             cur = self._conn.cursor()
@@ -230,12 +236,15 @@ class _DatabaseThread:
             cur.close()
         except Exception:
             log.warning("Database connection lost; reconnecting")
-            try:
-                self._conn.close()
-            except Exception:
-                pass
-            self._conn = None
-            self._cur = None
+            self._close_connection()
+
+    def _close_connection(self) -> None:
+        try:
+            self._conn.close()
+        except Exception:
+            pass
+        self._conn = None
+        self._cur = None
 
     def _run_batch(self, batch: list[_Job[Any]]) -> None:
         raise NotImplementedError
@@ -284,7 +293,7 @@ class WriterThread(_DatabaseThread):
         except Exception as error:
             for job in batch:
                 job.error = error
-            self._drop_broken_connection()
+            self._drop_broken_connection(error)
             self._deliver(batch)
             return
         txn = Transaction(cur, self.dialect, self._on_refused)
@@ -322,7 +331,7 @@ class WriterThread(_DatabaseThread):
         except Exception as error:
             self._fail_all(batch, error)
         if all(job.error is not None for job in batch):
-            self._drop_broken_connection()
+            self._drop_broken_connection(batch[-1].error)
         for job in batch:
             for hook in job.hooks:
                 hook()
@@ -355,7 +364,7 @@ class ReaderThread(_DatabaseThread):
                     cur.close()
             except Exception as error:
                 job.error = error
-                self._drop_broken_connection()
+                self._drop_broken_connection(error)
         self._deliver(batch)
 
 
@@ -367,3 +376,11 @@ def _storage_error(error: BaseException) -> BaseException:
     wrapped = StorageError(str(error) or type(error).__name__)
     wrapped.__cause__ = error
     return wrapped
+
+
+_REOPEN_SQLITE_AFTER = ("readonly", "read-only", "disk i/o error", "unable to open")
+
+
+def _reopen_sqlite_after(error: BaseException) -> bool:
+    text = str(error).lower()
+    return any(sign in text for sign in _REOPEN_SQLITE_AFTER)

@@ -31,7 +31,7 @@ def test_uploaded_mbp_runs_in_the_maubot_manager(e2e_dir: Path, synapse: Synapse
             what="manager bot joined",
         )
         reply = alice.ask(room, bot_id, "!rooms")
-        assert reply.splitlines()[0] == "I'm in 1 room that you are in too:" and "Manager mode (3 members)" in reply
+        assert reply.splitlines()[0] == "I'm in 1 room that you are in too:" and "“Manager mode” (3 members)" in reply
 
         # the instance database is the SQLite file maubot made for it, holding our tables
         [db_file] = list((e2e_dir / "manager" / "dbs").glob("*.db"))

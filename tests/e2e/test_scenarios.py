@@ -52,7 +52,7 @@ def test_1_invited_to_existing_room_knows_everyone_at_once(
 
     # asked as soon as the bot is in: answered from the first-join full sync
     reply = admin.ask(room, bot.user_id, f"!whereis {bob.user_id}")
-    assert reply.splitlines()[0] == f"Bob ({bob.user_id}) shares 1 room with me:"
+    assert reply.splitlines()[0] == f"“Bob” ({bob.user_id}) shares 1 room with me:"
     assert "Garden" in reply
     assert (
         bot_db.members(room)
@@ -61,7 +61,7 @@ def test_1_invited_to_existing_room_knows_everyone_at_once(
     )
     assert bot_db.members(room, "invite") == {people.dave.user_id}
     rooms = admin.ask(room, bot.user_id, "!rooms")
-    assert "Garden (5 members, 1 invited)" in rooms, rooms
+    assert "“Garden” (5 members, 1 invited)" in rooms, rooms
 
 
 def test_2_joins_leaves_renames_are_reflected(people: People, bot: StandaloneBot, bot_db: BotDatabase) -> None:
@@ -104,7 +104,7 @@ def test_2_joins_leaves_renames_are_reflected(people: People, bot: StandaloneBot
         what="displayname change",
     )
     reply = alice.ask(room, bot.user_id, "!rooms")
-    assert "Workshop 2 (4 members)" in reply
+    assert "“Workshop 2” (4 members)" in reply
 
 
 def test_3_kicked_and_banned_rooms_are_dropped(
@@ -225,7 +225,7 @@ def test_6_resync_repairs_corruption_and_refuses_non_admins(
     assert refusal.startswith("Sorry, only the bot's admins")
     assert "@ghost:localhost" in bot_db.members(room)
     reply = admin.ask(room, bot.user_id, "!resync")
-    assert reply == f"Resynced Repair: members +1 ({bob.user_id}), -1 (@ghost:localhost); now 4 members."
+    assert reply == f"Resynced “Repair”: members +1 ({bob.user_id}), -1 (@ghost:localhost); now 4 members."
     assert bot_db.members(room) == server_members(alice, room)
     assert bot_db.room(room).name == "Repair"
     everything = admin.ask(room, bot.user_id, "!resync all")
@@ -253,9 +253,9 @@ def test_7_room_with_two_thousand_members(
     target = users[BIG_ROOM_MEMBERS // 2]
     reply = admin.ask(control_room, bot.user_id, f"!whereis {target}")
     localpart = target[1:].split(":")[0]  # Synapse's default displayname for these accounts
-    assert reply.splitlines()[0] == f"{localpart} ({target}) shares 1 room with me:" and "Big" in reply
+    assert reply.splitlines()[0] == f"“{localpart}” ({target}) shares 1 room with me:" and "Big" in reply
     rooms = admin.ask(control_room, bot.user_id, "!rooms")
-    assert f"Big ({BIG_ROOM_MEMBERS + 2} members)" in rooms
+    assert f"“Big” ({BIG_ROOM_MEMBERS + 2} members)" in rooms
 
 
 def test_8_bad_input_left_rooms_and_homeserver_outage(
