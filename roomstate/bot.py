@@ -19,6 +19,7 @@ from .commands import ChatCommands
 from .config import Config
 from .dedup import Deduplicator, EventClaim, deduplicated, deduplicated_with_claim
 from .homeserver import REQUEST_ERRORS, Homeserver
+from .intake import SyncIntake
 from .models import Applied
 from .queries import RoomQueries
 from .service import RoomStateService
@@ -44,6 +45,7 @@ class RoomStateBot(Plugin):
     service: RoomStateService
     queries: RoomQueries
     commands: ChatCommands
+    intake: SyncIntake
     dedup: Deduplicator  # what @deduplicated and @deduplicated_with_claim use
 
     @classmethod
@@ -62,6 +64,7 @@ class RoomStateBot(Plugin):
         self.queries = RoomQueries(self.service.store, homeserver, self.config, self.log)
         self.commands = ChatCommands(self.service, self.queries, self.config, self.client.mxid, self.log)
         self.dedup = self.service.dedup
+        self.intake = SyncIntake(self.service, homeserver, self.config, self.log)
         # awaited by the syncer before it dispatches the sync's events (maubot's own registration
         # would run it as a task after mautrix has rewritten every event's room ID)
         self.client.add_event_handler(InternalEventType.SYNC_SUCCESSFUL, self.on_sync, wait_sync=True)
@@ -74,10 +77,11 @@ class RoomStateBot(Plugin):
             raise
         self.log.debug("roomstate database schema v%d ready", version)
         self.service.start()
+        self.service.spawn(self.service.supervised(self.intake.start, "startup"), "startup")
 
     async def stop(self) -> None:
         self.client.remove_event_handler(InternalEventType.SYNC_SUCCESSFUL, self.on_sync)
-        await self.service.stop(STOP_TIMEOUT_SECONDS)
+        await self.intake.stop(STOP_TIMEOUT_SECONDS)
 
     def on_external_config_update(self) -> None:
         self.config.load_and_update()
@@ -88,7 +92,7 @@ class RoomStateBot(Plugin):
     @on(EventType.ROOM_MEMBER)
     @deduplicated_with_claim
     def on_member(self, evt: StateEvent, claim: EventClaim | None) -> Awaitable[Applied | None]:
-        return self.service.member_event(evt, claim, outside_joined_room=_outside_joined_room(evt))
+        return self.intake.member_event(evt, claim, outside_joined_room=_outside_joined_room(evt))
 
     @on(EventType.ROOM_NAME)
     @on(EventType.ROOM_TOPIC)
@@ -98,19 +102,21 @@ class RoomStateBot(Plugin):
     @on(EventType.ROOM_CREATE)
     @deduplicated_with_claim
     def on_room_info(self, evt: StateEvent, claim: EventClaim | None) -> Awaitable[Applied | None]:
-        return self.service.room_info_event(evt, claim, outside_joined_room=_outside_joined_room(evt))
+        return self.intake.room_info_event(evt, claim, outside_joined_room=_outside_joined_room(evt))
 
     async def on_sync(self, data: dict[str, Any]) -> None:
         """Runs before the sync's events are dispatched, on the raw response as the homeserver
         sent it (and holds up the sync loop: it only schedules work)."""
         sync = data.get("data")
         if isinstance(sync, dict):
-            is_first = bool((sync.get("net.maunium.mautrix") or {}).get("is_first"))
-            not_dispatched = is_first and self.client.ignore_first_sync
-            if is_first:
-                note = " (not dispatched: resyncing its rooms)" if not_dispatched else ""
-                self.log.info("First sync since the start%s", note)
-            self.service.on_sync(sync, events_not_dispatched=not_dispatched)
+            flags = sync.get("net.maunium.mautrix") or {}
+            first, initial = bool(flags.get("is_first")), bool(flags.get("is_initial"))
+            dispatched = not (
+                (first and self.client.ignore_first_sync) or (initial and self.client.ignore_initial_sync)
+            )
+            if first:
+                self.log.info("First sync since the start%s", "" if dispatched else " (maubot does not dispatch it)")
+            self.intake.on_sync(sync, dispatched=dispatched, initial=initial)
 
     # ---- commands ---------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ log = logging.getLogger("roomstate.config")
 VISIBILITY = ("admins", "shared", "everyone")
 COMMAND_NAMES = ("rooms", "whereis", "resync", "history", "joins", "members", "help")
 _COMMAND_WORD = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
-STARTUP_SYNC_MODES = ("all", "new")
+STARTUP_SYNC_MODES = ("catch-up", "all", "new")
 
 _MISSING = object()
 NULLABLE_KEYS = ("resync_power_level",)
@@ -30,7 +30,7 @@ DEFAULTS: dict[str, Any] = {
     "resync_power_level": 100,
     "visibility": "shared",
     "rooms.page_size": 20,
-    "sync.on_startup": "all",
+    "sync.on_startup": "catch-up",
     "sync.concurrency": 4,
     "sync.retry_min_seconds": 5,
     "sync.retry_max_seconds": 3600,

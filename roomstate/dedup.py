@@ -69,6 +69,7 @@ class Deduplicator:
         self.queue = queue
         self.log = logger
         self.running: set[asyncio.Task[Any]] = set()
+        self.gate: asyncio.Future[None] | None = None  # commands wait until it is done (startup)
 
     def earlier_work(self, room_id: RoomID) -> Awaitable[Any]:
         """Everything scheduled in the room up to now: its order's steps and the writes queued
@@ -168,8 +169,12 @@ def deduplicated(
         if key is None:  # nothing to key on
             return await func(self, evt, *args, **kwargs)
         dedup = self.dedup
-        earlier = dedup.earlier_work(key[0])  # fixed now, before the first await
+        gate = dedup.gate
+        earlier = dedup.earlier_work(key[0]) if gate is None or gate.done() else None  # fixed now
         with dedup.running_handler():
+            if earlier is None:  # held back at startup: after what was held back before it
+                await asyncio.shield(gate)  # type: ignore[arg-type]
+                earlier = dedup.earlier_work(key[0])
             try:
                 claimed = await dedup.try_claim(*key)
             except StorageError as error:

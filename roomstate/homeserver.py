@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -41,9 +41,10 @@ class HomeserverError(Exception):
     """A request to the homeserver failed; ``str()`` is a reason fit for a chat reply.
     ``not_in_room``: the homeserver says the bot may not see the room (403/404)."""
 
-    def __init__(self, reason: str, *, not_in_room: bool = False) -> None:
+    def __init__(self, reason: str, *, not_in_room: bool = False, status: int | None = None) -> None:
         super().__init__(reason)
         self.not_in_room = not_in_room
+        self.status = status  # the HTTP status, when the homeserver answered with an error
 
 
 def _describe(error: BaseException) -> HomeserverError:
@@ -58,7 +59,9 @@ def _describe(error: BaseException) -> HomeserverError:
         return HomeserverError(f"the homeserver refused: {error.message}", not_in_room=True)
     if isinstance(error, MatrixRequestError):
         code = error.errcode or f"HTTP {error.http_status}"
-        return HomeserverError(f"the homeserver answered {code}: {error.message or 'no details'}")
+        return HomeserverError(
+            f"the homeserver answered {code}: {error.message or 'no details'}", status=error.http_status
+        )
     if isinstance(error, asyncio.TimeoutError):
         return HomeserverError("the homeserver did not answer in time")
     if isinstance(error, MalformedResponse):
@@ -114,9 +117,27 @@ class Homeserver:
         except MalformedResponse as error:
             raise _describe(error) from error
 
-    async def _get_bytes(self, path: str) -> bytes:
+    async def sync_once(self, since: str, sync_filter: Mapping[str, Any]) -> Mapping[str, Any]:
+        """One /sync of the plugin's own from ``since`` up to the present, returning at once
+        (``timeout=0``), without touching the bot's presence (``set_presence=offline``). Only ever
+        called with a position older than the bot's own sync loop's: a /sync acknowledges (and
+        the homeserver deletes) the to-device messages up to its ``since``, so a later one could
+        delete messages maubot has not received yet; that is why this never pages on with the
+        ``next_batch`` it returns."""
+        params = {"since": since, "timeout": "0", "set_presence": "offline", "filter": json.dumps(sync_filter)}
+        body = await self._call(self._get_bytes("/_matrix/client/v3/sync", params))
+        try:
+            sync = await asyncio.to_thread(json.loads, body)
+        except ValueError as error:
+            raise _describe(MalformedResponse(f"invalid JSON: {error}")) from error
+        if not isinstance(sync, Mapping):
+            raise _describe(MalformedResponse("a sync response that is not an object"))
+        return sync
+
+    async def _get_bytes(self, path: str, query: Mapping[str, str] | None = None) -> bytes:
         api = self.client.api
-        params = {"user_id": api.as_user_id} if api.as_user_id else {}
+        params: dict[str, str] = {"user_id": str(api.as_user_id)} if api.as_user_id else {}
+        params.update(query or {})
         headers = {"Authorization": f"Bearer {api.token}"} if api.token else {}
         url = str(api.base_url).rstrip("/") + path
         async with api.session.get(url, params=params, headers=headers) as response:
@@ -133,8 +154,8 @@ class Homeserver:
         except (ValueError, AttributeError):
             errcode, message = f"HTTP {response.status}", "no details"
         if response.status in (403, 404) and errcode in ("M_FORBIDDEN", "M_NOT_FOUND"):
-            return HomeserverError(f"the homeserver refused: {message}", not_in_room=True)
-        return HomeserverError(f"the homeserver answered {errcode}: {message}")
+            return HomeserverError(f"the homeserver refused: {message}", not_in_room=True, status=response.status)
+        return HomeserverError(f"the homeserver answered {errcode}: {message}", status=response.status)
 
     async def state_content(self, room_id: RoomID, event_type: str) -> dict[str, Any] | None:
         """The content of a room's state event (state key ""), or None if there is none."""

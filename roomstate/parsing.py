@@ -187,6 +187,22 @@ def room_info_change(raw: Any) -> RoomInfoChange | None:
     return RoomInfoChange(RoomID(room_id), EventID(event_id), tuple(fields.items()))
 
 
+def is_old_command(raw: Mapping[str, Any], before_ms: int) -> bool:
+    """Whether an event is a message that may be a command (its body starts with "!") sent
+    before ``before_ms`` (by the sender's clock, which is good enough to tell "while the bot was
+    down" from "just now")."""
+    content = _content(raw)
+    body = content.get("body") if content is not None else None
+    sent = _timestamp(raw.get("origin_server_ts"))
+    return (
+        raw.get("type") == "m.room.message"
+        and isinstance(body, str)
+        and body.startswith("!")
+        and sent is not None
+        and sent < before_ms
+    )
+
+
 # ---- full state -------------------------------------------------------------------------------
 
 
@@ -310,17 +326,6 @@ def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
-def _in_room(raw: Any, room_id: str) -> Mapping[str, Any] | None:
-    """A sync event as the event of ``room_id`` it is (sync events carry no room ID; one that does
-    and names another room is misdirected: None)."""
-    if not isinstance(raw, Mapping):
-        return None
-    named = raw.get("room_id")
-    if named is not None and named != room_id:
-        return None
-    return raw if named == room_id else {**raw, "room_id": room_id}
-
-
 def _state_key_of(raw: Mapping[str, Any]) -> tuple[Any, Any]:
     return raw.get("type"), raw.get("state_key")
 
@@ -334,6 +339,16 @@ class RoomSync:
     state: list[Any]
     timeline: list[Any]
     limited: bool
+    # the events (by identity) that named another room when the response was read: mautrix sets
+    # every event's room ID to its section's before dispatching it
+    misdirected: frozenset[int] = frozenset()
+
+    def _located(self, raw: Any) -> Mapping[str, Any] | None:
+        """A sync event as the event of this room it is (sync events carry no room ID; one that
+        named another room is misdirected: None)."""
+        if not isinstance(raw, Mapping) or id(raw) in self.misdirected:
+            return None
+        return raw if raw.get("room_id") == self.room_id else {**raw, "room_id": self.room_id}
 
     @property
     def has_events(self) -> bool:
@@ -343,7 +358,7 @@ class RoomSync:
         """Every event of the room, in delivery order (``state``, then ``timeline``), each with its
         room ID; misdirected ones (another room's ID) are left out."""
         for raw in itertools.chain(self.state, self.timeline):
-            located = _in_room(raw, self.room_id)
+            located = self._located(raw)
             if located is not None:
                 yield located
 
@@ -380,7 +395,7 @@ class RoomSync:
             if isinstance(raw, Mapping) and raw.get("type") in HANDLED_STATE_TYPES:
                 event_id = raw.get("event_id")
                 if isinstance(event_id, str):
-                    found[EventID(event_id)] = _in_room(raw, self.room_id) or {}
+                    found[EventID(event_id)] = self._located(raw) or {}
         return found
 
     def asserted_state(self) -> tuple[list[MemberChange], list[RoomInfoChange]]:
@@ -388,9 +403,7 @@ class RoomSync:
         does not set again: what the server says is the room's state before this timeline."""
         overwritten = {_state_key_of(raw) for raw in self.timeline if isinstance(raw, Mapping) and "state_key" in raw}
         located = [
-            raw
-            for raw in map(lambda r: _in_room(r, self.room_id), self.state)
-            if raw is not None and _state_key_of(raw) not in overwritten
+            raw for raw in map(self._located, self.state) if raw is not None and _state_key_of(raw) not in overwritten
         ]
         members = [change for change in map(member_change, located) if change is not None]
         infos = [change for change in map(room_info_change, located) if change is not None]
@@ -426,15 +439,13 @@ def _rooms(section: Mapping[str, Any]) -> tuple[RoomSync, ...]:
     for room_id, data in section.items():
         if not is_room_id(room_id) or not isinstance(data, Mapping):
             continue
-        timeline = data.get("timeline")
-        rooms.append(
-            RoomSync(
-                RoomID(room_id),
-                _events(data.get("state")),
-                _events(timeline),
-                limited=_mapping(timeline).get("limited") is True,
-            )
+        timeline, state, events = data.get("timeline"), _events(data.get("state")), _events(data.get("timeline"))
+        misdirected = frozenset(
+            id(raw)
+            for raw in itertools.chain(state, events)
+            if isinstance(raw, Mapping) and raw.get("room_id", room_id) != room_id
         )
+        rooms.append(RoomSync(RoomID(room_id), state, events, _mapping(timeline).get("limited") is True, misdirected))
     return tuple(rooms)
 
 

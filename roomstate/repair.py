@@ -61,6 +61,10 @@ class Repairer:
         self._unsaved[room_id] = error
         self.wake()
 
+    def all_saved(self) -> bool:
+        """Whether no room waits for a resync in memory only (its queue entry could not be written)."""
+        return not self._unsaved
+
     def idle(self) -> bool:
         return not self._in_flight and not self._unsaved
 

@@ -162,13 +162,12 @@ class RoomStateService:
         return self.store.open_soon()
 
     def start(self) -> None:
-        """Start the background work: startup reconciliation, the repairer, the cleanup job, each
-        supervised (a failure is logged and the work started again after a backoff)."""
-        self.spawn(self._supervised(self.reconcile, "reconcile"), "reconcile")
-        self.spawn(self._supervised(self.repairer.run, "repairer"), "repairer")
-        self.spawn(self._supervised(self._cleanup_loop, "cleanup"), "cleanup")
+        """Start the background work: the repairer and the cleanup job, each supervised (a
+        failure is logged and the work started again after a backoff)."""
+        self.spawn(self.supervised(self.repairer.run, "repairer"), "repairer")
+        self.spawn(self.supervised(self._cleanup_loop, "cleanup"), "cleanup")
 
-    async def _supervised(self, work: Callable[[], Awaitable[Any]], name: str) -> None:
+    async def supervised(self, work: Callable[[], Awaitable[Any]], name: str) -> None:
         """Run ``work()`` until it returns; when it fails, say so in one log line and run it again
         after a backoff (SUPERVISOR_RETRY_*: a database that is down must not end it for good)."""
         delay = SUPERVISOR_RETRY_MIN_SECONDS
@@ -191,9 +190,10 @@ class RoomStateService:
         task.add_done_callback(self._background.discard)
         return task
 
-    async def stop(self, timeout: float) -> None:
+    async def stop(self, timeout: float, before_closing: Callable[[], Awaitable[Any]] | None = None) -> None:
         """Stop background work, let running handlers and scheduled room work finish (up to
-        ``timeout`` seconds, then cancel them), then close the store."""
+        ``timeout`` seconds, then cancel them), run ``before_closing`` (the last sync position
+        is saved there), then close the store."""
         self.bursts.close()
         for task in list(self._background):
             task.cancel()
@@ -208,6 +208,11 @@ class RoomStateService:
         await self.queue.close(timeout)
         if self._background:
             await asyncio.wait(set(self._background))
+        if before_closing is not None:
+            try:
+                await before_closing()
+            except Exception:
+                self.log.exception("Finishing before the database closes failed")
         await self.store.close()
 
     def config_changed(self) -> None:
@@ -224,8 +229,8 @@ class RoomStateService:
         deadline = time.monotonic() + timeout
 
         def quiet() -> bool:
-            reconciling = any(t.get_name() == "roomstate-reconcile" for t in self._background)
-            busy = len(self.queue) or self.store.writes_pending or self.dedup.running or reconciling
+            starting = any(t.get_name() == "roomstate-startup" for t in self._background)
+            busy = len(self.queue) or self.store.writes_pending or self.dedup.running or starting
             return not busy and self.repairer.idle()
 
         while time.monotonic() < deadline:
@@ -319,22 +324,32 @@ class RoomStateService:
 
     def _applying(self, room_id: RoomID, write: Callable[[], asyncio.Future[Applied]]) -> asyncio.Future[Applied]:
         """Run ``write`` (which queues a database job). If the write fails, the room is queued
-        for a resync (and the returned future carries the error, for the caller to report)."""
+        for a resync, and the returned outcome carries the error (for the caller to report) once
+        that request is stored (or, failing that, remembered in memory)."""
+        outcome: asyncio.Future[Applied] = asyncio.get_running_loop().create_future()
 
         def after(done: asyncio.Future[Applied]) -> None:
             if done.cancelled():
+                outcome.cancel()
                 return
             error = done.exception()
-            if error is not None:
-                self.queue_resync(room_id, "an event could not be applied", str(error))
-            elif done.result() is Applied.NOT_TRACKED:
-                self.repairer.wake()
-            elif done.result() is Applied.APPLIED:
-                self.bursts.changed(room_id)
+            if error is None:
+                result = done.result()
+                if result is Applied.NOT_TRACKED:
+                    self.repairer.wake()
+                elif result is Applied.APPLIED:
+                    self.bursts.changed(room_id)
+                outcome.set_result(result)
+                return
 
-        future = write()
-        future.add_done_callback(after)
-        return future
+            def fail(_: asyncio.Future[None]) -> None:
+                if not outcome.done():
+                    outcome.set_exception(error)
+
+            self.queue_resync(room_id, "an event could not be applied", str(error)).add_done_callback(fail)
+
+        write().add_done_callback(after)
+        return outcome
 
     def _forget(self, change: MemberChange, *, record_claim: bool) -> asyncio.Future[Applied]:
         def forgotten(done: asyncio.Future[Applied]) -> None:
@@ -370,45 +385,75 @@ class RoomStateService:
 
     # ---- whole syncs ------------------------------------------------------------------------
 
-    def on_sync(self, sync: Mapping[str, Any], *, events_not_dispatched: bool) -> None:
-        """A raw /sync response arrived (before its events are dispatched)."""
-        self.sync_response(parsing.sync_view(sync), events_not_dispatched=events_not_dispatched)
-
-    def sync_response(self, view: SyncView, *, events_not_dispatched: bool) -> None:
-        """Act on a /sync response before its events are dispatched: rooms that moved into
-        the ``leave`` section are forgotten (there may be no event for that); rooms with a gap in
-        the timeline (lazy-loaded member events may have been skipped) are resynced; a room the
-        bot just joined is synced in full, covering the state events of this response, which are
-        then skipped (a 100k-member room arrives as 100k events); and when maubot does not
-        dispatch this response's events (its first sync after a start, or a response with
-        malformed events that stop mautrix's dispatch), every room it carries is resynced, so
-        nothing is missed. In the other rooms, state this response asserts that contradicts the
-        stored state makes the room suspect of a fork (``_check_asserted_state``)."""
-        if not events_not_dispatched and not view.dispatchable:
-            self.log.warning("A sync carries malformed events that stop its dispatch; resyncing its rooms instead")
-            events_not_dispatched = True
+    def sync_response(self, view: SyncView) -> list[Awaitable[Any]]:
+        """Act on a /sync response before its events are applied: rooms that moved into the
+        ``leave`` section are forgotten (there may be no event for that); rooms with a gap in the
+        timeline (lazy-loaded member events may have been skipped) are resynced; a room the bot
+        just joined is synced in full, covering the state events of this response, which are then
+        skipped (a 100k-member room arrives as 100k events). In the other rooms, state this
+        response asserts that contradicts the stored state makes the room suspect of a fork
+        (``_check_asserted_state``). Returns the work scheduled (each settles once committed or
+        failed, a failure having queued its room for a resync)."""
+        work: list[Awaitable[Any]] = []
         delivered: dict[EventID, RawEvent] = {}
         for left in view.left:
             delivered.update(left.handled_state_events())
-            self.queue.submit(left.room_id, functools.partial(self._forget_left, left.room_id))
+            work.append(self.queue.submit(left.room_id, functools.partial(self._forget_left, left.room_id)))
         for room in view.joined:
-            if events_not_dispatched:
-                if room.has_events or room.limited:
-                    self.sync_room(room.room_id, "events the first sync after a start did not deliver")
-                continue
             if room.own_join(self.bot_user_id):
                 cover = Cover(room.handled_state_event_ids())
                 self._covers.put(room.room_id, cover)
-                self.queue.run(room.room_id, functools.partial(self._join_sync, room.room_id, cover))
+                work.append(self.queue.run(room.room_id, functools.partial(self._join_sync, room.room_id, cover)))
                 continue
             delivered.update(room.handled_state_events())
             if room.limited:
-                self.sync_room(room.room_id, "a gap in the timeline")
+                work.append(self.sync_room(room.room_id, "a gap in the timeline"))
             else:
-                self._check_asserted_state(room)
+                work += self._check_asserted_state(room)
         self._sync_events = delivered  # the handlers of this sync's events run next
+        return work
 
-    def _check_asserted_state(self, room: RoomSync) -> None:
+    def resync_rooms_in(self, view: SyncView, reason: str) -> list[Awaitable[Any]]:
+        """Resync every room a response carries (whose events nobody will apply one by one) and
+        forget the rooms it says the bot left."""
+        work: list[Awaitable[Any]] = []
+        for left in view.left:
+            work.append(self.queue.submit(left.room_id, functools.partial(self._forget_left, left.room_id)))
+        for room in view.joined:
+            if room.has_events or room.limited:
+                work.append(self.sync_room(room.room_id, reason))
+        return work
+
+    def dispatch(self, view: SyncView, *, commands_before_ms: int) -> list[Awaitable[Any]]:
+        """Apply the events of a response that maubot will not dispatch (maubot's ignored first
+        sync, the catch-up) the way mautrix would have handed them to the handlers: each room's
+        ``state`` then ``timeline`` events, in order, each claimed with its change. Call right
+        after ``sync_response(view)``. Commands are not answered (the reason maubot ignores its
+        first sync); those sent before ``commands_before_ms`` (sender's clock) are recorded as
+        processed, so that a later delivery does not answer them either."""
+        work: list[Awaitable[Any]] = []
+        for rooms, outside in ((view.joined, False), (view.left, True)):
+            for room in rooms:
+                commands: list[EventID] = []
+                for raw in room.events():
+                    kind, event_id = raw.get("type"), raw.get("event_id")
+                    if not isinstance(event_id, str) or not parsing.is_event_id(event_id):
+                        continue
+                    claim = EventClaim(room.room_id, EventID(event_id))
+                    if kind == "m.room.member":
+                        work.append(self.member_event(raw, claim, outside_joined_room=outside))
+                    elif kind in parsing.ROOM_INFO_EVENT_TYPES and "state_key" in raw:
+                        work.append(self.room_info_event(raw, claim, outside_joined_room=outside))
+                    elif not outside and parsing.is_old_command(raw, commands_before_ms):
+                        commands.append(EventID(event_id))
+                if commands:
+                    work.append(self._record_commands(room.room_id, commands))
+        return work
+
+    def _record_commands(self, room_id: RoomID, event_ids: list[EventID]) -> asyncio.Future[None]:
+        return self.queue.submit(room_id, lambda: self.store.claim_events(room_id, event_ids))
+
+    def _check_asserted_state(self, room: RoomSync) -> list[Awaitable[Any]]:
         """Before an unbroken timeline, the ``state`` section holds state the server thinks the
         client lacks. After concurrent changes forked the room, state resolution may settle on
         an event the client already processed (the dedup skips it when dispatched), and no new
@@ -419,12 +464,14 @@ class RoomStateService:
         the room's order (before this sync's timeline is applied); keys the timeline sets again
         are left to it; events not processed yet are simply applied when dispatched."""
         if not room.state:
-            return
+            return []
         members, infos = room.asserted_state()
-        if members or infos:
-            # a store job in the room's position (jobs run in order): before this sync's events,
-            # without holding them up
-            self.queue.submit(room.room_id, functools.partial(self._compare_asserted, room.room_id, members, infos))
+        if not members and not infos:
+            return []
+        # a store job in the room's position (jobs run in order): before this sync's events,
+        # without holding them up
+        compare = functools.partial(self._compare_asserted, room.room_id, members, infos)
+        return [self.queue.submit(room.room_id, compare)]
 
     def _compare_asserted(
         self, room_id: RoomID, members: list[MemberChange], infos: list[RoomInfoChange]
@@ -532,18 +579,23 @@ class RoomStateService:
         self.repairer.wake()
         return SyncOutcome(room_id, error=error)
 
-    def queue_resync(self, room_id: RoomID, reason: str, error: str | None = None) -> None:
-        """Put the room in the durable resync queue (remembered in memory if even that fails)."""
+    def queue_resync(self, room_id: RoomID, reason: str, error: str | None = None) -> asyncio.Future[None]:
+        """Put the room in the durable resync queue (remembered in memory if even that fails).
+        The returned future settles (never with an error) once that is done."""
+        settled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         def done(future: asyncio.Future[None]) -> None:
             if future.cancelled() or future.exception() is not None:
                 self.repairer.remember(room_id, error or reason)
             self.repairer.wake()
+            if not settled.done():
+                settled.set_result(None)
 
         try:
             self.store.queue_resync(room_id, reason, error).add_done_callback(done)
         except StorageError:  # the store is closed (shutting down): the next start reconciles
-            pass
+            settled.set_result(None)
+        return settled
 
     async def resync_all(self) -> ResyncReport:
         """Reconcile every room with the homeserver: sync the rooms it says the bot is in and
@@ -562,9 +614,9 @@ class RoomStateService:
             failed=tuple(o for o in outcomes if not o.ok),
         )
 
-    async def reconcile(self) -> None:
-        """Startup: queue every joined room (``sync.on_startup: all``) or only new ones, and
-        every stored room the bot may have left, for a resync; the repairer does the rest. The
+    async def reconcile(self, *, every_room: bool) -> None:
+        """Startup without a catch-up: queue every joined room (``every_room``) or only new ones,
+        and every stored room the bot may have left, for a resync; the repairer does the rest. The
         queue is durable, so a restart in the middle carries on where it stopped."""
         delay = max(RECONCILE_RETRY_MIN_SECONDS, self.config.retry_min_seconds)
         while True:
@@ -578,7 +630,7 @@ class RoomStateService:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, max(delay, self.config.retry_max_seconds))
         known = {room.room_id for room in await self.store.rooms()}
-        targets = joined | known if self.config.startup_sync == "all" else joined ^ known
+        targets = joined | known if every_room else joined ^ known
         await asyncio.gather(*(self.store.queue_resync(room_id, "startup") for room_id in sorted(targets)))
         self.repairer.wake()
         self.log.info(

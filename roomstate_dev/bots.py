@@ -111,6 +111,12 @@ class StandaloneBot:
         }
         (self.dir / "config.yaml").write_text(json.dumps(config, indent=1))
 
+    def startups(self, text: str | None = None) -> int:
+        """How many times the plugin has finished its startup sync: a catch-up or, without one, the
+        reconciliation of every room."""
+        text = self.log_text() if text is None else text
+        return text.count("Startup reconciliation:") + text.count("Caught up from the saved sync position")
+
     def log_text(self) -> str:
         try:
             return self.log.read_text(errors="replace")
@@ -118,16 +124,14 @@ class StandaloneBot:
             return ""
 
     def start(self, timeout: float = 120, wait_for_first_sync: bool = True) -> None:
-        """Start and wait for the plugin's startup reconciliation, and (unless told not to) for the
+        """Start and wait for the plugin's startup sync (``startups``), and (unless told not to) for the
         first sync, which maubot does not dispatch: an invite during it would never be answered by
         maubot's autojoin. ``nudge`` (if set) makes the first sync's long poll return early."""
         self.write_config()
         text = self.log_text()
-        reconciled, first_syncs = text.count("Startup reconciliation:"), text.count("First sync since the start")
+        started, first_syncs = self.startups(text), text.count("First sync since the start")
         self.process.start()
-        self.process.wait_until(
-            lambda: self.log_text().count("Startup reconciliation:") > reconciled, "startup reconciliation", timeout
-        )
+        self.process.wait_until(lambda: self.startups() > started, "the plugin's startup sync", timeout)
         if not wait_for_first_sync:
             return
         nudged = [0.0]

@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -238,6 +239,16 @@ class Synapse:
 
     def logs(self) -> str:
         return f"--- synapse.log ---\n{tail(self.log)}\n--- stdout ---\n{tail(self.process.log)}"
+
+    def requests_by(self, user_id: str, pattern: str) -> list[str]:
+        """The requests ``user_id`` made whose "METHOD path" matches ``pattern`` (a regular
+        expression), from Synapse's access log, oldest first."""
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return []
+        found = re.findall(r"\{" + re.escape(user_id) + r'\} Processed request:.*? "([A-Z]+ [^ ]+) HTTP', text)
+        return [request for request in found if re.search(pattern, request)]
 
     # ---- accounts ---------------------------------------------------------------------------
 

@@ -8,8 +8,11 @@ raw JSON so tests can deliver them to the plugin the way a /sync would.
 from __future__ import annotations
 
 import asyncio
+import copy
 import itertools
+import json
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,10 +53,12 @@ class FakeHomeserver:
         self.rooms: dict[str, FakeRoom] = {}
         self.sent: list[tuple[str, dict[str, Any]]] = []  # (room_id, content) the bot sent
         self.requests: list[str] = []
+        self.stream: list[Event] = []  # every event, in the order the server made them (sync positions)
+        self.sync_requests: list[str | None] = []  # the ``since`` of each /sync the bot made
         self.failures: list[Failure] = []
         self.slow: list[tuple[str, float]] = []  # (path pattern, seconds)
         self._ids = itertools.count(1)
-        self._ts = itertools.count(1_700_000_000_000, 1000)
+        self._last_ts = 0  # the senders' clocks: now (at least a millisecond after the last event)
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
         self.url = ""
@@ -105,9 +110,10 @@ class FakeHomeserver:
             "sender": sender,
             "content": content,
             "event_id": f"$e{next(self._ids)}:fake.test",
-            "origin_server_ts": next(self._ts),
+            "origin_server_ts": self._now_ms(),
             "unsigned": {},
         }
+        self.stream.append(event)
         if state_key is not None:
             event["state_key"] = state_key
             room = self.rooms.setdefault(room_id, FakeRoom(room_id))
@@ -116,6 +122,10 @@ class FakeHomeserver:
                 event["unsigned"]["prev_content"] = previous["content"]
             room.state[(type_, state_key)] = event
         return event
+
+    def _now_ms(self) -> int:
+        self._last_ts = max(int(time.time() * 1000), self._last_ts + 1)
+        return self._last_ts
 
     def create_room(
         self,
@@ -203,6 +213,8 @@ class FakeHomeserver:
         if not path.startswith(prefix):
             return self._error(404, "M_UNRECOGNIZED", "unknown endpoint")
         path = path[len(prefix) :]
+        if path == "/sync":
+            return self._sync(request)
         if path == "/joined_rooms":
             return web.json_response({"joined_rooms": self.joined_rooms()})
         if path == "/account/whoami":
@@ -226,6 +238,67 @@ class FakeHomeserver:
             return self._error(404, "M_NOT_FOUND", "Event not found")
         return web.json_response(event["content"])
 
+    def state_requests(self, since: int = 0) -> list[str]:
+        """The full-state requests (``GET /rooms/{id}/state``) made since request number ``since``."""
+        return [r for r in self.requests[since:] if re.fullmatch(r"GET /_matrix/client/v3/rooms/[^/]+/state", r)]
+
+    @property
+    def position(self) -> str:
+        """The token of "now" (what a /sync made now would return as ``next_batch``)."""
+        return f"s{len(self.stream)}"
+
+    def _sync(self, request: web.Request) -> web.Response:
+        since = request.query.get("since")
+        self.sync_requests.append(since)
+        match = re.fullmatch(r"s([0-9]+)", since or "")
+        if match is None or int(match.group(1)) > len(self.stream):
+            return self._error(400, "M_UNKNOWN", "Invalid stream token")
+        limit = 10
+        try:
+            limit = int(json.loads(request.query.get("filter", "{}"))["room"]["timeline"]["limit"])
+        except (ValueError, KeyError, TypeError):
+            pass
+        return web.json_response(self.incremental_sync(int(match.group(1)), limit))
+
+    def incremental_sync(self, since: int, limit: int) -> dict[str, Any]:
+        """What changed after stream position ``since``, as Synapse answers an incremental /sync:
+        per room the timeline (its last ``limit`` events, ``limited`` if there were more), the
+        room's full state for a room the bot joined meanwhile, rooms it left in ``leave``."""
+        changed: dict[str, list[Event]] = {}
+        for event in self.stream[since:]:
+            changed.setdefault(event["room_id"], []).append(event)
+        joined: dict[str, Any] = {}
+        left: dict[str, Any] = {}
+        for room_id, events in changed.items():
+            before = next(
+                (
+                    e["content"].get("membership")
+                    for e in reversed(self.stream[:since])
+                    if e["room_id"] == room_id
+                    and e["type"] == "m.room.member"
+                    and e.get("state_key") == self.bot_user_id
+                ),
+                None,
+            )
+            timeline = [_without_room(e) for e in events[-limit:]]
+            if self.rooms[room_id].membership(self.bot_user_id) == "join":
+                limited = len(events) > limit or before != "join"
+                entry: dict[str, Any] = {"timeline": {"events": timeline, "limited": limited}}
+                if limited:
+                    shown = {e["event_id"] for e in timeline}
+                    state = [_without_room(e) for e in self.rooms[room_id].state.values() if e["event_id"] not in shown]
+                    entry["state"] = {"events": state}
+                joined[room_id] = entry
+            elif before == "join":
+                left[room_id] = {"timeline": {"events": timeline}}
+        rooms = {key: value for key, value in (("join", joined), ("leave", left)) if value}
+        return {"next_batch": self.position, **({"rooms": rooms} if rooms else {})}
+
     @staticmethod
     def _error(status: int, errcode: str, message: str) -> web.Response:
         return web.json_response({"errcode": errcode, "error": message}, status=status)
+
+
+def _without_room(event: Event) -> Event:
+    """An event as a /sync response carries it (the room is the section's key)."""
+    return {key: copy.deepcopy(value) for key, value in event.items() if key != "room_id"}

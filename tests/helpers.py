@@ -196,7 +196,7 @@ def sync_response(
         rooms["invite"] = {
             room: {"invite_state": {"events": copy.deepcopy(events)}} for room, events in invited.items()
         }
-    return {"rooms": rooms, "next_batch": "s1"}
+    return {"rooms": rooms}
 
 
 class Harness:
@@ -257,11 +257,19 @@ class Harness:
             await self.bot.internal_stop()
             self.bot = None
 
-    async def restart(self, settle: bool = True, **config_overrides: Any) -> RoomStateBot:
+    async def restart(
+        self, settle: bool = True, client_kept_syncing: bool = False, **config_overrides: Any
+    ) -> RoomStateBot:
+        """Stop the plugin and start it again on the same database. ``client_kept_syncing``: as
+        in maubot's manager, where an instance restarts while its client syncs on (the next sync
+        is not the client's first, and is dispatched)."""
         await self.stop()
         self.engine.dispose()
         self.engine = sa.create_engine(self.db_url)
-        return await self.start(settle, **config_overrides)
+        bot = await self.start(settle, **config_overrides)
+        if client_kept_syncing:
+            self.syncs = 1
+        return bot
 
     async def sync(self, response: dict[str, Any], settle: bool = True, copy_response: bool = True) -> None:
         """Hand a /sync response to the client as its syncer does: SYNC_SUCCESSFUL first (with
@@ -271,6 +279,7 @@ class Harness:
         is_first = self.syncs == 0
         self.syncs += 1
         data = copy.deepcopy(response) if copy_response else response
+        data.setdefault("next_batch", self.hs.position)  # the fake's stream position: "now"
         data["net.maunium.mautrix"] = {"is_initial": False, "is_first": is_first}
         await client.run_internal_event(InternalEventType.SYNC_SUCCESSFUL, data=data)
         if not (is_first and client.ignore_first_sync):

@@ -27,7 +27,7 @@ from roomstate.db import RoomStore
 from roomstate.dedup import EventClaim
 from roomstate.homeserver import HomeserverError
 from roomstate.models import MEMBERSHIPS, RoomSnapshot
-from roomstate.parsing import state_snapshot
+from roomstate.parsing import state_snapshot, sync_view
 from roomstate.service import RoomStateService
 
 from .helpers import BOT, drop_tables, make_config
@@ -187,7 +187,7 @@ async def run(url: str, batches: Sequence[Sequence[tuple[Any, ...]]]) -> None:
                     continue
                 delivered.append(raw)
                 arrivals.append(raw)
-            service.on_sync(sync_of([a for a in arrivals if isinstance(a, dict)]), events_not_dispatched=False)
+            service.sync_response(sync_view(sync_of([a for a in arrivals if isinstance(a, dict)])))
             tasks: list[asyncio.Future[Any]] = []
             for arrival in arrivals:
                 if isinstance(arrival, bool):
@@ -225,9 +225,7 @@ async def run(url: str, batches: Sequence[Sequence[tuple[Any, ...]]]) -> None:
 # a joined member's event without a membership (mautrix parses it as "leave"), and another room's
 # leave in this room's timeline (mautrix dispatches it as this room's): neither may remove them
 @example(batches=[[("member", USERS[1], "join", None, 1)], [("malformed", {"content": {}}, USERS[1])]])
-@example(
-    batches=[[("member", USERS[1], "join", "Ann", 1), ("malformed", {"content": {"membership": None}}, USERS[1])]]
-)
+@example(batches=[[("member", USERS[1], "join", "Ann", 1), ("malformed", {"content": {"membership": None}}, USERS[1])]])
 @example(
     batches=[
         [("member", USERS[2], "join", None, 1)],

@@ -12,8 +12,9 @@ keeps its nid, and its processed-event records keep matching when the bot comes 
 from __future__ import annotations
 
 from .migrations.v3 import ddl as history_ddl
+from .migrations.v4 import ddl as position_ddl
 
-VERSION = 3
+VERSION = 4
 
 _SERIAL = {"sqlite": "INTEGER", "postgresql": "SERIAL"}
 _CLUSTERED = {"sqlite": " WITHOUT ROWID", "postgresql": ""}
@@ -82,6 +83,8 @@ def ddl(dialect: str) -> list[str]:
 )""",
         # Membership history and checkpoints (see db/history.py); v3 wrote them, unchanged since.
         *history_ddl(dialect),
+        # The plugin's own sync position (see service.py); v4 wrote it, unchanged since.
+        *position_ddl(dialect),
     ]
 
 
@@ -97,5 +100,6 @@ TABLES = (
     "roomstate_memberships",
     "roomstate_processed_events",
     "roomstate_resync_queue",
+    "roomstate_sync_position",
 )
 VERSION_TABLE = "roomstate_schema_version"

@@ -244,6 +244,17 @@ class RoomStore(HistoryStore):
 
         return self._write(job, single_statement=room_id in self.interner.rooms)
 
+    def claim_events(self, room_id: RoomID, event_ids: Sequence[EventID]) -> asyncio.Future[None]:
+        """Record events as processed, in bulk (those already recorded stay as they are)."""
+        ts = now_ms()
+
+        def job(txn: Transaction) -> None:
+            room_nid = self.interner.room(txn, room_id)
+            assert room_nid is not None
+            _claim_many(txn, room_nid, event_ids, ts)
+
+        return self._write(job)
+
     def release_event(self, room_id: RoomID, event_id: EventID) -> asyncio.Future[None]:
         """Forget a claim, so that a later delivery of the event is processed again."""
 
@@ -504,6 +515,31 @@ class RoomStore(HistoryStore):
         values = tuple(value for _, value in change.changes)
         sql = f"SELECT 1 FROM roomstate_room_info WHERE room_nid = ? AND ({differs})"
         return txn.execute(sql, (room_nid, *values)).fetchone() is not None
+
+    # ---- the sync position ------------------------------------------------------------------
+
+    def sync_position(self) -> asyncio.Future[str | None]:
+        """The stored sync position (a ``next_batch`` token), or None if none was ever stored."""
+
+        def job(txn: Transaction) -> str | None:
+            row = txn.execute("SELECT next_batch FROM roomstate_sync_position WHERE id = 1").fetchone()
+            return None if row is None else str(row[0])
+
+        return self._read(job)
+
+    def save_sync_position(self, next_batch: str) -> asyncio.Future[None]:
+        """Store the sync position, after every write queued before this call (the writer is
+        first in, first out: everything queued earlier commits with it or before it)."""
+        now = now_ms()
+
+        def job(txn: Transaction) -> None:
+            txn.execute(
+                "INSERT INTO roomstate_sync_position (id, next_batch, saved_at) VALUES (1, ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET next_batch = excluded.next_batch, saved_at = excluded.saved_at",
+                (next_batch, now),
+            )
+
+        return self._write(job, single_statement=True)
 
     # ---- the durable resync queue -----------------------------------------------------------
 

@@ -4,8 +4,10 @@ SIGKILLed in the middle of heavy concurrent churn ends up with exactly the serve
 from __future__ import annotations
 
 import random
+import re
 import threading
 import time
+from collections import Counter
 from typing import Any
 from urllib.parse import quote
 
@@ -144,7 +146,9 @@ def test_sigkill_during_concurrent_churn_converges_to_the_server_state(
     time.sleep(CHURN_SECONDS / 3)
     bot.kill()  # SIGKILL, mid-churn: no shutdown code runs
     time.sleep(CHURN_SECONDS / 3)
+    caught_up = bot.log_text().count("Caught up from the saved sync position")
     bot.start(wait_for_first_sync=False)
+    assert bot.log_text().count("Caught up from the saved sync position") == caught_up + 1  # not a full resync
     time.sleep(CHURN_SECONDS / 3)
     stop.set()
     for thread in threads:
@@ -165,3 +169,6 @@ def test_sigkill_during_concurrent_churn_converges_to_the_server_state(
     except TimeoutError:
         raise AssertionError(f"{len(last)} mismatches after {CONVERGE_SECONDS}s:\n" + "\n".join(last[:20])) from None
     print(f"\n[e2e] {sum(done)} churn actions, converged {time.monotonic() - churn_ended:.1f}s after the churn ended")
+    applied = re.findall(r"Processing (\$\S+) in \S+ with on_\w+: (?:applied|unchanged)", bot.log_text())
+    twice = sorted(event for event, times in Counter(applied).items() if times > 1)
+    assert not twice, f"applied twice: {twice[:5]}"
