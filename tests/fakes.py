@@ -53,6 +53,7 @@ class FakeHomeserver:
         self.rooms: dict[str, FakeRoom] = {}
         self.sent: list[tuple[str, dict[str, Any]]] = []  # (room_id, content) the bot sent
         self.requests: list[str] = []
+        self.bytes_sent = 0  # response bodies, in bytes
         self.stream: list[Event] = []  # every event, in the order the server made them (sync positions)
         self.sync_requests: list[str | None] = []  # the ``since`` of each /sync the bot made
         self.failures: list[Failure] = []
@@ -186,6 +187,12 @@ class FakeHomeserver:
     # ---- HTTP -------------------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        response = await self._route(request)
+        body = getattr(response, "body", None)
+        self.bytes_sent += len(body) if isinstance(body, (bytes, bytearray)) else 0
+        return response
+
+    async def _route(self, request: web.Request) -> web.StreamResponse:
         path = request.path
         self.requests.append(f"{request.method} {path}")
         for pattern, seconds in self.slow:

@@ -215,6 +215,7 @@ class Harness:
         self.ignore_first_sync = True
         self.syncs = 0
         self.config_data: dict[str, Any] = {}
+        self.settle_timeout = 30.0
 
     def make_bot(self) -> RoomStateBot:
         client = MaubotMatrixClient(mxid=BOT, base_url=self.hs.url, token="token", client_session=self.http)
@@ -244,7 +245,7 @@ class Harness:
     async def settled(self) -> None:
         """Wait until the plugin has nothing left to do (startup syncs, repairs, queued work)."""
         assert self.bot is not None
-        assert await self.bot.service.settled(timeout=30), "the plugin did not settle"
+        assert await self.bot.service.settled(timeout=self.settle_timeout), "the plugin did not settle"
 
     def update_config(self, **values: Any) -> None:
         """An admin saves new values in the maubot manager ("a__b" means "a.b")."""

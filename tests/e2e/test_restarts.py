@@ -22,7 +22,8 @@ def server_members(people: People, room_id: str) -> set[str]:
 def test_quiet_restart_fetches_no_room_state_and_changes_while_down_are_stored(
     people: People, synapse: Synapse, bot: StandaloneBot, bot_db: BotDatabase
 ) -> None:
-    admin, alice, bob = people.admin, people.alice, people.bob
+    admin = people.admin
+    alice, bob = people.newcomer("r-alice", "Rita"), people.newcomer("r-bob", "Rob")  # this test's own
     rooms = [admin.create_room(f"Restart {i}", invite=[bot.user_id, alice.user_id]) for i in range(ROOMS)]
     encrypted = admin.create_room("Restart secret", invite=[bot.user_id])
     admin.set_state(encrypted, "m.room.encryption", {"algorithm": "m.megolm.v1.aes-sha2"})
