@@ -15,6 +15,7 @@ from mautrix.util.config import BaseProxyConfig
 from sqlalchemy.engine import Engine
 
 from . import replies
+from .alerts import Alerts, ClientNotices
 from .commands import ChatCommands
 from .config import Config
 from .dedup import Deduplicator, EventClaim, deduplicated, deduplicated_with_claim
@@ -46,6 +47,7 @@ class RoomStateBot(Plugin):
     queries: RoomQueries
     commands: ChatCommands
     intake: SyncIntake
+    alerts: Alerts
     dedup: Deduplicator  # what @deduplicated and @deduplicated_with_claim use
 
     @classmethod
@@ -65,6 +67,8 @@ class RoomStateBot(Plugin):
         self.commands = ChatCommands(self.service, self.queries, self.config, self.client.mxid, self.log)
         self.dedup = self.service.dedup
         self.intake = SyncIntake(self.service, homeserver, self.config, self.log)
+        self.alerts = Alerts(self.service.store, self.config, ClientNotices(self.client), logger=self.log)
+        self.service.observer = self.alerts
         # awaited by the syncer before it dispatches the sync's events (maubot's own registration
         # would run it as a task after mautrix has rewritten every event's room ID)
         self.client.add_event_handler(InternalEventType.SYNC_SUCCESSFUL, self.on_sync, wait_sync=True)
@@ -78,14 +82,17 @@ class RoomStateBot(Plugin):
         self.log.debug("roomstate database schema v%d ready", version)
         self.service.start()
         self.service.spawn(self.service.supervised(self.intake.start, "startup"), "startup")
+        self.service.spawn(self.service.supervised(self.alerts.run, "alerts"), "alerts")
 
     async def stop(self) -> None:
         self.client.remove_event_handler(InternalEventType.SYNC_SUCCESSFUL, self.on_sync)
+        await self.alerts.close()
         await self.intake.stop(STOP_TIMEOUT_SECONDS)
 
     def on_external_config_update(self) -> None:
         self.config.load_and_update()
         self.service.config_changed()
+        self.alerts.wake.set()
 
     # ---- room events ------------------------------------------------------------------------
 

@@ -83,6 +83,10 @@ def _anyone(config: Config) -> str:
     return "anyone"
 
 
+def _admins(config: Config) -> str:
+    return "admins"
+
+
 class ChatCommands:
     def __init__(
         self,
@@ -102,31 +106,33 @@ class ChatCommands:
     # ---- names --------------------------------------------------------------------------------
 
     def answers_to(self, word: str) -> bool:
-        """Whether ``!word`` is one of ours under the current settings."""
-        word = word.lower()
-        return word == self.config.base_command or (word in COMMANDS and word in self.config.short_commands)
+        """Whether ``!word`` is one of ours under the current settings (maubot splits the body at
+        the first space only: ``word`` may go on after a tab, a no-break space or an invisible
+        character)."""
+        words = visible(word).lower().split()
+        if not words:
+            return False
+        first = words[0]
+        return first == self.config.base_command or (first in COMMANDS and first in self.config.short_commands)
 
     def invocation(self, name: str) -> str:
         """How to call a subcommand now: ``!rooms`` when it has its short name, else ``!roomstate rooms``."""
-        if name in self.config.short_commands:
-            return f"!{name}"
-        return f"!{self.config.base_command} {name}"
+        return self.config.invocation(name)
 
     # ---- answering ----------------------------------------------------------------------------
 
     async def answer(self, evt: CommandEvent, body: str) -> Reply | None:
         """The reply to a command message (``body`` starts with ``!``); None: no reply (the
         sender is over the rate limit and was told so before)."""
-        word, _, rest = body[1:].partition(" ")
-        word = word.lower()
+        words = visible(body[1:]).split(maxsplit=1)
+        word, rest = (words[0].lower() if words else ""), (words[1] if len(words) > 1 else "")
         if word == self.config.base_command:
-            word, _, rest = rest.strip().partition(" ")
-            word = word.lower() or "help"
-        rest = visible(rest).strip()
+            words = rest.split(maxsplit=1)
+            word, rest = (words[0].lower() if words else "help"), (words[1] if len(words) > 1 else "")
         verdict = self._check_rate(evt.sender)
         if verdict is not Verdict.ALLOW:
             return replies.reply(replies.SLOW_DOWN) if verdict is Verdict.SLOW_DOWN else None
-        command = COMMANDS.get(visible(word))
+        command = COMMANDS.get(word)
         if command is None:
             return replies.unknown_command(word, self.invocation("help"))
         try:
@@ -215,6 +221,20 @@ class ChatCommands:
             return replies.waves(seconds, await self.queries.waves(asker=evt.sender, seconds=seconds))
         return replies.joins(await self.queries.joins(evt.room_id, asker=evt.sender, seconds=seconds))
 
+    async def alerts(self, evt: CommandEvent, args: str) -> Reply:
+        if not self.config.is_admin(evt.sender):
+            return replies.reply(replies.ALERTS_REFUSED)
+        config = self.config
+        watched = config.alert_watched_rooms
+        return replies.alerts_status(
+            config.alert_room,
+            None if watched is None else sorted(watched),
+            config.join_wave_joins,
+            config.join_wave_seconds / 60,
+            config.stuck_seconds / 3600,
+            config.alert_mentions,
+        )
+
     async def members(self, evt: CommandEvent, args: str) -> Reply:
         usage = self._usage("members", replies.MEMBERS_USAGE)
         if not args.lower().startswith("at ") and args.lower() != "at":
@@ -271,6 +291,9 @@ COMMANDS: dict[str, Command] = {
             "this room's members at a past time: 2026-11-20 14:00, 14:00, 3h ago (UTC)",
             _by_visibility,
             ChatCommands.members,
+        ),
+        Command(
+            "alerts", "", "the alerts I send to the moderators' room, and their settings", _admins, ChatCommands.alerts
         ),
         Command("help", "", "this list", _anyone, ChatCommands.help),
     )

@@ -11,12 +11,15 @@ import logging
 import re
 from typing import Any
 
+from mautrix.types import RoomID, UserID
 from mautrix.util.config import BaseProxyConfig, ConfigUpdateHelper
+
+from .parsing import is_room_id, is_user_id
 
 log = logging.getLogger("roomstate.config")
 
 VISIBILITY = ("admins", "shared", "everyone")
-COMMAND_NAMES = ("rooms", "whereis", "resync", "history", "joins", "members", "help")
+COMMAND_NAMES = ("rooms", "whereis", "resync", "history", "joins", "members", "alerts", "help")
 _COMMAND_WORD = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 STARTUP_SYNC_MODES = ("catch-up", "all", "new")
 
@@ -42,6 +45,13 @@ DEFAULTS: dict[str, Any] = {
     "commands.rate_period_seconds": 60,
     "history.retention_days": 90,
     "memory.idle_hours": 24,
+    "alerts.room": "",
+    "alerts.rooms": [],
+    "alerts.join_wave.joins": 20,
+    "alerts.join_wave.minutes": 5,
+    "alerts.stuck_hours": 1,
+    "alerts.mention": [],
+    "alerts.per_minute": 6,
 }
 
 
@@ -154,6 +164,12 @@ class Config(BaseProxyConfig):
             log.warning("Config commands.short: no such commands: %s", ", ".join(sorted(unknown)))
         return frozenset(names & set(COMMAND_NAMES))
 
+    def invocation(self, name: str) -> str:
+        """How to call a command now: ``!rooms`` when it has its short name, else ``!roomstate rooms``."""
+        if name in self.short_commands:
+            return f"!{name}"
+        return f"!{self.base_command} {name}"
+
     @property
     def rate_limit(self) -> int:
         return int(self._number("commands.rate_limit", int, 0))
@@ -170,3 +186,49 @@ class Config(BaseProxyConfig):
     @property
     def idle_seconds(self) -> float:
         return float(self._number("memory.idle_hours", float, 0)) * 3600
+
+    # ---- alerts ---------------------------------------------------------------------------------
+
+    @property
+    def alert_room(self) -> RoomID | None:
+        """Where alerts go; None: no alerts."""
+        value = self._value("alerts.room")
+        if not value:
+            return None
+        if not is_room_id(value):
+            log.warning("Config alerts.room: %r is not a room ID; no alerts are sent", value)
+            return None
+        return RoomID(str(value))
+
+    @property
+    def alert_watched_rooms(self) -> frozenset[RoomID] | None:
+        """The rooms watched for join waves and the rest; None: every room the bot tracks."""
+        value = self._value("alerts.rooms")
+        rooms = frozenset(RoomID(str(r)) for r in value if is_room_id(r)) if isinstance(value, list) else frozenset()
+        return rooms or None
+
+    @property
+    def join_wave_joins(self) -> int:
+        """A join wave: more than this many distinct users joining ..."""
+        return int(self._number("alerts.join_wave.joins", int, 1))
+
+    @property
+    def join_wave_seconds(self) -> float:
+        """... within this long; it ends after this long without a join."""
+        return float(self._number("alerts.join_wave.minutes", float, 1 / 60)) * 60
+
+    @property
+    def stuck_seconds(self) -> float:
+        """A room waiting for a resync longer than this is stuck."""
+        return float(self._number("alerts.stuck_hours", float, 1 / 60)) * 3600
+
+    @property
+    def alert_mentions(self) -> tuple[UserID, ...]:
+        """Users every alert mentions (pings) on purpose."""
+        value = self._value("alerts.mention")
+        return tuple(UserID(str(u)) for u in value if is_user_id(u)) if isinstance(value, list) else ()
+
+    @property
+    def alerts_per_minute(self) -> int:
+        """New alert notices per minute; more become one summary."""
+        return int(self._number("alerts.per_minute", int, 1))

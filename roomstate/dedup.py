@@ -70,6 +70,7 @@ class Deduplicator:
         self.log = logger
         self.running: set[asyncio.Task[Any]] = set()
         self.gate: asyncio.Future[None] | None = None  # commands wait until it is done (startup)
+        self.closing = False  # stopping: commands still waiting for the gate return
 
     def earlier_work(self, room_id: RoomID) -> Awaitable[Any]:
         """Everything scheduled in the room up to now: its order's steps and the writes queued
@@ -174,6 +175,8 @@ def deduplicated(
         with dedup.running_handler():
             if earlier is None:  # held back at startup: after what was held back before it
                 await asyncio.shield(gate)  # type: ignore[arg-type]
+                if dedup.closing:  # stopped before startup finished: the next start sees it again
+                    return None
                 earlier = dedup.earlier_work(key[0])
             try:
                 claimed = await dedup.try_claim(*key)

@@ -85,9 +85,9 @@ class Homeserver:
         self.client = client
         self.timeout = timeout
 
-    async def _call(self, request: Awaitable[T]) -> T:
+    async def _call(self, request: Awaitable[T], timeout: float | None = None) -> T:
         try:
-            return await with_timeout(request, self.timeout)
+            return await with_timeout(request, self.timeout if timeout is None else timeout)
         except REQUEST_ERRORS as error:
             raise _describe(error) from error
 
@@ -117,7 +117,9 @@ class Homeserver:
         except MalformedResponse as error:
             raise _describe(error) from error
 
-    async def sync_once(self, since: str, sync_filter: Mapping[str, Any]) -> Mapping[str, Any]:
+    async def sync_once(
+        self, since: str, sync_filter: Mapping[str, Any], *, timeout: float | None = None
+    ) -> Mapping[str, Any]:
         """One /sync of the plugin's own from ``since`` up to the present, returning at once
         (``timeout=0``), without touching the bot's presence (``set_presence=offline``). Only ever
         called with a position older than the bot's own sync loop's: a /sync acknowledges (and
@@ -125,7 +127,7 @@ class Homeserver:
         delete messages maubot has not received yet; that is why this never pages on with the
         ``next_batch`` it returns."""
         params = {"since": since, "timeout": "0", "set_presence": "offline", "filter": json.dumps(sync_filter)}
-        body = await self._call(self._get_bytes("/_matrix/client/v3/sync", params))
+        body = await self._call(self._get_bytes("/_matrix/client/v3/sync", params), timeout)
         try:
             sync = await asyncio.to_thread(json.loads, body)
         except ValueError as error:

@@ -39,6 +39,8 @@ from .service import RawEvent, RoomStateService
 T = TypeVar("T")
 log = logging.getLogger("roomstate.intake")
 
+CATCH_UP_TIMEOUT_SECONDS = 300.0  # an incremental sync after a long stop can be large
+
 # The catch-up's own filter: everything about rooms, nothing else. Not lazy-loading members (the
 # homeserver would then remember, per device, which members it sent, and omit them from maubot's
 # own lazy-loading syncs); not narrowing the timeline's event types (a room whose filtered
@@ -79,7 +81,11 @@ class SyncIntake:
         self.homeserver = homeserver
         self.config = config
         self.log = logger
-        self.positions = SyncPositions(service.store.save_sync_position, service.repairer.all_saved, logger)
+        self.positions = SyncPositions(
+            lambda token: service.store.save_sync_position(token, service.bot_user_id),
+            service.repairer.all_saved,
+            logger,
+        )
         self.started_ms = int(clock() * 1000)
         self.live: asyncio.Future[None] = asyncio.get_running_loop().create_future()  # done: let through
         self._held: list[Callable[[], None]] = []
@@ -148,7 +154,10 @@ class SyncIntake:
         self.live.set_result(None)
         held, self._held = self._held, []
         for work in held:
-            work()
+            try:
+                work()
+            except Exception:  # a bug in one: the rest still runs
+                self.log.exception("Applying work held back during startup failed")
 
     # ---- startup ---------------------------------------------------------------------------
 
@@ -159,25 +168,30 @@ class SyncIntake:
         if mode == "catch-up" and not self.live.done():
             if await self._catch_up():
                 self.caught_up = True
+                self.positions.release()  # the next response of maubot's takes all of the catch-up's work
                 return
             self.caught_up = False
         self._let_through()
         await self.service.reconcile(every_room=mode != "new")
-        self.positions.start_recording()  # what a crash leaves undone is in the durable queue now
+        self.positions.release()  # what a crash leaves undone is in the durable queue now
 
     async def _catch_up(self) -> bool:
         try:
-            since = await self.service.store.sync_position()
+            saved = await self.service.store.sync_position()
         except StorageError as error:
             self.log.warning("Could not read the saved sync position (%s); syncing every room instead", error)
             return False
-        if since is None:
+        if saved is None:
             self.log.info("No sync position saved yet (a first start, or an upgrade from 0.2); syncing every room")
             return False
+        since, saved_by = saved
+        if saved_by != self.service.bot_user_id:
+            self.log.warning("The saved sync position is %s's, not this bot's; syncing every room instead", saved_by)
+            return False
         try:
-            sync = await self.homeserver.sync_once(since, CATCH_UP_FILTER)
+            sync = await self.homeserver.sync_once(since, CATCH_UP_FILTER, timeout=CATCH_UP_TIMEOUT_SECONDS)
         except HomeserverError as error:
-            refused = error.status is not None and 400 <= error.status < 500
+            refused = error.status == 400
             what = "The homeserver refused the saved sync position" if refused else "Catching up failed"
             self.log.warning("%s (%s); syncing every room instead", what, error)
             return False
@@ -185,13 +199,11 @@ class SyncIntake:
         if view.next_batch is None:
             self.log.warning("The catch-up sync has no next_batch; syncing every room instead")
             return False
-        self.positions.fold_into(view.next_batch)
         for outcome in self.service.sync_response(view) + self.service.dispatch(
             view, commands_before_ms=self.started_ms
         ):
-            self.positions.add(outcome)
+            self.positions.add(outcome)  # folded: saved with the first response of maubot's after startup
         self._let_through()  # what arrived meanwhile, behind the catch-up in every room
-        self.positions.end_fold()
         joined_meanwhile = sum(room.own_join(self.service.bot_user_id) for room in view.joined)
         gaps = sum(room.limited for room in view.joined) - joined_meanwhile
         self.log.info(
@@ -206,6 +218,10 @@ class SyncIntake:
         return True
 
     async def stop(self, timeout: float) -> None:
-        """Stop the service; the last position is saved once its work has drained."""
-        self._held = []  # never let through: nothing of it ran
+        """Stop the service; the last position is saved once its work has drained. Work still
+        held back never runs (the next start catches up on it); commands waiting for it return."""
+        self._held = []
+        self.service.dedup.closing = True
+        if not self.live.done():
+            self.live.set_result(None)
         await self.service.stop(timeout, before_closing=self.positions.close)

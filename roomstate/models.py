@@ -86,6 +86,7 @@ class RoomInfoChange:
     room_id: RoomID
     event_id: EventID
     changes: tuple[tuple[str, str | bool | None], ...]  # (field in ROOM_INFO_FIELDS, value)
+    sender: UserID | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,3 +280,29 @@ class RoomsAnswer:
     only_rooms_of_asker: bool = False
     refused: bool = False
     waiting_for_resync: tuple[StaleRoom, ...] = field(default=())  # shown to admins only
+
+
+@dataclass(frozen=True, slots=True)
+class JoinCount:
+    """Distinct users who joined a room in a period (live events only: not what a resync found)."""
+
+    room_id: RoomID
+    joined: int
+    first_joiners: tuple[UserID, ...] = ()  # the earliest, in order of joining
+    first_at: int = 0  # Unix seconds, the bot's clock
+    last_at: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRecord:
+    """An alert sent to the moderators' room (``kind``: "wave" or "stuck"), kept so that a restart
+    goes on editing it and never sends it twice."""
+
+    kind: str
+    room_id: RoomID
+    started_at: int  # Unix seconds: when the wave began; for "stuck", the UTC day it was sent
+    notice_event_id: EventID | None
+    count: int = 0  # a wave's joiners so far
+    updated_at: int = 0
+    detail: str | None = None  # JSON: what else the notice needs
+    open: bool = True

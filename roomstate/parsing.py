@@ -184,7 +184,10 @@ def room_info_change(raw: Any) -> RoomInfoChange | None:
     room_id, event_id = raw.get("room_id"), raw.get("event_id")
     if not (is_room_id(room_id) and is_event_id(event_id)):
         return None
-    return RoomInfoChange(RoomID(room_id), EventID(event_id), tuple(fields.items()))
+    sender = raw.get("sender")
+    return RoomInfoChange(
+        RoomID(room_id), EventID(event_id), tuple(fields.items()), UserID(sender) if is_user_id(sender) else None
+    )
 
 
 def is_old_command(raw: Mapping[str, Any], before_ms: int) -> bool:

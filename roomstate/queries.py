@@ -18,6 +18,7 @@ from .homeserver import Homeserver, HomeserverError
 from .models import (
     NAMES_LISTED,
     Group,
+    HeldBefore,
     HistoryAnswer,
     MembersAt,
     RoomChanges,
@@ -82,7 +83,9 @@ class RoomQueries:
         if scope.refused:
             return HistoryAnswer(user_id, refused=True)
         entries = tuple(await self.store.user_history(user_id, count, scope.rooms))
-        earlier = tuple(await self.store.held_before_tracking(user_id, scope.rooms))[: max(0, count - len(entries))]
+        earlier: tuple[HeldBefore, ...] = ()
+        if len(entries) < count:  # the list is not full: what was held before tracking comes last
+            earlier = tuple(await self.store.held_before_tracking(user_id, scope.rooms))[: count - len(entries)]
         rooms = {e.room_id for e in entries} | {e.room_id for e in earlier}
         named = await self.store.rooms(only=rooms) if rooms else []
         return HistoryAnswer(user_id, entries, tuple(named), only_rooms_of_asker=scope.limited, held_before=earlier)

@@ -100,7 +100,9 @@ class Repairer:
             for stale in await self.store.due_resyncs(room_limit + len(self._in_flight)):
                 if stale.room_id not in self._in_flight and len(self._in_flight) < room_limit:
                     self._start(stale.room_id, stale.reason)
-        return await self.store.next_resync_due()
+        if len(self._in_flight) >= room_limit:
+            return None  # at the limit: a resync that finishes wakes the repairer
+        return await self.store.next_resync_due(excluding=frozenset(self._in_flight))
 
     def _start(self, room_id: RoomID, reason: str) -> None:
         async def repair() -> None:

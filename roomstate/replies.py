@@ -322,6 +322,7 @@ JOINS_USAGE = "Usage: !joins [period] in a room, e.g. !joins 1h, !joins 7d; !joi
 MEMBERS_USAGE = "Usage: !members at <time>, e.g. !members at 2026-11-20 14:00 (UTC), !members at 3h ago"
 HISTORY_REFUSED = "Sorry, only the bot's admins may ask about membership history here."
 JOINS_ALL_REFUSED = "Sorry, only the bot's admins may ask about every room."
+ALERTS_REFUSED = "Sorry, only the bot's admins may see the alert settings."
 
 
 def _by(entry: HistoryEntry) -> Text:
@@ -496,3 +497,82 @@ def bad_count(argument: str, maximum: int) -> Reply:
 
 def bad_time(argument: str, reason: str, usage: str) -> Reply:
     return reply(quoted(argument) + f" is {reason}. {usage}")
+
+
+# ---- alerts to the moderators' room ---------------------------------------------------------------
+
+
+def _minutes(seconds: int) -> str:
+    minutes = max(1, round(seconds / 60))
+    return plural(minutes, "minute")
+
+
+def wave_notice(
+    room: RoomInfo, joined: int, first_joiners: Sequence[str], started_at: int, *, ended_at: int | None, joins: str
+) -> Reply:
+    """A join wave: posted when it begins, edited as it grows and when it ends."""
+    if ended_at is None:
+        header = (
+            "Join wave in " + room_name(room) + f": {plural(joined, 'user')} joined since {shown(started_at)}"
+            " (and counting)."
+        )
+    else:
+        header = (
+            "Join wave in " + room_name(room) + f" ended: {plural(joined, 'user')} joined"
+            f" in {_minutes(ended_at - started_at)}, from {shown(started_at)}."
+        )
+    items = [literal("first to join: ") + _user_ids(list(first_joiners), joined, NAMES_SAMPLED)] if joined else []
+    return reply(header, items, f"Who joined and left: {joins} in that room. Room: " + room.room_id)
+
+
+def bot_removed_notice(room: RoomInfo, membership: str, sender: str, reason: str | None) -> Reply:
+    how = "banned from" if membership == BAN else "kicked from"
+    because = literal(" (") + quoted(reason, 120) + ")" if reason else literal("")
+    return reply(literal(f"I was {how} ") + room_name(room) + " by " + code(sender) + because + ".")
+
+
+def upgraded_notice(room: RoomInfo, replacement: str, sender: str) -> Reply:
+    return reply(
+        room_name(room) + " was upgraded to " + code(replacement) + " by " + code(sender) + "; I track the new room"
+        " once I am in it."
+    )
+
+
+def stuck_notice(room: RoomInfo, waiting_since: int, error: str | None) -> Reply:
+    problem = literal(": ") + clean(error, ERROR_LIMIT) if error else literal("")
+    return reply(
+        room_name(room) + f" has been waiting for a resync since {shown(waiting_since)}" + problem + ". I keep trying."
+    )
+
+
+def recovered_notice(room: RoomInfo) -> Reply:
+    return reply(room_name(room) + " is in sync again.")
+
+
+def alerts_summary(items: Sequence[Text], total: int) -> Reply:
+    return reply(
+        f"{plural(total, 'alert')} at once (too many to post each):",
+        items,
+        "Join waves among them are not followed up one by one; !joins all lists them.",
+    )
+
+
+def alerts_status(
+    room: str | None,
+    watched: Sequence[str] | None,
+    joins: int,
+    minutes: float,
+    stuck_hours: float,
+    mentions: Sequence[str],
+) -> Reply:
+    if room is None:
+        return reply("No alerts are sent: set alerts.room in the plugin's settings to a room I am in.")
+    items = [
+        literal("alerts go to ") + code(room),
+        literal("watched rooms: ")
+        + (literal("every room I am in") if watched is None else _user_ids(list(watched), len(watched))),
+        literal(f"join wave: more than {joins} users joining within {minutes:g} min"),
+        literal(f"stuck: waiting for a resync longer than {stuck_hours:g} h"),
+        literal("mentioned: ") + (_user_ids(list(mentions), len(mentions)) if mentions else literal("nobody")),
+    ]
+    return reply("Alerts:", items)

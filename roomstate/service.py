@@ -19,7 +19,7 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from mautrix.types import Event, EventID, Membership, MemberStateEventContent, RoomID, StateEvent, UserID
 from sqlalchemy.engine import Engine
@@ -40,6 +40,7 @@ from .models import (
     Applied,
     MemberChange,
     ResyncReport,
+    RoomInfo,
     RoomInfoChange,
     SyncOutcome,
 )
@@ -50,13 +51,21 @@ from .repair import Repairer
 T = TypeVar("T")
 log = logging.getLogger("roomstate.service")
 
-COVERS_REMEMBERED = 32  # rooms whose just-joined sync's event IDs are kept in memory
+COVERS_REMEMBERED = 1024  # rooms whose just-joined sync's event IDs are kept (a catch-up may join many)
 COVER_IDLE_SECONDS = 600
 RECONCILE_RETRY_MIN_SECONDS = 1.0  # listing the joined rooms at start: never retried at once
 SUPERVISOR_RETRY_MIN_SECONDS = 1.0  # a failed background job is started again after this ...
 SUPERVISOR_RETRY_MAX_SECONDS = 60.0  # ... doubling up to this
 
 RawEvent = Mapping[str, Any]
+
+
+class RoomObserver(Protocol):
+    """Told of what moderators should hear about (alerts.py)."""
+
+    def bot_removed(self, change: MemberChange, room: Awaitable[RoomInfo | None]) -> None: ...
+
+    def room_upgraded(self, change: RoomInfoChange) -> None: ...
 
 
 class Cover:
@@ -80,6 +89,8 @@ async def _logged(work: Awaitable[Any], logger: logging.Logger, what: str) -> No
     """Await background ``work``, logging (not raising) its failure."""
     try:
         await work
+    except StorageError as error:
+        logger.warning("%s failed: %s", what, error)
     except Exception:
         logger.exception("%s failed", what)
 
@@ -145,6 +156,8 @@ class RoomStateService:
         self._sync_events: dict[EventID, RawEvent] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._wake_cleanup = asyncio.Event()
+        self.observer: RoomObserver | None = None  # told when the bot is removed or a room upgraded
+        self._departing: dict[RoomID, asyncio.Future[RoomInfo | None]] = {}  # left rooms of the latest sync
 
     @classmethod
     def for_engine(
@@ -298,10 +311,10 @@ class RoomStateService:
             )
             return _done(None)
         record_claim = claim is not None
-        for name, value in change.changes:
-            if name == "replacement_room":
-                self.log.info("%s was upgraded to %s", change.room_id, value)
-        return self.queue.submit(
+        upgraded = dict(change.changes).get("replacement_room")
+        if upgraded:
+            self.log.info("%s was upgraded to %s", change.room_id, upgraded)
+        outcome = self.queue.submit(
             change.room_id,
             lambda: self._applying(
                 change.room_id,
@@ -310,6 +323,15 @@ class RoomStateService:
                 ),
             ),
         )
+        if upgraded and self.observer is not None and not outside_joined_room:
+            observer = self.observer
+
+            def announce(done: asyncio.Future[Applied]) -> None:
+                if not done.cancelled() and done.exception() is None and done.result() is Applied.APPLIED:
+                    observer.room_upgraded(change)
+
+            outcome.add_done_callback(announce)
+        return outcome
 
     def _covered(self, claim: EventClaim | None) -> Awaitable[Applied | None] | None:
         """The shared outcome of an event that a join's full sync covers, else None."""
@@ -352,14 +374,26 @@ class RoomStateService:
         return outcome
 
     def _forget(self, change: MemberChange, *, record_claim: bool) -> asyncio.Future[Applied]:
+        removed = change.sender != self.bot_user_id and self.observer is not None
+        room_before = self._departing.pop(change.room_id, None)
+        if removed and room_before is None:
+            room_before = self.store.room_in_write_order(change.room_id)
+
         def forgotten(done: asyncio.Future[Applied]) -> None:
-            if not done.cancelled() and done.exception() is None and done.result() is Applied.APPLIED:
+            if done.cancelled() or done.exception() is not None:
+                return
+            if done.result() is Applied.APPLIED:
                 self.log.info(
                     "The bot's membership in %s is now %s (by %s); forgot the room",
                     change.room_id,
                     change.member.membership,
                     change.sender,
                 )
+            # UNCHANGED: the room was already forgotten (its sync's "leave" section); only a
+            # replay (DUPLICATE) is no news
+            observer = self.observer
+            if done.result() is not Applied.DUPLICATE and removed and room_before is not None and observer:
+                observer.bot_removed(change, room_before)
 
         future = self._applying(
             change.room_id,
@@ -396,8 +430,11 @@ class RoomStateService:
         failed, a failure having queued its room for a resync)."""
         work: list[Awaitable[Any]] = []
         delivered: dict[EventID, RawEvent] = {}
+        self._departing = {}
         for left in view.left:
             delivered.update(left.handled_state_events())
+            if self.observer is not None:  # what the room was, for an alert about the bot's removal
+                self._departing[left.room_id] = self.store.room_in_write_order(left.room_id)
             work.append(self.queue.submit(left.room_id, functools.partial(self._forget_left, left.room_id)))
         for room in view.joined:
             if room.own_join(self.bot_user_id):
@@ -514,8 +551,12 @@ class RoomStateService:
 
     async def _join_sync(self, room_id: RoomID, cover: Cover) -> None:
         self.log.info("Joined %s; syncing its members and info", room_id)
-        outcome = await self._full_sync(room_id)
-        cover.settle(outcome.ok and not outcome.forgotten)
+        recorded = False
+        try:
+            outcome = await self._full_sync(room_id)
+            recorded = outcome.ok and not outcome.forgotten
+        finally:  # also when cancelled at shutdown: the covered events' outcome must settle
+            cover.settle(recorded)
 
     # ---- whole rooms ----------------------------------------------------------------------------
 
@@ -528,6 +569,8 @@ class RoomStateService:
     async def _full_sync(self, room_id: RoomID) -> SyncOutcome:
         try:
             return await self._fetch_and_replace(room_id)
+        except StorageError as error:  # e.g. forgetting a room the bot left: the database is down
+            return await self._sync_failed(room_id, f"database error: {error}")
         except Exception as error:  # a bug, or a failure nobody foresaw: still never lost
             self.log.exception("Syncing %s failed unexpectedly", room_id)
             return await self._sync_failed(room_id, f"unexpected error: {error}")

@@ -289,5 +289,10 @@ class Synapse:
                 raise
         return f"@{localpart}:{SERVER_NAME}"
 
+    def call_as_load_user(self, user_id: str, method: str, path: str, body: Any = None) -> Any:
+        """A client-server request made as a load user (``path`` after ``/_matrix/client/v3``)."""
+        joiner = "&" if "?" in path else "?"
+        return http(method, f"{self.url}/_matrix/client/v3{path}{joiner}user_id={quote(user_id)}", body, token=AS_TOKEN)
+
     def join_as_load_user(self, user_id: str, room_id: str) -> None:
         http("POST", f"{self.url}/_matrix/client/v3/join/{quote(room_id)}?user_id={quote(user_id)}", {}, token=AS_TOKEN)

@@ -52,6 +52,7 @@ class FakeHomeserver:
         self.bot_user_id = bot_user_id
         self.rooms: dict[str, FakeRoom] = {}
         self.sent: list[tuple[str, dict[str, Any]]] = []  # (room_id, content) the bot sent
+        self.sent_event_ids: list[str] = []  # the event IDs of what the bot sent, in the same order
         self.requests: list[str] = []
         self.bytes_sent = 0  # response bodies, in bytes
         self.stream: list[Event] = []  # every event, in the order the server made them (sync positions)
@@ -237,6 +238,7 @@ class FakeHomeserver:
             content = await request.json()
             self.sent.append((room_id, content))
             event = self.new_event(room_id, type_, self.bot_user_id, content)
+            self.sent_event_ids.append(event["event_id"])
             return web.json_response({"event_id": event["event_id"]})
         if type_ is None:
             return web.json_response(list(room.state.values()))

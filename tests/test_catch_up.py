@@ -8,11 +8,14 @@ full-state requests.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import sqlite3
 from typing import Any
 
 import pytest
 
+import roomstate.bot
 from roomstate.db.dialect import Dialect
 
 from .helpers import ADMIN, ALICE, BOB, BOT, CAROL, DAVE, ROOM, Harness, eventually, sync_response
@@ -206,7 +209,145 @@ async def test_the_position_moves_only_once_a_sync_is_applied(harness: Harness) 
     await eventually(lambda: saved_position(harness) not in (None, first), what="the position moved")
 
 
-@pytest.mark.parametrize("crash_after", range(1, 13))
+async def test_only_maubots_own_tokens_are_saved(harness: Harness) -> None:
+    """The catch-up's ``next_batch`` may be ahead of maubot's own position; a /sync from there
+    would delete to-device messages maubot has not fetched. Stopped before maubot's next response
+    arrived, the plugin keeps the position it had."""
+    hs = harness.hs
+    await two_rooms(harness)
+    await harness.stop()
+    maubots = saved_position(harness)
+    hs.member(ROOM, DAVE, "join")
+    await harness.restart()  # catches up to a position maubot's syncer has not reached
+    await harness.stop()
+    assert saved_position(harness) == maubots
+    await harness.restart()
+    assert hs.sync_requests[-1] == maubots and DAVE in harness.db.joined(ROOM)
+    await harness.deliver(hs.member(ROOM, CAROL, "join"))  # maubot's next response: its token
+    await harness.stop()
+    assert saved_position(harness) == hs.position
+
+
+async def test_work_cancelled_at_shutdown_is_never_passed(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full sync that a shutdown cancels (the homeserver slow, stop's patience short): the
+    position stays before it, so the next start catches up on it."""
+    hs = harness.hs
+    await two_rooms(harness)
+    await harness.restart(client_kept_syncing=True)
+    monkeypatch.setattr(roomstate.bot, "STOP_TIMEOUT_SECONDS", 0.3)
+    hs.slow.append(("/state$", 2.0))
+    hs.member(OTHER, "@eve:fake.test", "join")  # in a gap: never delivered
+    gap = hs.member(OTHER, ALICE, "join")
+    await harness.sync(sync_response(joined={OTHER: {"timeline": [gap], "limited": True}}), settle=False)
+    await harness.deliver(hs.member(ROOM, CAROL, "join"), settle=False)  # seals the gap's response
+    await asyncio.sleep(0.05)
+    await harness.stop()
+    hs.slow.clear()
+    await harness.restart()
+    assert "@eve:fake.test" in harness.db.joined(OTHER)
+
+
+async def test_a_join_cancelled_at_shutdown_does_not_hang_the_stop(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hs = harness.hs
+    await two_rooms(harness)
+    await harness.restart(client_kept_syncing=True)
+    monkeypatch.setattr(roomstate.bot, "STOP_TIMEOUT_SECONDS", 0.3)
+    hs.create_room(NEW, CAROL, name="New", members=(DAVE,))
+    hs.member(NEW, BOT, "invite", sender=CAROL)
+    hs.slow.append(("/state$", 2.0))
+    await harness.deliver(hs.member(NEW, BOT, "join"), settle=False)
+    await asyncio.sleep(0.05)
+    await asyncio.wait_for(harness.stop(), 5)
+    hs.slow.clear()
+    await harness.restart()
+    assert harness.db.joined(NEW) == [BOT, CAROL, DAVE]
+
+
+async def test_stopping_while_live_work_is_held_back_is_quick(harness: Harness) -> None:
+    hs = harness.hs
+    await two_rooms(harness)
+    await harness.stop()
+    hs.slow.append(("/sync$", 5.0))  # the catch-up hangs
+    await harness.restart(settle=False)
+    delivered = asyncio.ensure_future(harness.command(ROOM, ADMIN, "!rooms", settle=False))
+    await asyncio.sleep(0.2)
+    started = asyncio.get_running_loop().time()
+    await harness.stop()
+    assert asyncio.get_running_loop().time() - started < 5  # not the 15 s of stop's patience
+    delivered.cancel()
+    hs.slow.clear()
+
+
+async def test_a_failure_remembered_only_in_memory_holds_the_position(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An event that could not be written, nor its room's resync request: until the request is
+    written, no position past it is saved (a crash would lose both)."""
+    hs = harness.hs
+    await two_rooms(harness, **{"sync.retry_min_seconds": 60})
+    held = saved_position(harness)
+    original = Dialect.connect
+    failing = {"on": True}
+
+    def connect(dialect: Dialect) -> Any:
+        return _Selective(original(dialect), failing)
+
+    monkeypatch.setattr(Dialect, "connect", connect)
+    await harness.restart(client_kept_syncing=True)
+    held = saved_position(harness)
+    await harness.deliver(hs.member(ROOM, DAVE, "join"), settle=False)  # refused, and so is its resync request
+    await harness.deliver(hs.member(OTHER, ALICE, "join"), settle=False)
+    await harness.deliver(hs.message(OTHER, ALICE, "hi"), settle=False)
+    await eventually(lambda: ALICE in harness.db.joined(OTHER), what="the rest applied")
+    await asyncio.sleep(0.3)
+    assert saved_position(harness) == held  # other work committed, the position did not move
+    failing["on"] = False
+    await eventually(lambda: DAVE in harness.db.joined(ROOM), what="healed once the request could be written")
+    await harness.deliver(hs.message(OTHER, ALICE, "again"), settle=False)
+    await harness.deliver(hs.message(OTHER, ALICE, "and again"), settle=False)
+    await eventually(lambda: saved_position(harness) != held, what="the position moving again")
+
+
+class _Selective:
+    """A connection on which storing one user (Dave), and anything in the resync queue, fails."""
+
+    def __init__(self, conn: Any, failing: dict[str, bool]) -> None:
+        self._conn, self._failing = conn, failing
+
+    def cursor(self) -> Any:
+        return _SelectiveCursor(self._conn.cursor(), self._failing)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name.startswith("_"):
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self._conn, name, value)
+
+
+class _SelectiveCursor:
+    def __init__(self, cur: Any, failing: dict[str, bool]) -> None:
+        self._cur, self._failing = cur, failing
+
+    def execute(self, sql: str, params: Any = ()) -> Any:
+        if self._failing["on"] and (
+            "INTO roomstate_resync_queue" in sql or ("INTO roomstate_users" in sql and DAVE in map(str, params))
+        ):
+            raise sqlite3.OperationalError("disk I/O error")
+        return self._cur.execute(sql, params)
+
+    def executemany(self, sql: str, params: Any) -> Any:
+        return self._cur.executemany(sql, params)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cur, name)
+
+
+@pytest.mark.parametrize("crash_after", range(1, 31))
 async def test_a_crash_at_any_write_leaves_nothing_before_the_position_unapplied(
     harness: Harness, monkeypatch: pytest.MonkeyPatch, crash_after: int
 ) -> None:
@@ -279,12 +420,12 @@ class _DyingCursor:
             self._commits["count"] += 1
             self._commits["dead"] = self._commits["count"] > self._crash_after
         if self._commits["dead"] and sql.lstrip().upper().startswith(_WRITES):
-            raise RuntimeError("the process is dead")
+            raise sqlite3.OperationalError("disk I/O error")  # the process is dead: nothing reaches the disk
         return self._cur.execute(sql, params)
 
     def executemany(self, sql: str, params: Any) -> Any:
         if self._commits["dead"]:
-            raise RuntimeError("the process is dead")
+            raise sqlite3.OperationalError("disk I/O error")  # the process is dead: nothing reaches the disk
         return self._cur.executemany(sql, params)
 
     def __getattr__(self, name: str) -> Any:

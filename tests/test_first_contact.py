@@ -135,3 +135,9 @@ async def test_a_failed_power_level_check_is_said_as_such(design: Harness) -> No
     assert reply.startswith("I could not check your power level in this room: the homeserver answered M_UNKNOWN")
     [refused] = await design.command(ROOM, BOB, "!resync")
     assert refused.startswith("Sorry, only the bot's admins")
+
+
+async def test_odd_spacing_and_invisible_characters_in_the_command_word(design: Harness) -> None:
+    [expected] = await design.command(ROOM, ADMIN, "!rooms")
+    for body in ("!rooms\u200b", "!roomstate\u00a0rooms", "!roomstate\trooms", "!ROOMSTATE   rooms", "!\u200erooms"):
+        assert await design.command(ROOM, ADMIN, body) == [expected], repr(body)

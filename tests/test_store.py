@@ -11,7 +11,7 @@ import pytest
 import pytest_asyncio
 import sqlalchemy as sa
 
-from roomstate.db import RoomStore, StorageError, schema
+from roomstate.db import RoomStore, schema
 from roomstate.db.threads import Transaction
 from roomstate.models import (
     BAN,
@@ -293,7 +293,7 @@ async def test_deferred_rows_commit_with_their_job_and_go_with_a_failed_one(stor
     results = await asyncio.gather(
         store._write(job("a")), store._write(job("b", fail=True)), store._write(job("c")), return_exceptions=True
     )
-    assert isinstance(results[1], StorageError) and results[0] is None and results[2] is None
+    assert isinstance(results[1], RuntimeError) and results[0] is None and results[2] is None
     assert db.rows("SELECT name FROM roomstate_history_progress ORDER BY name") == [("a",), ("c",)]
 
 

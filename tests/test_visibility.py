@@ -34,6 +34,9 @@ async def rooms(harness: Harness) -> AsyncIterator[Harness]:
     await harness.setup_room(ROOM, ALICE, "Design", (BOB, ADMIN))
     await harness.setup_room(OPS, BOB, "Ops", (ALICE, CAROL))
     await harness.deliver(harness.hs.member(OPS, CAROL, "join", displayname="Carol C"))  # one change in Ops
+    # Alice's name differs per room: nobody may learn the one she uses in a room they cannot see
+    await harness.deliver(harness.hs.member(ROOM, ALICE, "join", displayname="Alice of Design"))
+    await harness.deliver(harness.hs.member(OPS, ALICE, "join", displayname="Alice of Ops"))
     yield harness
 
 
@@ -83,14 +86,18 @@ async def test_every_command_answers_the_same_table(rooms: Harness, mode: str, a
     names = {ROOM: "Design", OPS: "Ops"}
 
     def shown(reply: str) -> frozenset[str] | None:
+        """The rooms a reply reveals, by name or by ID (None: refused)."""
         if reply.startswith("Sorry, only the bot's admins"):
             return None
-        return frozenset(room for room, name in names.items() if name in reply)
+        return frozenset(room for room, name in names.items() if f"“{name}”" in reply or room in reply)
 
     [listed] = await rooms.command(OPS, asker, "!rooms")
     [where] = await rooms.command(OPS, asker, f"!whereis {ALICE}")
     [history] = await rooms.command(OPS, asker, f"!history {ALICE}")
     assert shown(listed) == shown(where) == shown(history) == expected, (listed, where, history)
+    if expected is not None:  # Alice's name as the asker may know it: from a room they see
+        seen = {name for room, name in (("Design", "Alice of Design"), ("Ops", "Alice of Ops")) if name in where}
+        assert seen <= {f"Alice of {names[room]}" for room in expected}, where
     for room in ALL:
         [joins] = await rooms.command(room, asker, "!joins 1h")
         [members] = await rooms.command(room, asker, "!members at now")

@@ -279,19 +279,16 @@ def tracked_rooms(txn: Transaction) -> list[int]:
     return [int(row[0]) for row in rows]
 
 
-def tracked_since(txn: Transaction, room_nid: int) -> int | None:
-    """The seq of the first checkpoint of the room's current tracked span (after its last "not
-    tracked" checkpoint), or None when the room is not tracked now."""
-    row = txn.execute(
-        "SELECT MIN(c.seq) FROM roomstate_history_checkpoints c WHERE c.room_nid = ? AND c.blocks IS NOT NULL"
+def tracked_since_many(txn: Transaction, room_nids: Iterable[int]) -> dict[int, int]:
+    """room_nid -> the seq of the first checkpoint of its current tracked span (after its last
+    "not tracked" checkpoint); rooms not tracked now are left out."""
+    rows = txn.execute_in(
+        "SELECT c.room_nid, MIN(c.seq) FROM roomstate_history_checkpoints c WHERE c.blocks IS NOT NULL"
         " AND c.seq > COALESCE((SELECT MAX(n.seq) FROM roomstate_history_checkpoints n"
-        " WHERE n.room_nid = ? AND n.blocks IS NULL), -1)",
-        (room_nid, room_nid),
-    ).fetchone()
-    if row is None or row[0] is None:
-        return None
-    latest_checkpoint = latest(txn, room_nid)
-    return None if latest_checkpoint is None or latest_checkpoint[1] is None else int(row[0])
+        " WHERE n.room_nid = c.room_nid AND n.blocks IS NULL), -1) AND c.room_nid IN ({marks}) GROUP BY c.room_nid",
+        sorted(set(room_nids)),
+    )
+    return {int(room_nid): int(seq) for room_nid, seq in rows}
 
 
 def tracked_after(txn: Transaction, room_nid: int, seq: int) -> int | None:

@@ -63,18 +63,24 @@ class HistoryStore:
             if user is None:
                 return []
             user_nid = int(user[0])
+            memberships = [
+                (int(room_nid), RoomID(room_id), str(membership))
+                for room_nid, room_id, membership in txn.execute(
+                    "SELECT m.room_nid, r.room_id, m.membership FROM roomstate_memberships m"
+                    " JOIN roomstate_rooms r ON r.room_nid = m.room_nid WHERE m.user_nid = ?",
+                    (user_nid,),
+                ).fetchall()
+                if room_ids is None or room_id in room_ids
+            ]
+            if not memberships:
+                return []
+            spans = checkpoints.tracked_since_many(txn, (room_nid for room_nid, _, _ in memberships))
             last_rows = history.last_row_per_room(txn, user_nid)
-            held = []
-            for room_nid, room_id, membership in txn.execute(
-                "SELECT m.room_nid, r.room_id, m.membership FROM roomstate_memberships m"
-                " JOIN roomstate_rooms r ON r.room_nid = m.room_nid WHERE m.user_nid = ?",
-                (user_nid,),
-            ).fetchall():
-                if room_ids is not None and room_id not in room_ids:
-                    continue
-                since = checkpoints.tracked_since(txn, int(room_nid))
-                if since is not None and last_rows.get(int(room_nid), -1) < since:
-                    held.append(HeldBefore(room_id, membership, history.time_of(since)))
+            held = [
+                HeldBefore(room_id, membership, history.time_of(spans[room_nid]))
+                for room_nid, room_id, membership in memberships
+                if room_nid in spans and last_rows.get(room_nid, -1) < spans[room_nid]
+            ]
             return sorted(held, key=lambda h: (-h.since, h.room_id))
 
         return self._read(job)

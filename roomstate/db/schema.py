@@ -83,7 +83,8 @@ def ddl(dialect: str) -> list[str]:
 )""",
         # Membership history and checkpoints (see db/history.py); v3 wrote them, unchanged since.
         *history_ddl(dialect),
-        # The plugin's own sync position (see service.py); v4 wrote it, unchanged since.
+        # The plugin's own sync position (see position.py) and the alerts sent (alerts.py); v4
+        # wrote them, unchanged since.
         *position_ddl(dialect),
     ]
 
@@ -101,5 +102,6 @@ TABLES = (
     "roomstate_processed_events",
     "roomstate_resync_queue",
     "roomstate_sync_position",
+    "roomstate_alerts",
 )
 VERSION_TABLE = "roomstate_schema_version"

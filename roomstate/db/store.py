@@ -38,6 +38,7 @@ from ..models import (
     StaleRoom,
 )
 from . import checkpoints, history, migrations
+from .alert_store import AlertStore
 from .dialect import Dialect
 from .history_store import HistoryStore
 from .interner import Interner
@@ -81,7 +82,7 @@ log = logging.getLogger("roomstate.db")
 
 def _log_failure(future: asyncio.Future[Any]) -> None:
     if not future.cancelled() and future.exception() is not None:
-        log.error("Marking the membership history as off failed", exc_info=future.exception())
+        log.warning("Marking the membership history as off failed: %s", future.exception())
 
 
 def _any_differs(dialect: Dialect, fields: Sequence[str]) -> str:
@@ -164,7 +165,7 @@ def _delete_room_state(txn: Transaction, room_nid: int) -> bool:
     return was_known
 
 
-class RoomStore(HistoryStore):
+class RoomStore(HistoryStore, AlertStore):
     """Rooms, members, processed events and the resync queue in the plugin's database."""
 
     def __init__(self, engine: Engine) -> None:
@@ -518,25 +519,28 @@ class RoomStore(HistoryStore):
 
     # ---- the sync position ------------------------------------------------------------------
 
-    def sync_position(self) -> asyncio.Future[str | None]:
-        """The stored sync position (a ``next_batch`` token), or None if none was ever stored."""
+    def sync_position(self) -> asyncio.Future[tuple[str, UserID] | None]:
+        """The stored sync position (a ``next_batch`` token) and whose sync it is, or None if
+        none was ever stored."""
 
-        def job(txn: Transaction) -> str | None:
-            row = txn.execute("SELECT next_batch FROM roomstate_sync_position WHERE id = 1").fetchone()
-            return None if row is None else str(row[0])
+        def job(txn: Transaction) -> tuple[str, UserID] | None:
+            row = txn.execute("SELECT next_batch, user_id FROM roomstate_sync_position WHERE id = 1").fetchone()
+            return None if row is None else (str(row[0]), UserID(str(row[1])))
 
         return self._read(job)
 
-    def save_sync_position(self, next_batch: str) -> asyncio.Future[None]:
-        """Store the sync position, after every write queued before this call (the writer is
-        first in, first out: everything queued earlier commits with it or before it)."""
+    def save_sync_position(self, next_batch: str, user_id: UserID) -> asyncio.Future[None]:
+        """Store the sync position of ``user_id``'s sync, after every write queued before this
+        call (the writer is first in, first out: everything queued earlier commits with it or
+        before it)."""
         now = now_ms()
 
         def job(txn: Transaction) -> None:
             txn.execute(
-                "INSERT INTO roomstate_sync_position (id, next_batch, saved_at) VALUES (1, ?, ?)"
-                " ON CONFLICT (id) DO UPDATE SET next_batch = excluded.next_batch, saved_at = excluded.saved_at",
-                (next_batch, now),
+                "INSERT INTO roomstate_sync_position (id, next_batch, user_id, saved_at) VALUES (1, ?, ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET next_batch = excluded.next_batch, user_id = excluded.user_id,"
+                " saved_at = excluded.saved_at",
+                (next_batch, user_id, now),
             )
 
         return self._write(job, single_statement=True)
@@ -601,9 +605,19 @@ class RoomStore(HistoryStore):
 
         return self._read(job)
 
-    def next_resync_due(self) -> asyncio.Future[int | None]:
+    def next_resync_due(self, excluding: Collection[RoomID] = ()) -> asyncio.Future[int | None]:
+        """When the next resync is due (Unix ms), the rooms ``excluding`` (being resynced) aside."""
+
         def job(txn: Transaction) -> int | None:
-            row = txn.execute("SELECT MIN(next_attempt_at) FROM roomstate_resync_queue").fetchone()
+            sql = "SELECT MIN(q.next_attempt_at) FROM roomstate_resync_queue q"
+            if excluding:  # at most sync.concurrency rooms: one IN list (execute_in would split a longer one)
+                rows = txn.execute_in(
+                    sql + " JOIN roomstate_rooms r ON r.room_nid = q.room_nid WHERE r.room_id NOT IN ({marks})",
+                    sorted(excluding),
+                )
+                row = rows[0] if rows else None
+            else:
+                row = txn.execute(sql).fetchone()
             return None if row is None or row[0] is None else int(row[0])
 
         return self._read(job)
@@ -630,6 +644,16 @@ class RoomStore(HistoryStore):
             return None if row is None else _room_from_row(row)
 
         return self._read(job)
+
+    def room_in_write_order(self, room_id: RoomID) -> asyncio.Future[RoomInfo | None]:
+        """The room as stored after every write queued before this call, and before any queued
+        after it (a read on the writer: e.g. the room's name just before it is forgotten)."""
+
+        def job(txn: Transaction) -> RoomInfo | None:
+            row = txn.execute(f"SELECT {_ROOM_COLUMNS} FROM {_ROOMS_FROM} WHERE r.room_id = ?", (room_id,)).fetchone()
+            return None if row is None else _room_from_row(row)
+
+        return self._write(job)
 
     def rooms_of(self, user_id: UserID, membership: str = JOIN) -> asyncio.Future[list[SharedRoom]]:
         """Tracked rooms in which ``user_id`` has ``membership``, with their display name there."""

@@ -17,6 +17,7 @@ import itertools
 import logging
 import operator
 import queue
+import sqlite3
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
@@ -369,13 +370,21 @@ class ReaderThread(_DatabaseThread):
 
 
 def _storage_error(error: BaseException) -> BaseException:
-    """A job's failure as the store's callers see it: the database's errors become StorageError
-    (a bug in a job, such as an AssertionError or a TypeError, stays what it is)."""
-    if isinstance(error, (StorageError, AssertionError, TypeError, KeyError, AttributeError, NameError)):
+    """A job's failure as the store's callers see it: the database driver's errors (the DBAPI's
+    ``Error`` classes of sqlite3, psycopg2 and psycopg) become StorageError; a bug in a job stays
+    what it is."""
+    if isinstance(error, StorageError) or not _is_driver_error(error):
         return error
     wrapped = StorageError(str(error) or type(error).__name__)
     wrapped.__cause__ = error
     return wrapped
+
+
+def _is_driver_error(error: BaseException) -> bool:
+    if isinstance(error, sqlite3.Error):
+        return True
+    module = type(error).__module__
+    return module.startswith(("psycopg2", "psycopg")) and isinstance(error, Exception)
 
 
 _REOPEN_SQLITE_AFTER = ("readonly", "read-only", "disk i/o error", "unable to open")
