@@ -19,11 +19,16 @@ from .alerts import Alerts, ClientNotices
 from .commands import ChatCommands
 from .config import Config
 from .dedup import Deduplicator, EventClaim, deduplicated, deduplicated_with_claim
+from .direct import DirectRooms
 from .homeserver import REQUEST_ERRORS, Homeserver
 from .intake import SyncIntake
+from .metrics import Metrics
 from .models import Applied
 from .queries import RoomQueries
 from .service import RoomStateService
+from .web.app import WebView
+from .web.auth import WebAuth
+from .web.chat import WebChat
 
 F = TypeVar("F", bound=Callable[..., Any])
 STOP_TIMEOUT_SECONDS = 15
@@ -60,11 +65,17 @@ class RoomStateBot(Plugin):
         self.config.load_and_update()
         if not isinstance(self.database, Engine):
             raise RuntimeError("roomstate needs `database: true` (type sqlalchemy) in maubot.yaml")
-        homeserver = Homeserver(self.client)
-        self.service = RoomStateService.for_engine(self.database, homeserver, self.client.mxid, self.config, self.log)
+        self.metrics = Metrics()
+        homeserver = Homeserver(self.client, metrics=self.metrics)
+        self.service = RoomStateService.for_engine(
+            self.database, homeserver, self.client.mxid, self.config, self.log, self.metrics
+        )
         self._store_opened = self.service.open_soon()  # queued before any other database work
         self.queries = RoomQueries(self.service.store, homeserver, self.config, self.log)
-        self.commands = ChatCommands(self.service, self.queries, self.config, self.client.mxid, self.log)
+        self.auth = WebAuth(self.service.store, self.config)
+        direct = DirectRooms(self.client, self.service.store, self.client.mxid)
+        web_chat = WebChat(self.auth, direct, self.client, str(self.webapp_url) if self.webapp_url else None)
+        self.commands = ChatCommands(self.service, self.queries, self.config, self.client.mxid, self.log, web=web_chat)
         self.dedup = self.service.dedup
         self.intake = SyncIntake(self.service, homeserver, self.config, self.log)
         self.alerts = Alerts(self.service.store, self.config, ClientNotices(self.client), logger=self.log)
@@ -83,6 +94,11 @@ class RoomStateBot(Plugin):
         self.service.start()
         self.service.spawn(self.service.supervised(self.intake.start, "startup"), "startup")
         self.service.spawn(self.service.supervised(self.alerts.run, "alerts"), "alerts")
+        if self.webapp is not None and self.webapp_url is not None:
+            view = WebView(
+                self.queries, self.auth, self.config, self.metrics, str(self.webapp_url), self.service.gauges
+            )
+            self.register_handler_class(view)
 
     async def stop(self) -> None:
         self.client.remove_event_handler(InternalEventType.SYNC_SUCCESSFUL, self.on_sync)

@@ -23,7 +23,7 @@ from mautrix.types import EventID, RoomID, UserID
 from . import replies, timeparse
 from .config import Config
 from .db import StorageError
-from .homeserver import HomeserverError
+from .homeserver import REQUEST_ERRORS, HomeserverError
 from .mentions import BadUserArgument, Problem, resolve_user
 from .models import RoomInfo
 from .queries import RoomQueries
@@ -31,6 +31,7 @@ from .ratelimit import RateLimiter, Verdict
 from .replies import Reply
 from .service import RoomStateService
 from .text import visible
+from .web.chat import WebChat
 
 log = logging.getLogger("roomstate.commands")
 
@@ -39,6 +40,7 @@ HISTORY_MAX_COUNT = 50
 DEFAULT_JOINS_PERIOD = 24 * 3600
 NUMBER_RE = re.compile(r"[0-9]+")  # ASCII digits only: "²".isdigit() is True
 PAGE_RE = re.compile(r"[0-9]{1,6}")
+TOKEN_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,40}")
 
 
 class CommandEvent(Protocol):
@@ -95,6 +97,7 @@ class ChatCommands:
         config: Config,
         bot_user_id: UserID,
         logger: logging.Logger = log,
+        web: WebChat | None = None,
     ) -> None:
         self.service = service
         self.queries = queries
@@ -102,6 +105,7 @@ class ChatCommands:
         self.bot_user_id = bot_user_id
         self.log = logger
         self.rate_limiter = RateLimiter()
+        self.web = web  # None: the web view is off
 
     # ---- names --------------------------------------------------------------------------------
 
@@ -235,6 +239,56 @@ class ChatCommands:
             config.alert_mentions,
         )
 
+    async def dashboard(self, evt: CommandEvent, args: str) -> Reply:
+        words = args.lower().split()
+        if words[:1] == ["signout"]:
+            if self.web is None:
+                return replies.reply(replies.WEB_DISABLED)
+            everyone = words[1:2] == ["all"]
+            if everyone and not self.config.is_admin(evt.sender):
+                return replies.reply("Sorry, only the bot's admins may end everyone's sessions.")
+            auth = self.web.auth
+            count = await (auth.sign_out_everyone() if everyone else auth.sign_out_user(evt.sender))
+            return replies.signed_out(count, everyone)
+        if words:
+            return replies.reply(self._usage("dashboard", replies.DASHBOARD_USAGE))
+        if self.web is None or not self.web.enabled:
+            return replies.reply(replies.WEB_DISABLED)
+        try:
+            room_id = await self.web.send_link(evt.sender)
+        except REQUEST_ERRORS as error:
+            self.log.warning("Could not send a sign-in link to %s: %s", evt.sender, error)
+            return replies.reply("I could not send you a sign-in link in a direct chat; please try again later.")
+        if room_id == evt.room_id:
+            return replies.reply("There it is (above).")
+        return replies.reply(replies.LINK_SENT_PRIVATELY)
+
+    async def token(self, evt: CommandEvent, args: str) -> Reply:
+        if not self.config.is_admin(evt.sender):
+            return replies.reply(replies.TOKENS_REFUSED)
+        if self.web is None:
+            return replies.reply(replies.WEB_DISABLED)
+        words = args.split()
+        action = words[0].lower() if words else ""
+        name = words[1] if len(words) == 2 else ""
+        if action == "list" and len(words) == 1:
+            return replies.token_list(await self.web.tokens())
+        if action not in ("create", "revoke") or not TOKEN_NAME_RE.fullmatch(name):
+            return replies.reply(self._usage("token", replies.TOKEN_USAGE))
+        if action == "revoke":
+            revoked = await self.web.revoke(name)
+            return replies.reply(f"Revoked the token {name}." if revoked else f"There is no token {name} to revoke.")
+        try:
+            room_id = await self.web.send_token(name, evt.sender)
+        except REQUEST_ERRORS as error:
+            self.log.warning("Could not send an API token to %s: %s", evt.sender, error)
+            return replies.reply("I could not send you the token in a direct chat; nothing was made usable.")
+        if room_id is None:
+            return replies.reply(f"A token named {name} exists already (revoked ones keep their name).")
+        return replies.reply(
+            "There it is (above)." if room_id == evt.room_id else "I sent you the token in our direct chat."
+        )
+
     async def members(self, evt: CommandEvent, args: str) -> Reply:
         usage = self._usage("members", replies.MEMBERS_USAGE)
         if not args.lower().startswith("at ") and args.lower() != "at":
@@ -294,6 +348,16 @@ COMMANDS: dict[str, Command] = {
         ),
         Command(
             "alerts", "", "the alerts I send to the moderators' room, and their settings", _admins, ChatCommands.alerts
+        ),
+        Command(
+            "dashboard",
+            "[signout [all]]",
+            "a one-time sign-in link to the web view, sent in a direct chat (signout: end your sessions)",
+            _anyone,
+            ChatCommands.dashboard,
+        ),
+        Command(
+            "token", "create <name> | list | revoke <name>", "API tokens for the web API", _admins, ChatCommands.token
         ),
         Command("help", "", "this list", _anyone, ChatCommands.help),
     )

@@ -19,7 +19,7 @@ from .parsing import is_room_id, is_user_id
 log = logging.getLogger("roomstate.config")
 
 VISIBILITY = ("admins", "shared", "everyone")
-COMMAND_NAMES = ("rooms", "whereis", "resync", "history", "joins", "members", "alerts", "help")
+COMMAND_NAMES = ("rooms", "whereis", "resync", "history", "joins", "members", "alerts", "dashboard", "token", "help")
 _COMMAND_WORD = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 STARTUP_SYNC_MODES = ("catch-up", "all", "new")
 
@@ -40,7 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "dedup.retention_hours": 168,
     "dedup.cleanup_interval_minutes": 60,
     "commands.base": "roomstate",
-    "commands.short": list(COMMAND_NAMES),
+    "commands.short": [name for name in COMMAND_NAMES if name != "token"],
     "commands.rate_limit": 10,
     "commands.rate_period_seconds": 60,
     "history.retention_days": 90,
@@ -52,6 +52,9 @@ DEFAULTS: dict[str, Any] = {
     "alerts.stuck_hours": 1,
     "alerts.mention": [],
     "alerts.per_minute": 6,
+    "web.link_minutes": 10,
+    "web.session_hours": 12,
+    "web.open_metrics": False,
 }
 
 
@@ -232,3 +235,20 @@ class Config(BaseProxyConfig):
     def alerts_per_minute(self) -> int:
         """New alert notices per minute; more become one summary."""
         return int(self._number("alerts.per_minute", int, 1))
+
+    # ---- the web view ---------------------------------------------------------------------------
+
+    @property
+    def web_link_seconds(self) -> float:
+        """How long a sign-in link works."""
+        return float(self._number("web.link_minutes", float, 1, 24 * 60)) * 60
+
+    @property
+    def web_session_seconds(self) -> float:
+        """How long a web session lasts."""
+        return float(self._number("web.session_hours", float, 0.1, 24 * 30)) * 3600
+
+    @property
+    def open_metrics(self) -> bool:
+        """/metrics answers without a token (only on a trusted network)."""
+        return self._value("web.open_metrics") is True

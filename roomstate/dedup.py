@@ -31,6 +31,7 @@ from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 from mautrix.types import EventID, RoomID
 
 from .db import RoomStore, StorageError
+from .metrics import Metrics
 from .models import Applied
 from .ordering import RoomQueue
 
@@ -64,10 +65,13 @@ class Deduplicator:
     """The claims ledger, the rooms' order and the handlers still running (so that ``stop()``
     can let them finish before the database closes)."""
 
-    def __init__(self, store: RoomStore, queue: RoomQueue, logger: logging.Logger = log) -> None:
+    def __init__(
+        self, store: RoomStore, queue: RoomQueue, logger: logging.Logger = log, metrics: Metrics | None = None
+    ) -> None:
         self.store = store
         self.queue = queue
         self.log = logger
+        self.metrics = metrics or Metrics()
         self.running: set[asyncio.Task[Any]] = set()
         self.gate: asyncio.Future[None] | None = None  # commands wait until it is done (startup)
         self.closing = False  # stopping: commands still waiting for the gate return
@@ -109,6 +113,9 @@ class Deduplicator:
             if done.cancelled():
                 return
             error = done.exception()
+            result = done.result() if error is None else None
+            outcome = "failed" if error is not None else "ignored" if result is None else result.name.lower()
+            self.metrics.count("roomstate_events_total", handler=handler, outcome=outcome)
             if error is not None:
                 self.log.warning("Could not apply %s in %s: %s", event_id, room_id, error)
             elif done.result() is Applied.DUPLICATE:

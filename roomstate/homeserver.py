@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Mapping
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -28,6 +29,7 @@ from mautrix.errors import (
 from mautrix.types import RoomID
 
 from .aio import with_timeout
+from .metrics import Metrics
 from .models import RoomSnapshot
 from .parsing import MalformedResponse, joined_rooms, state_snapshot
 
@@ -81,15 +83,27 @@ REQUEST_ERRORS = (MatrixError, ClientError, asyncio.TimeoutError, OSError, Value
 class Homeserver:
     """Reads rooms and state from the homeserver for the bot."""
 
-    def __init__(self, client: Client, timeout: float = 60.0) -> None:
+    def __init__(self, client: Client, timeout: float = 60.0, metrics: Metrics | None = None) -> None:
         self.client = client
         self.timeout = timeout
+        self.metrics = metrics or Metrics()
 
     async def _call(self, request: Awaitable[T], timeout: float | None = None) -> T:
+        started = time.monotonic()
         try:
-            return await with_timeout(request, self.timeout if timeout is None else timeout)
+            result = await with_timeout(request, self.timeout if timeout is None else timeout)
         except REQUEST_ERRORS as error:
+            self._measure(started, "failed")
             raise _describe(error) from error
+        except HomeserverError:
+            self._measure(started, "failed")
+            raise
+        self._measure(started, "ok")
+        return result
+
+    def _measure(self, started: float, outcome: str) -> None:
+        self.metrics.count("roomstate_homeserver_requests_total", outcome=outcome)
+        self.metrics.observe("roomstate_homeserver_request_seconds", time.monotonic() - started)
 
     def _get(self, path: Any) -> Awaitable[Any]:
         return self.client.api.request(Method.GET, path, retry_count=0)

@@ -14,12 +14,14 @@ from mautrix.types import RoomID, UserID
 from . import power
 from .config import Config
 from .db import RoomStore
-from .homeserver import Homeserver, HomeserverError
+from .homeserver import Homeserver
 from .models import (
     NAMES_LISTED,
     Group,
     HeldBefore,
     HistoryAnswer,
+    HistoryEntry,
+    Member,
     MembersAt,
     RoomChanges,
     RoomInfo,
@@ -149,4 +151,39 @@ class RoomQueries:
         return level >= required
 
 
-__all__ = ["HomeserverError", "RoomQueries", "by_name"]
+class RoomPages:
+    """What the web view and the API show of one room, as far as the asker may see it (the same
+    visibility as chat: ``Visibility.scope`` on every request)."""
+
+    def __init__(self, queries: RoomQueries) -> None:
+        self.queries = queries
+        self.store = queries.store
+
+    async def may_see(self, room_id: RoomID, asker: UserID) -> bool:
+        return (await self.queries.visibility.scope(asker)).sees(room_id)
+
+    async def members(
+        self, room_id: RoomID, asker: UserID, *, membership: str | None, search: str, offset: int, limit: int
+    ) -> tuple[int, list[Member]] | None:
+        if not await self.may_see(room_id, asker):
+            return None
+        return await self.store.members_page(room_id, membership=membership, search=search, offset=offset, limit=limit)
+
+    async def transitions(self, room_id: RoomID, asker: UserID, limit: int) -> list[HistoryEntry] | None:
+        if not await self.may_see(room_id, asker):
+            return None
+        return await self.store.room_transitions(room_id, limit)
+
+    async def member_counts(
+        self, room_id: RoomID, asker: UserID, since: float, until: float, bucket_seconds: int
+    ) -> list[tuple[int, int]] | None:
+        if not await self.may_see(room_id, asker):
+            return None
+        return await self.store.member_counts(room_id, since, until, bucket_seconds)
+
+    async def joins_and_leaves(
+        self, room_id: RoomID, asker: UserID, since: float, bucket_seconds: int
+    ) -> list[tuple[int, int, int]] | None:
+        if not await self.may_see(room_id, asker):
+            return None
+        return await self.store.joins_and_leaves(room_id, since, bucket_seconds)

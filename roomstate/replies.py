@@ -333,8 +333,8 @@ def _because(entry: HistoryEntry) -> Text:
     return literal(" (") + quoted(entry.reason, 120) + ")" if entry.reason else literal("")
 
 
-def transition(entry: HistoryEntry, room: Text) -> Text:
-    """What happened, in words: "joined Ops", "kicked from Design by @mod (spam)"."""
+def transition(entry: HistoryEntry, room: Text, *, with_time: bool = True) -> Text:
+    """What happened, in words: "joined Ops", "kicked from Design by @mod (spam)", and when."""
     was, now = entry.previous, entry.membership
     if now == JOIN and was == JOIN:
         if not is_blank(entry.displayname):
@@ -363,7 +363,8 @@ def transition(entry: HistoryEntry, room: Text) -> Text:
         text = "kicked from " + room + _by(entry) + _because(entry)
     else:
         text = "left " + room + _because(entry)
-    text = text + " " + shown(entry.observed_at)
+    if with_time:
+        text = text + " " + shown(entry.observed_at)
     if entry.event_id is None:
         text = text + " (found by a resync)"
     return text
@@ -576,3 +577,48 @@ def alerts_status(
         literal("mentioned: ") + (_user_ids(list(mentions), len(mentions)) if mentions else literal("nobody")),
     ]
     return reply("Alerts:", items)
+
+
+# ---- the web view ------------------------------------------------------------------------------
+
+
+def sign_in_link(link: str, minutes: int) -> Reply:
+    return reply(
+        f"Your sign-in link for the web view (it works once, for {plural(minutes, 'minute')}; do not share it):",
+        [literal(link)],
+        "Signed in, you see what you may see here in chat. !dashboard signout ends your sessions.",
+    )
+
+
+def api_token(name: str, token: str, base: str) -> Reply:
+    return reply(
+        literal("API token ") + quoted(name) + " (shown once; it acts for you while you are an admin):",
+        [code(token)],
+        f"Use it as: curl -H 'Authorization: Bearer {token}' {base}/api/v1/rooms",
+    )
+
+
+DASHBOARD_USAGE = "Usage: !dashboard (a sign-in link) | !dashboard signout | !dashboard signout all (admins)"
+WEB_DISABLED = "The web view is not enabled for this bot (maubot serves plugin web apps when it has a public URL)."
+LINK_SENT_PRIVATELY = "I sent you a sign-in link in our direct chat (it works once)."
+TOKEN_USAGE = "Usage: !roomstate token create <name> | list | revoke <name>"
+TOKENS_REFUSED = "Sorry, only the bot's admins may manage API tokens."
+
+
+def signed_out(count: int, everyone: bool) -> Reply:
+    who = "everyone's" if everyone else "your"
+    return reply(f"Ended {plural(count, 'web session')} ({who}).")
+
+
+def token_list(tokens: Sequence[Any]) -> Reply:
+    if not tokens:
+        return reply("No API tokens yet. !roomstate token create <name> makes one.")
+    items = [
+        quoted(t.name)
+        + " by "
+        + code(t.created_by)
+        + f", made {shown(t.created_at // 1000)}"
+        + (f", revoked {shown(t.revoked_at // 1000)}" if t.revoked_at else "")
+        for t in tokens
+    ]
+    return reply("API tokens:", items)

@@ -33,6 +33,7 @@ from .db import RoomStore, StorageError
 from .dedup import Deduplicator, EventClaim, SharedOutcome
 from .homeserver import Homeserver, HomeserverError
 from .limits import Limiter
+from .metrics import Metrics
 from .models import (
     BAN,
     JOIN,
@@ -139,6 +140,7 @@ class RoomStateService:
         bot_user_id: UserID,
         config: Config,
         logger: logging.Logger = log,
+        metrics: Metrics | None = None,
     ) -> None:
         self.log = logger
         self.store = store
@@ -146,7 +148,9 @@ class RoomStateService:
         self.bot_user_id = bot_user_id
         self.config = config
         self.queue = RoomQueue()
-        self.dedup = Deduplicator(store, self.queue, logger)
+        self.metrics = metrics or Metrics()
+        self.dedup = Deduplicator(store, self.queue, logger, self.metrics)
+        store.on_commit = lambda seconds: self.metrics.observe("roomstate_database_commit_seconds", seconds)
         self.fetches = Limiter(lambda: self.config.sync_concurrency)
         self.repairer = Repairer(store, config, self.sync_room, self.spawn)
         self.bursts = BurstWatch(self._check_after_burst)
@@ -161,10 +165,16 @@ class RoomStateService:
 
     @classmethod
     def for_engine(
-        cls, engine: Engine, homeserver: Homeserver, bot_user_id: UserID, config: Config, logger: logging.Logger = log
+        cls,
+        engine: Engine,
+        homeserver: Homeserver,
+        bot_user_id: UserID,
+        config: Config,
+        logger: logging.Logger = log,
+        metrics: Metrics | None = None,
     ) -> RoomStateService:
         """The service with its store on maubot's engine (not opened yet: ``open_soon``)."""
-        return cls(RoomStore(engine), homeserver, bot_user_id, config, logger)
+        return cls(RoomStore(engine), homeserver, bot_user_id, config, logger, metrics)
 
     # ---- lifecycle ----------------------------------------------------------------------------
 
@@ -361,6 +371,7 @@ class RoomStateService:
                     self.repairer.wake()
                 elif result is Applied.APPLIED:
                     self.bursts.changed(room_id)
+                    self.metrics.count("roomstate_state_changes_total")
                 outcome.set_result(result)
                 return
 
@@ -567,6 +578,12 @@ class RoomStateService:
         return self.queue.run(room_id, lambda: self._full_sync(room_id))
 
     async def _full_sync(self, room_id: RoomID) -> SyncOutcome:
+        outcome = await self._full_sync_unmeasured(room_id)
+        result = "failed" if not outcome.ok else "forgotten" if outcome.forgotten else "ok"
+        self.metrics.count("roomstate_resyncs_total", outcome=result)
+        return outcome
+
+    async def _full_sync_unmeasured(self, room_id: RoomID) -> SyncOutcome:
         try:
             return await self._fetch_and_replace(room_id)
         except StorageError as error:  # e.g. forgetting a room the bot left: the database is down
@@ -685,6 +702,26 @@ class RoomStateService:
 
     # ---- housekeeping ---------------------------------------------------------------------------
 
+    async def gauges(self) -> list[tuple[str, str, float, tuple[tuple[str, str], ...]]]:
+        """What /metrics reports as it is now: (name, help, value, labels)."""
+        queue = await self.store.resync_queue()
+        rooms, joined, invited = await self.store.totals()
+        now_ms = time.time() * 1000
+        oldest = (now_ms - min(s.queued_at for s in queue)) / 1000 if queue else 0.0
+        return [
+            ("roomstate_resync_queue_rooms", "Rooms waiting for a resync.", len(queue), ()),
+            ("roomstate_resync_queue_oldest_seconds", "How long the longest-waiting room has waited.", oldest, ()),
+            (
+                "roomstate_database_writes_pending",
+                "Write jobs queued for the database writer.",
+                self.store.writes_pending,
+                (),
+            ),
+            ("roomstate_rooms", "Rooms the bot is in and tracks.", rooms, ()),
+            ("roomstate_members", "Memberships stored, by membership.", joined, (("membership", "join"),)),
+            ("roomstate_members", "Memberships stored, by membership.", invited, (("membership", "invite"),)),
+        ]
+
     async def delete_old_processed_events(self) -> int:
         """Delete processed-event records older than the retention, in small chunks."""
         cutoff = int((time.time() - self.config.retention_seconds) * 1000)
@@ -719,6 +756,7 @@ class RoomStateService:
                 self._covers.sweep()
                 self.bursts.sweep()
                 await self.store.sweep_caches(self.config.idle_seconds)
+                await self.store.delete_expired_web(int(time.time() * 1000))
             except StorageError as error:
                 self.log.warning(
                     "Cleanup failed (%s); trying again in %.0fs", error, self.config.cleanup_interval_seconds

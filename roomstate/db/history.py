@@ -320,6 +320,15 @@ def entry(row: Sequence[Any]) -> HistoryEntry:
     )
 
 
+def room_rows(txn: Transaction, room_nid: int, limit: int) -> list[Any]:
+    """The room's latest ``limit`` rows, newest first (its primary key, backwards)."""
+    return list(
+        txn.execute(
+            f"SELECT {_COLUMNS} FROM {_FROM} WHERE h.room_nid = ? ORDER BY h.seq DESC LIMIT ?", (room_nid, limit)
+        ).fetchall()
+    )
+
+
 def user_rows(txn: Transaction, user_nid: int, limit: int, room_nids: Sequence[int] | None = None) -> list[Any]:
     """The user's latest ``limit`` rows (in ``room_nids`` only, if given), newest first: those
     after the last user-index batch from the seq index, then the user index: the last week,

@@ -108,6 +108,80 @@ class HistoryStore:
 
         return self._read(job)
 
+    def room_transitions(self, room_id: RoomID, limit: int) -> asyncio.Future[list[HistoryEntry]]:
+        """The room's latest ``limit`` transitions, newest first."""
+
+        def job(txn: Transaction) -> list[HistoryEntry]:
+            room = txn.execute("SELECT room_nid FROM roomstate_rooms WHERE room_id = ?", (room_id,)).fetchone()
+            if room is None:
+                return []
+            return [history.entry(row) for row in history.room_rows(txn, int(room[0]), limit)]
+
+        return self._read(job)
+
+    def member_counts(
+        self, room_id: RoomID, since_s: float, until_s: float, bucket_s: int
+    ) -> asyncio.Future[list[tuple[int, int]]]:
+        """The room's joined-member count over time: (Unix seconds, count) at the start of the
+        period (or of the span the bot has tracked the room since, if later) and at the end of
+        each ``bucket_s`` bucket in which it changed; from the checkpoint at the start and the
+        history rows after it, added up per bucket in SQL."""
+
+        def job(txn: Transaction) -> list[tuple[int, int]]:
+            room = txn.execute("SELECT room_nid FROM roomstate_rooms WHERE room_id = ?", (room_id,)).fetchone()
+            if room is None:
+                return []
+            room_nid = int(room[0])
+            start = history.seq_at(since_s)
+            members = checkpoints.members_at(txn, room_nid, start)
+            if members is None:  # not tracked then: from when tracking began again
+                began = checkpoints.tracked_after(txn, room_nid, start)
+                if began is None or began > history.seq_at(until_s):
+                    return []
+                start = began
+                members = checkpoints.members_at(txn, room_nid, start) or {}
+            count = bytes(members.values()).count(CODES[JOIN])
+            points = [(history.time_of(start), count)]
+            bucket = history.seq_at(bucket_s) or 1
+            join = CODES[JOIN]
+            for index, delta in txn.execute(
+                f"SELECT (seq - ?) / ?, SUM(CASE WHEN membership = {join} AND previous <> {join} THEN 1"
+                f" WHEN previous = {join} AND membership <> {join} THEN -1 ELSE 0 END)"
+                " FROM roomstate_history WHERE room_nid = ? AND seq > ? AND seq <= ? GROUP BY 1 ORDER BY 1",
+                (start, bucket, room_nid, start, history.seq_at(until_s)),
+            ).fetchall():
+                if delta:
+                    count += int(delta)
+                    points.append((history.time_of(start + (int(index) + 1) * bucket), count))
+            return points
+
+        return self._read(job)
+
+    def joins_and_leaves(
+        self, room_id: RoomID, since_s: float, bucket_s: int
+    ) -> asyncio.Future[list[tuple[int, int, int]]]:
+        """Per ``bucket_s`` bucket since ``since_s``: (bucket start, joins, leaves), buckets with
+        neither left out (every arrival and departure counts, as in ``!joins all``)."""
+
+        def job(txn: Transaction) -> list[tuple[int, int, int]]:
+            room = txn.execute("SELECT room_nid FROM roomstate_rooms WHERE room_id = ?", (room_id,)).fetchone()
+            if room is None:
+                return []
+            start, bucket, join = history.seq_at(since_s), history.seq_at(bucket_s) or 1, CODES[JOIN]
+            rows = txn.execute(
+                f"SELECT (seq - ?) / ?, SUM(CASE WHEN membership = {join} AND previous <> {join} THEN 1 ELSE 0 END),"
+                f" SUM(CASE WHEN previous = {join} AND membership <> {join} THEN 1 ELSE 0 END)"
+                " FROM roomstate_history WHERE room_nid = ? AND seq >= ? GROUP BY 1 ORDER BY 1",
+                (start, bucket, int(room[0]), start),
+            ).fetchall()
+            return [
+                (history.time_of(start + int(index) * bucket), int(joins or 0), int(leaves or 0))
+                for index, joins, leaves in rows
+                if joins or leaves
+            ]
+
+        return self._read(job)
+
     def members_at(self, room_id: RoomID, at_s: float, names: int) -> asyncio.Future[MembersAt | None]:
         """The room's membership at ``at_s`` (Unix seconds) and who differs from now (up to
         ``names`` user IDs each way). None if the room was never known."""

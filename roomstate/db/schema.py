@@ -103,5 +103,9 @@ TABLES = (
     "roomstate_resync_queue",
     "roomstate_sync_position",
     "roomstate_alerts",
+    "roomstate_web_keys",
+    "roomstate_web_links",
+    "roomstate_web_sessions",
+    "roomstate_api_tokens",
 )
 VERSION_TABLE = "roomstate_schema_version"

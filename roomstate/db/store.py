@@ -44,6 +44,7 @@ from .history_store import HistoryStore
 from .interner import Interner
 from .sync_write import replace_members
 from .threads import ReaderThread, Transaction, WriterThread
+from .web_store import WebStore
 
 T = TypeVar("T")
 
@@ -165,7 +166,7 @@ def _delete_room_state(txn: Transaction, room_nid: int) -> bool:
     return was_known
 
 
-class RoomStore(HistoryStore, AlertStore):
+class RoomStore(HistoryStore, AlertStore, WebStore):
     """Rooms, members, processed events and the resync queue in the plugin's database."""
 
     def __init__(self, engine: Engine) -> None:
@@ -174,6 +175,7 @@ class RoomStore(HistoryStore, AlertStore):
         self.history_enabled = True  # recording membership history (config history.retention_days > 0)
         self.recorder = history.Recorder()  # writer thread only
         self._writer: WriterThread | None = None
+        self.on_commit: Callable[[float], None] | None = None  # seconds a group commit took (writer thread)
         self._reader: ReaderThread | None = None
 
     # ---- lifecycle ------------------------------------------------------------------------
@@ -183,12 +185,18 @@ class RoomStore(HistoryStore, AlertStore):
         event loop: every store call made afterwards runs after them. Resolves to the schema
         version."""
         loop = asyncio.get_running_loop()
-        self._writer = WriterThread("roomstate-db-writer", self.dialect, loop, on_refused=self._row_refused)
+        self._writer = WriterThread(
+            "roomstate-db-writer", self.dialect, loop, on_refused=self._row_refused, on_commit=self._committed
+        )
         self._reader = ReaderThread("roomstate-db-reader", self.dialect, loop)
         version = self._writer.submit_raw(self._migrate)  # migrations manage their own transactions
         if not self.history_enabled:  # set before opening: marks the history the bot is not keeping
             self._write(self._history_is_off).add_done_callback(_log_failure)
         return version
+
+    def _committed(self, seconds: float) -> None:
+        if self.on_commit is not None:
+            self.on_commit(seconds)
 
     def _history_is_off(self, txn: Transaction) -> None:
         """History is off from this start on: every room still tracked gets a "not tracked"
@@ -683,6 +691,49 @@ class RoomStore(HistoryStore, AlertStore):
                 (room_id,),
             ).fetchall()
             return [Member(*row) for row in rows]
+
+        return self._read(job)
+
+    def totals(self) -> asyncio.Future[tuple[int, int, int]]:
+        """(rooms tracked, joined members, invited members), from the per-room counts."""
+
+        def job(txn: Transaction) -> tuple[int, int, int]:
+            rooms, joined, invited = txn.execute(
+                "SELECT COUNT(*), SUM(joined_count), SUM(invited_count) FROM roomstate_room_info"
+            ).fetchone()
+            return int(rooms or 0), int(joined or 0), int(invited or 0)
+
+        return self._read(job)
+
+    def members_page(
+        self, room_id: RoomID, *, membership: str | None, search: str, offset: int, limit: int
+    ) -> asyncio.Future[tuple[int, list[Member]]]:
+        """A page of a room's members by user ID (those with ``membership`` and whose ID or name
+        contains ``search``, case-insensitively, if given), and how many there are in all."""
+        pattern = "%" + search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+        def job(txn: Transaction) -> tuple[int, list[Member]]:
+            where = " WHERE r.room_id = ?"
+            params: tuple[Any, ...] = (room_id,)
+            if membership:
+                where += " AND m.membership = ?"
+                params += (membership,)
+            if search:
+                where += (
+                    " AND (LOWER(u.user_id) LIKE ? ESCAPE '\\'"
+                    " OR LOWER(COALESCE(m.displayname, '')) LIKE ? ESCAPE '\\')"
+                )
+                params += (pattern, pattern)
+            source = (
+                " FROM roomstate_rooms r JOIN roomstate_memberships m ON m.room_nid = r.room_nid"
+                " JOIN roomstate_users u ON u.user_nid = m.user_nid"
+            )
+            total = int(txn.execute(f"SELECT COUNT(*){source}{where}", params).fetchone()[0])
+            rows = txn.execute(
+                f"SELECT u.user_id, m.membership, m.displayname{source}{where} ORDER BY u.user_id LIMIT ? OFFSET ?",
+                (*params, limit, offset),
+            ).fetchall()
+            return total, [Member(UserID(u), str(ms), d) for u, ms, d in rows]
 
         return self._read(job)
 

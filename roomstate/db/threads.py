@@ -19,6 +19,7 @@ import operator
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
@@ -276,10 +277,12 @@ class WriterThread(_DatabaseThread):
         dialect: Dialect,
         loop: asyncio.AbstractEventLoop,
         on_refused: RefusedRowHandler | None = None,
+        on_commit: Callable[[float], None] | None = None,
     ) -> None:
         self._cur: Any = None
         self._begin = dialect.begin_write()
         self._on_refused = on_refused
+        self._on_commit = on_commit
         super().__init__(name, dialect, loop)
 
     def _cursor(self) -> Any:
@@ -288,6 +291,7 @@ class WriterThread(_DatabaseThread):
         return self._cur
 
     def _run_batch(self, batch: list[_Job[Any]]) -> None:
+        started = time.perf_counter()
         try:
             cur = self._cursor()
             cur.execute(self._begin)
@@ -329,6 +333,8 @@ class WriterThread(_DatabaseThread):
             else:
                 txn.run_deferred(shared=isolate)
                 cur.execute("COMMIT")
+                if self._on_commit is not None:
+                    self._on_commit(time.perf_counter() - started)
         except Exception as error:
             self._fail_all(batch, error)
         if all(job.error is not None for job in batch):
