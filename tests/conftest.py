@@ -50,6 +50,7 @@ async def harness(hs: FakeHomeserver, db_url: str) -> AsyncIterator[Harness]:
         h = Harness(hs, http, db_url)
         yield h
         await h.stop()
+        await h.close_web()
         h.engine.dispose()
         h.db.dispose()
 

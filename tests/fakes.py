@@ -53,6 +53,7 @@ class FakeHomeserver:
         self.rooms: dict[str, FakeRoom] = {}
         self.sent: list[tuple[str, dict[str, Any]]] = []  # (room_id, content) the bot sent
         self.sent_event_ids: list[str] = []  # the event IDs of what the bot sent, in the same order
+        self.created: list[tuple[str, dict[str, Any]]] = []  # rooms the bot created: (room_id, request)
         self.requests: list[str] = []
         self.bytes_sent = 0  # response bodies, in bytes
         self.stream: list[Event] = []  # every event, in the order the server made them (sync positions)
@@ -223,6 +224,14 @@ class FakeHomeserver:
         path = path[len(prefix) :]
         if path == "/sync":
             return self._sync(request)
+        if path == "/createRoom" and request.method == "POST":
+            body = await request.json()
+            room_id = f"!made{next(self._ids)}:fake.test"
+            self.created.append((room_id, body))
+            self.create_room(room_id, self.bot_user_id)
+            for invitee in body.get("invite", []):
+                self.member(room_id, invitee, "invite", sender=self.bot_user_id)
+            return web.json_response({"room_id": room_id})
         if path == "/joined_rooms":
             return web.json_response({"joined_rooms": self.joined_rooms()})
         if path == "/account/whoami":

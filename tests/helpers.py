@@ -13,7 +13,9 @@ from typing import Any
 
 import aiohttp
 import sqlalchemy as sa
+from aiohttp import hdrs, web
 from maubot.matrix import MaubotMatrixClient
+from maubot.plugin_server import PluginWebApp, PrefixResource
 from mautrix.client import InternalEventType
 from mautrix.util.config import RecursiveDict
 from ruamel.yaml import YAML
@@ -216,6 +218,9 @@ class Harness:
         self.syncs = 0
         self.config_data: dict[str, Any] = {}
         self.settle_timeout = 30.0
+        self.webapp: Any = None  # maubot's PluginWebApp, once serve_web() ran
+        self.web_url: str | None = None
+        self._web_runner: Any = None
 
     def make_bot(self) -> RoomStateBot:
         client = MaubotMatrixClient(mxid=BOT, base_url=self.hs.url, token="token", client_session=self.http)
@@ -228,10 +233,34 @@ class Harness:
             log=logging.getLogger("roomstate.test"),  # type: ignore[arg-type]
             config=make_config(self.config_overrides, self.config_data),
             database=self.engine,
-            webapp=None,
-            webapp_url=None,
+            webapp=self.webapp,
+            webapp_url=self.web_url,
             loader=None,  # type: ignore[arg-type]
         )
+
+    async def serve_web(self) -> str:
+        """Serve the plugin's web app as maubot does (under a base path, on 127.0.0.1); returns
+        the base URL the plugin gets as ``webapp_url``. Call before ``start``."""
+        webapp = PluginWebApp()
+        base_path = "/_matrix/maubot/plugin/test"
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            rest = request.rel_url.path[len(base_path) :]
+            return await webapp.handle(
+                request.clone(rel_url=request.rel_url.with_path(rest).with_query(request.query_string))
+            )
+
+        app = web.Application()
+        resource = PrefixResource(base_path)
+        resource.add_route(hdrs.METH_ANY, handle)
+        app.router.register_resource(resource)
+        self._web_runner = web.AppRunner(app)
+        await self._web_runner.setup()
+        site = web.TCPSite(self._web_runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.webapp, self.web_url = webapp, f"http://127.0.0.1:{port}{base_path}"
+        return self.web_url
 
     async def start(self, settle: bool = True, **config_overrides: Any) -> RoomStateBot:
         self.config_overrides.update(config_overrides)
@@ -257,6 +286,11 @@ class Harness:
         if self.bot is not None:
             await self.bot.internal_stop()
             self.bot = None
+
+    async def close_web(self) -> None:
+        if self._web_runner is not None:
+            await self._web_runner.cleanup()
+            self._web_runner = None
 
     async def restart(
         self, settle: bool = True, client_kept_syncing: bool = False, **config_overrides: Any

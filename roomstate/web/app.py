@@ -20,7 +20,8 @@ from maubot.handlers import web as routes
 from mautrix.types import RoomID, UserID
 from yarl import URL
 
-from .. import charts
+from ..charts import bar_chart, bar_rows, line_chart, line_rows
+from ..charts import table as chart_table
 from ..config import Config
 from ..db import StorageError
 from ..metrics import Metrics
@@ -145,7 +146,7 @@ class WebView:
             )
             return self._html("Sign in", body, None, status=400)
         cookie, _ = used
-        response = web.HTTPSeeOther(location=path(self.base))
+        response = web.Response(status=303, headers={"Location": path(self.base)})
         response.set_cookie(
             COOKIE,
             cookie,
@@ -256,13 +257,11 @@ class WebView:
             info,
             period=period,
             counts_chart=Markup(
-                charts.line_chart(counts, title=title, start=start, end=end, y_label="members", id_prefix="counts")
+                line_chart(counts, title=title, start=start, end=end, y_label="members", id_prefix="counts")
             ),
-            counts_table=Markup(
-                charts.table(charts.line_rows(counts, start, end), ["Time (UTC)", "Members"], caption=title)
-            ),
+            counts_table=Markup(chart_table(line_rows(counts, start, end), ["Time (UTC)", "Members"], caption=title)),
             waves_chart=Markup(
-                charts.bar_chart(
+                bar_chart(
                     waves,
                     title=f"Joins and leaves per {BUCKET_NAMES[bucket]}",
                     start=start,
@@ -272,9 +271,7 @@ class WebView:
                 )
             ),
             waves_table=Markup(
-                charts.table(
-                    charts.bar_rows(waves, bucket), ["From (UTC)", "Joins", "Leaves"], caption="Joins and leaves"
-                )
+                chart_table(bar_rows(waves, bucket), ["From (UTC)", "Joins", "Leaves"], caption="Joins and leaves")
             ),
             members=page_members[1] if page_members else [],
             members_total=total,

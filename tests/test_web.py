@@ -1,0 +1,176 @@
+"""The web view, API and metrics over real HTTP (served as maubot serves a plugin's web app), with
+the real plugin and the fake homeserver: private by default, signed in by a one-time link sent
+in a direct room, sessions that see exactly what chat shows, inert rendering of other people's
+text, API tokens and metrics."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest_asyncio
+from yarl import URL
+
+from .helpers import ADMIN, ALICE, BOB, CAROL, ROOM, Harness
+
+OPS = "!ops:fake.test"
+HOSTILE = '<script>alert(1)</script>\u202e"><img src=x onerror=alert(2)> javascript:alert(3)'
+
+
+@pytest_asyncio.fixture
+async def site(harness: Harness) -> AsyncIterator[Harness]:
+    """Design (Alice, Bob, the admin) and Ops (Bob, Carol), the web view served."""
+    await harness.serve_web()
+    await harness.start()
+    await harness.setup_room(ROOM, ALICE, "Design", (BOB, ADMIN))
+    await harness.setup_room(OPS, BOB, "Ops", (CAROL,))
+    yield harness
+
+
+def link_sent_to(harness: Harness, user: str) -> str:
+    """The sign-in link the bot sent to ``user``'s direct room."""
+    direct = [room for room, request in harness.hs.created if user in request.get("invite", [])]
+    assert direct, "no direct room was made"
+    bodies = [content["body"] for room, content in harness.hs.sent if room == direct[-1]]
+    found = re.findall(r"http://\S+/login\?t=\S+", "\n".join(bodies))
+    assert found, bodies
+    return found[-1]
+
+
+async def sign_in(harness: Harness, user: str, room: str = ROOM) -> aiohttp.ClientSession:
+    """A browser-like session (its own cookie jar) signed in as ``user`` through !dashboard."""
+    before = len(harness.hs.sent)
+    await harness.command(room, user, "!dashboard")
+    [reply] = [content["body"] for where, content in harness.hs.sent[before:] if where == room]
+    assert reply == "I sent you a sign-in link in our direct chat (it works once)."
+    link = link_sent_to(harness, user)
+    browser = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+    async with browser.get(link) as page:
+        assert page.status == 200 and "Sign in" in await page.text()
+    async with browser.post(link.split("?")[0], data={"t": URL(link).query["t"]}, allow_redirects=False) as done:
+        assert done.status == 303
+        cookie = done.cookies["roomstate_session"]
+        assert cookie["httponly"] and cookie["samesite"] == "Strict" and cookie["path"] == "/_matrix/maubot/plugin/test"
+    return browser
+
+
+async def get(session: aiohttp.ClientSession, url: str) -> tuple[int, str, Any]:
+    async with session.get(url, allow_redirects=False) as response:
+        return response.status, await response.text(), response.headers
+
+
+async def test_nothing_answers_without_signing_in_but_health(site: Harness) -> None:
+    base = site.web_url
+    async with aiohttp.ClientSession() as anonymous:
+        status, text, _ = await get(anonymous, f"{base}/health")
+        assert (status, text) == (200, "ok")
+        for path in ("/", "/room/%21design%3Afake.test", "/user/%40alice%3Afake.test"):
+            status, text, headers = await get(anonymous, base + path)
+            assert status == 401 and "Design" not in text and "alice" not in text, path
+            assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+        for path in ("/api/v1/rooms", "/metrics"):
+            status, text, _ = await get(anonymous, base + path)
+            assert status == 401 and "Design" not in text, path
+
+
+async def test_the_link_goes_to_a_direct_room_only_and_works_once(site: Harness) -> None:
+    before = len(site.hs.sent)
+    browser = await sign_in(site, ALICE)
+    sent_in_design = [c["body"] for room, c in site.hs.sent[before:] if room == ROOM]
+    assert not any("login?t=" in body for body in sent_in_design)  # never in a shared room
+    status, text, _ = await get(browser, site.web_url + "/")
+    assert status == 200 and "Design" in text
+    link = link_sent_to(site, ALICE)
+    async with aiohttp.ClientSession() as other:
+        async with other.post(link.split("?")[0], data={"t": URL(link).query["t"]}, allow_redirects=False) as reuse:
+            assert reuse.status == 400  # used already
+        forged = URL(link).query["t"][:-3] + "abc"
+        async with other.post(link.split("?")[0], data={"t": forged}, allow_redirects=False) as fake:
+            assert fake.status == 400
+    await browser.close()
+
+
+async def test_a_session_sees_exactly_what_chat_shows_checked_on_every_request(site: Harness) -> None:
+    browser = await sign_in(site, CAROL, OPS)
+    status, text, _ = await get(browser, site.web_url + "/")
+    assert status == 200 and "Ops" in text and "Design" not in text
+    design = site.web_url + "/room/" + ROOM.replace("!", "%21").replace(":", "%3A")
+    ops = site.web_url + "/room/" + OPS.replace("!", "%21").replace(":", "%3A")
+    assert (await get(browser, design))[0] == 404  # the same as a room that does not exist
+    assert (await get(browser, site.web_url + "/room/%21nothere%3Afake.test"))[0] == 404
+    status, text, _ = await get(browser, ops)
+    assert status == 200 and "Carol" in text
+    await site.deliver(site.hs.member(OPS, CAROL, "leave"))
+    assert (await get(browser, ops))[0] == 404  # she left: the next load shows nothing
+    status, text, _ = await get(browser, site.web_url + "/")
+    assert "Ops" not in text
+    await browser.close()
+
+
+async def test_other_peoples_text_renders_inert(site: Harness) -> None:
+    await site.deliver(site.hs.state(ROOM, "m.room.name", {"name": HOSTILE}))
+    await site.deliver(site.hs.state(ROOM, "m.room.topic", {"topic": HOSTILE}))
+    await site.deliver(site.hs.member(ROOM, BOB, "join", displayname=HOSTILE))
+    browser = await sign_in(site, ADMIN)
+    for path in ("/", "/room/%21design%3Afake.test", "/user/%40bob%3Afake.test"):
+        status, text, _ = await get(browser, site.web_url + path)
+        assert status == 200, path
+        assert "<script>alert" not in text and "<img" not in text and "\u202e" not in text, path
+        assert "&lt;script&gt;" in text, path
+        assert not re.search(r"href=\"\s*javascript:", text, re.IGNORECASE), path
+    await browser.close()
+
+
+async def test_signing_out_needs_the_form_and_ends_the_session(site: Harness) -> None:
+    browser = await sign_in(site, ALICE)
+    _, text, _ = await get(browser, site.web_url + "/")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', text)
+    assert csrf is not None
+    async with browser.post(site.web_url + "/signout", data={"csrf": "wrong"}) as refused:
+        assert refused.status == 403
+    assert (await get(browser, site.web_url + "/"))[0] == 200
+    async with browser.post(site.web_url + "/signout", data={"csrf": csrf.group(1)}) as done:
+        assert done.status == 200 and "signed out" in await done.text()
+    assert (await get(browser, site.web_url + "/"))[0] == 401
+    await browser.close()
+
+
+async def test_dashboard_signout_in_chat_ends_every_session_of_the_asker(site: Harness) -> None:
+    browser = await sign_in(site, ALICE)
+    [reply] = await site.command(ROOM, ALICE, "!dashboard signout")
+    assert reply == "Ended 1 web session (your)."
+    assert (await get(browser, site.web_url + "/"))[0] == 401
+    [refused] = await site.command(ROOM, ALICE, "!dashboard signout all")
+    assert refused.startswith("Sorry, only the bot's admins")
+    await browser.close()
+
+
+async def test_api_tokens_are_made_listed_and_revoked_in_chat(site: Harness) -> None:
+    before = len(site.hs.sent)
+    await site.command(ROOM, ADMIN, "!roomstate token create ci")
+    [sent] = [content["body"] for where, content in site.hs.sent[before:] if where == ROOM]
+    assert sent == "I sent you the token in our direct chat."
+    direct = [room for room, request in site.hs.created if ADMIN in request.get("invite", [])][-1]
+    token = re.findall(r"rs_[A-Za-z0-9_-]+", "\n".join(c["body"] for room, c in site.hs.sent if room == direct))[0]
+    headers = {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession() as tool:
+        async with tool.get(site.web_url + "/api/v1/rooms", params={"limit": "1"}, headers=headers) as first:
+            page = await first.json()
+        assert [r["name"] for r in page["rooms"]] == ["Design"] and page["next_cursor"] == ROOM
+        async with tool.get(
+            site.web_url + "/api/v1/rooms", params={"cursor": page["next_cursor"]}, headers=headers
+        ) as second:
+            assert [r["name"] for r in (await second.json())["rooms"]] == ["Ops"]
+        async with tool.get(site.web_url + "/metrics", headers=headers) as metrics:
+            text = await metrics.text()
+            assert metrics.status == 200 and "# TYPE roomstate_events_total counter" in text
+            assert re.search(r"^roomstate_rooms 2$", text, re.MULTILINE)
+        [listed] = await site.command(ROOM, ADMIN, "!roomstate token list")
+        assert listed.startswith("API tokens:") and "“ci”" in listed and token not in listed
+        assert (await site.command(ROOM, ALICE, "!roomstate token create mine"))[0].startswith("Sorry")
+        [revoked] = await site.command(ROOM, ADMIN, "!roomstate token revoke ci")
+        assert revoked == "Revoked the token ci."
+        async with tool.get(site.web_url + "/api/v1/rooms", headers=headers) as gone:
+            assert gone.status == 401
