@@ -53,6 +53,7 @@ class StandaloneBot:
         token: str,
         database: str | None = None,
         plugin_config: dict[str, Any] | None = None,
+        web_base_path: str = "/",
     ) -> None:
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -61,6 +62,10 @@ class StandaloneBot:
         self.database = database or f"sqlite:///{self.db_path}"  # absolute: sqlite:////...
         self.plugin_config = {**base_plugin_config(), **(plugin_config or {})}
         self.ignore_first_sync = True
+        # The plugin web app (``webapp: true`` in maubot.yaml): one port for the life of this
+        # object, so that ``web_url`` stays the same across restarts.
+        self.web_port = free_port()
+        self.web_base_path = web_base_path
         self.nudge: Callable[[], Any] | None = None
         self.log = self.dir / "maubot.log"
         self.process = Process(
@@ -98,11 +103,13 @@ class StandaloneBot:
                 "ignore_initial_sync": True,
                 "ignore_first_sync": self.ignore_first_sync,
             },
+            # Used only when the plugin's maubot.yaml says ``webapp: true``: maubot then serves the
+            # plugin's routes under base_path on this port (see ``web_url``).
             "server": {
                 "hostname": "127.0.0.1",
-                "port": free_port(),
-                "base_path": "/",
-                "public_url": "http://127.0.0.1",
+                "port": self.web_port,
+                "base_path": self.web_base_path,
+                "public_url": f"http://127.0.0.1:{self.web_port}",
             },
             "database": self.database,
             "database_opts": {"min_size": 1, "max_size": 10},
@@ -110,6 +117,15 @@ class StandaloneBot:
             "logging": _logging(self.log),
         }
         (self.dir / "config.yaml").write_text(json.dumps(config, indent=1))
+
+    @property
+    def web_url(self) -> str:
+        """The plugin web app's public base URL, without a trailing slash: exactly the
+        ``webapp_url`` maubot standalone passes to the plugin, under which its ``@web.get("/x")``
+        routes answer (``web_url + "/x"``). With standalone's default ``base_path: /`` that is the
+        server's root, ``http://127.0.0.1:PORT`` (the manager instead serves an instance under
+        ``/_matrix/maubot/plugin/<instance id>/``; ``web_base_path`` can emulate that)."""
+        return f"http://127.0.0.1:{self.web_port}/{self.web_base_path.strip('/')}".rstrip("/")
 
     def startups(self, text: str | None = None) -> int:
         """How many times the plugin has finished its startup sync: a catch-up or, without one, the

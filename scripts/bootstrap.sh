@@ -6,8 +6,9 @@
 #   $VENVS/sa2      maubot + SQLAlchemy 2.x (what `pip install maubot sqlalchemy` gives) + test tools
 #   $VENVS/synapse  matrix-synapse, for the end-to-end suite and the demo
 #   $VENVS/bench    sa2 + matplotlib, for benchmarks/
-# Sizes on disk (du --block-size=MB, Python 3.11, these pins): sa13 236 MB, sa2 253 MB, synapse
-# 251 MB; test.sh sets up the first three (740 MB), demo.sh sa13 and synapse (490 MB).
+# Sizes on disk (du --block-size=MB, Python 3.11, these pins): sa13 281 MB, sa2 298 MB (selenium,
+# for the browser tests, is 45 MB of each), synapse 251 MB; test.sh sets up the first three
+# (830 MB), demo.sh sa13 and synapse (530 MB).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENVS="${ROOMSTATE_VENVS:-$ROOT/.venvs}"
@@ -44,7 +45,7 @@ make_venv() {  # name, requirements file, what it is for
   echo "$want" > "$stamp"
 }
 
-bootstrap_sa13() { make_venv sa13 "$ROOT/requirements/sa13.txt" "maubot, SQLAlchemy 1.3, test tools (~235 MB)"; }
-bootstrap_sa2() { make_venv sa2 "$ROOT/requirements/sa2.txt" "maubot, SQLAlchemy 2, test tools (~255 MB)"; }
+bootstrap_sa13() { make_venv sa13 "$ROOT/requirements/sa13.txt" "maubot, SQLAlchemy 1.3, test tools (~280 MB)"; }
+bootstrap_sa2() { make_venv sa2 "$ROOT/requirements/sa2.txt" "maubot, SQLAlchemy 2, test tools (~300 MB)"; }
 bootstrap_synapse() { make_venv synapse "$ROOT/requirements/synapse.txt" "the Synapse homeserver (~250 MB)"; }
 bootstrap_bench() { make_venv bench "$ROOT/requirements/bench.txt" "benchmarks and plotting (~255 MB + matplotlib)"; }

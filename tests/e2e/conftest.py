@@ -2,8 +2,9 @@
 
 Synapse runs from $SYNAPSE_PYTHON (its own virtualenv); maubot from $MAUBOT_PYTHON or the Python
 running pytest. Without Synapse the suite is skipped, unless ROOMSTATE_E2E_REQUIRED=1 (as
-scripts/test.sh sets), which makes that an error. Every server's PID is stopped at the end and the
-temp directory removed, unless a test failed or ROOMSTATE_E2E_KEEP=1.
+scripts/test.sh sets), which makes that an error; the same goes for the browser (``browser``:
+Debian's chromium and chromium-driver, and selenium). Every server's PID is stopped at the end and
+the temp directory removed, unless a test failed or ROOMSTATE_E2E_KEEP=1.
 """
 
 from __future__ import annotations
@@ -14,14 +15,18 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import sqlalchemy as sa
 
 from roomstate_dev.bots import StandaloneBot
+from roomstate_dev.browser import browser_available, headless_chromium, screenshot
 from roomstate_dev.client import MatrixUser, eventually
 from roomstate_dev.servers import Synapse, synapse_python
+
+if TYPE_CHECKING:
+    from roomstate_dev.browser import WebDriver
 
 pytestmark = pytest.mark.e2e
 
@@ -39,9 +44,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Iterator[None]:
     outcome = yield
     report = outcome.get_result()
+    setattr(item, f"report_{report.when}", report)  # for fixtures that keep evidence of a failure
     if report.failed and "/e2e/" in str(item.fspath):
         for name, server in RUNNING.items():
             report.sections.append((f"{name} logs", server.logs()))
+
+
+def unavailable(message: str) -> None:
+    """Skip for want of ``message``, or fail when the suite is required (ROOMSTATE_E2E_REQUIRED=1)."""
+    if os.environ.get("ROOMSTATE_E2E_REQUIRED") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 def synapse_available() -> bool:
@@ -51,16 +64,34 @@ def synapse_available() -> bool:
 @pytest.fixture(scope="session")
 def e2e_dir(request: pytest.FixtureRequest) -> Iterator[Path]:
     if not synapse_available():
-        message = f"matrix-synapse is not importable by {synapse_python()} (set SYNAPSE_PYTHON; scripts/test.sh does)"
-        if os.environ.get("ROOMSTATE_E2E_REQUIRED") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(
+            f"matrix-synapse is not importable by {synapse_python()} (set SYNAPSE_PYTHON; scripts/test.sh does)"
+        )
     path = Path(tempfile.mkdtemp(prefix="roomstate-e2e-"))
     yield path
     if request.session.testsfailed or os.environ.get("ROOMSTATE_E2E_KEEP") == "1":
         print(f"\ne2e files kept in {path}")
     else:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def browser(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[WebDriver]:
+    """A headless chromium of this test's own (files it downloads go to tmp_path/downloads). When
+    the test fails, the page it was on is kept as tmp_path/failure.png and failure.html."""
+    reason = browser_available()
+    if reason:
+        unavailable(f"no browser: {reason}")
+    with headless_chromium(downloads=tmp_path / "downloads") as driver:
+        yield driver
+        report = getattr(request.node, "report_call", None)
+        if report is not None and report.failed:
+            try:
+                (tmp_path / "failure.html").write_text(driver.page_source)
+                screenshot(driver, tmp_path / "failure.png")
+                print(f"\nthe page at {driver.current_url} is kept in {tmp_path}/failure.png and failure.html")
+            except Exception as error:
+                print(f"\nno picture of the failed page: {error}")
 
 
 @pytest.fixture(scope="session")
