@@ -11,16 +11,20 @@ import re
 import shutil
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from selenium.webdriver.common.by import By
 
 from roomstate_dev.bots import StandaloneBot
-from roomstate_dev.browser import WebDriver, console_messages, mobile, screenshot, sideways_overflow
+from roomstate_dev.browser import console_messages, mobile, screenshot, sideways_overflow
 from roomstate_dev.client import MatrixUser, eventually
 from roomstate_dev.servers import Synapse
 
 from .conftest import BotDatabase, People
+
+if TYPE_CHECKING:
+    from roomstate_dev.browser import WebDriver
 
 VISITORS = 6
 
