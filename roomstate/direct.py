@@ -1,6 +1,8 @@
 """A direct room of the bot and one user: where secrets go (sign-in links, API tokens), never a
-room anyone else can read. An existing room whose only members are the two of them (joined or
-invited) is used; else the bot creates one and invites the user."""
+room anyone else can read. Only a room the bot made for this (invite-only, the two of them) is
+used, and only while nobody but the two of them is in it, joined or invited; else the bot makes
+a new one and invites the user. A room that merely has two members (a public room nobody else
+joined yet, a room someone else made) is never used: a third person could join and read back."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from typing import Any
 from mautrix.types import RoomCreatePreset, RoomID, UserID
 
 from .db import RoomStore
-from .models import JOIN
+from .db.store import now_ms
 
 
 class DirectRooms:
@@ -19,15 +21,15 @@ class DirectRooms:
         self.bot_user_id = bot_user_id
 
     async def existing(self, user_id: UserID) -> RoomID | None:
-        """A tracked room with nobody but the bot and ``user_id`` in it (joined or invited)."""
-        for shared in await self.store.rooms_of(user_id, JOIN) + await self.store.rooms_of(user_id, "invite"):
-            room = shared.room
-            if room.joined_count + room.invited_count != 2 or room.replacement_room:
-                continue
-            members = {m.user_id for m in await self.store.members(room.room_id)}
-            if members == {self.bot_user_id, user_id}:
-                return room.room_id
-        return None
+        """The room the bot made with ``user_id``, if still only the two of them are in it."""
+        room_id = await self.store.direct_room(user_id)
+        if room_id is None:
+            return None
+        room = await self.store.room(room_id)
+        if room is None or room.replacement_room:
+            return None
+        members = {m.user_id for m in await self.store.members(room_id)}
+        return room_id if members == {self.bot_user_id, user_id} else None
 
     async def with_user(self, user_id: UserID) -> RoomID:
         """The direct room with ``user_id``, made now if there is none (mautrix errors propagate)."""
@@ -35,6 +37,7 @@ class DirectRooms:
         if found is not None:
             return found
         room_id: RoomID = await self.client.create_room(
-            preset=RoomCreatePreset.TRUSTED_PRIVATE, is_direct=True, invitees=[user_id]
+            preset=RoomCreatePreset.PRIVATE, is_direct=True, invitees=[user_id]
         )
+        await self.store.set_direct_room(user_id, room_id, now_ms())
         return room_id

@@ -606,8 +606,8 @@ TOKENS_REFUSED = "Sorry, only the bot's admins may manage API tokens."
 
 
 def signed_out(count: int, everyone: bool) -> Reply:
-    who = "everyone's" if everyone else "your"
-    return reply(f"Ended {plural(count, 'web session')} ({who}).")
+    who = "everyone" if everyone else "you"
+    return reply(f"Signed {who} out of the web view: ended {plural(count, 'session')}.")
 
 
 def token_list(tokens: Sequence[Any]) -> Reply:

@@ -92,6 +92,30 @@ async def test_the_link_goes_to_a_direct_room_only_and_works_once(site: Harness)
     await browser.close()
 
 
+async def test_secrets_go_only_to_a_private_room_the_bot_made_while_only_the_two_are_in_it(site: Harness) -> None:
+    pair = "!pair:fake.test"  # a public room that happens to hold just the admin and the bot
+    site.hs.create_room(pair, ADMIN, name="Pair")
+    site.hs.state(pair, "m.room.join_rules", {"join_rule": "public"}, sender=ADMIN)
+    await site.join_bot(pair, ADMIN)
+    before = len(site.hs.sent)
+    await site.command(pair, ADMIN, "!dashboard")
+    assert not any("login?t=" in c.get("body", "") for room, c in site.hs.sent[before:] if room == pair)
+    [(made, request)] = [(room, body) for room, body in site.hs.created if ADMIN in body.get("invite", [])]
+    assert request["preset"] == "private_chat" and request["is_direct"] is True
+    await site.deliver(*[e for e in site.hs.stream if e["room_id"] == made])  # the bot's join syncs it
+
+    await site.command(pair, ADMIN, "!dashboard")  # the same room again, not a new one each time
+    assert [room for room, body in site.hs.created if ADMIN in body.get("invite", [])] == [made]
+    assert link_sent_to(site, ADMIN) != ""
+
+    await site.deliver(site.hs.member(made, CAROL, "join"))  # someone else is in it now
+    await site.command(pair, ADMIN, "!dashboard")
+    rooms = [room for room, body in site.hs.created if ADMIN in body.get("invite", [])]
+    assert len(rooms) == 2 and rooms[0] == made
+    sent_to_made = [c["body"] for room, c in site.hs.sent if room == made]
+    assert sum("login?t=" in body for body in sent_to_made) == 2  # not the third link
+
+
 async def test_a_session_sees_exactly_what_chat_shows_checked_on_every_request(site: Harness) -> None:
     browser = await sign_in(site, CAROL, OPS)
     status, text, _ = await get(browser, site.web_url + "/")
@@ -140,7 +164,7 @@ async def test_signing_out_needs_the_form_and_ends_the_session(site: Harness) ->
 async def test_dashboard_signout_in_chat_ends_every_session_of_the_asker(site: Harness) -> None:
     browser = await sign_in(site, ALICE)
     [reply] = await site.command(ROOM, ALICE, "!dashboard signout")
-    assert reply == "Ended 1 web session (your)."
+    assert reply == "Signed you out of the web view: ended 1 session."
     assert (await get(browser, site.web_url + "/"))[0] == 401
     [refused] = await site.command(ROOM, ALICE, "!dashboard signout all")
     assert refused.startswith("Sorry, only the bot's admins")

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from .migrations.v3 import ddl as history_ddl
 from .migrations.v4 import ddl as position_ddl
+from .migrations.v5 import ddl as web_ddl
 
-VERSION = 4
+VERSION = 5
 
 _SERIAL = {"sqlite": "INTEGER", "postgresql": "SERIAL"}
 _CLUSTERED = {"sqlite": " WITHOUT ROWID", "postgresql": ""}
@@ -86,6 +87,8 @@ def ddl(dialect: str) -> list[str]:
         # The plugin's own sync position (see position.py) and the alerts sent (alerts.py); v4
         # wrote them, unchanged since.
         *position_ddl(dialect),
+        # The web view's sign-in, API tokens and direct rooms (web/, direct.py); v5 wrote them.
+        *web_ddl(dialect),
     ]
 
 
@@ -107,5 +110,6 @@ TABLES = (
     "roomstate_web_links",
     "roomstate_web_sessions",
     "roomstate_api_tokens",
+    "roomstate_direct_rooms",
 )
 VERSION_TABLE = "roomstate_schema_version"

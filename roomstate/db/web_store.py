@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from mautrix.types import UserID
+from mautrix.types import RoomID, UserID
 
 from .threads import Transaction
 
@@ -161,3 +161,22 @@ class WebStore:
             return None if row is None else ApiToken(str(row[0]), UserID(str(row[1])), int(row[2]))
 
         return self._read(job)
+
+    def direct_room(self, user_id: UserID) -> asyncio.Future[RoomID | None]:
+        """The direct room the bot made with ``user_id`` (the latest), if it made one."""
+
+        def job(txn: Transaction) -> RoomID | None:
+            row = txn.execute("SELECT room_id FROM roomstate_direct_rooms WHERE user_id = ?", (user_id,)).fetchone()
+            return None if row is None else RoomID(str(row[0]))
+
+        return self._read(job)
+
+    def set_direct_room(self, user_id: UserID, room_id: RoomID, now: int) -> asyncio.Future[None]:
+        def job(txn: Transaction) -> None:
+            txn.execute(
+                "INSERT INTO roomstate_direct_rooms (user_id, room_id, created_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (user_id) DO UPDATE SET room_id = excluded.room_id, created_at = excluded.created_at",
+                (user_id, room_id, now),
+            )
+
+        return self._write(job)
