@@ -31,7 +31,7 @@ def layout(base: str, title: str, body: Markup, viewer: Viewer | None) -> str:
     if viewer is not None:
         who = tag(
             "span",
-            "Signed in as ",
+            Markup("Signed in as "),
             tag("code", viewer.user_id),
             Markup(" "),
             tag(
@@ -332,7 +332,7 @@ def user(base: str, where: WhereisAnswer, history: HistoryAnswer, names: dict[Ro
         if entries
         else tag("p", "No membership history.")
     )
-    name = tag("p", "Display name: ", where.displayname) if where.displayname else Markup("")
+    name = tag("p", Markup("Display name: "), where.displayname) if where.displayname else Markup("")
     return join([name, tag("h2", "Rooms"), rooms_part, tag("h2", "History"), history_part])
 
 
