@@ -611,3 +611,22 @@ async def test_a_first_syncs_checkpoint_holds_exactly_the_rows_it_wrote(
     blob = db.scalar("SELECT blocks FROM roomstate_history_checkpoints")
     blocks = dict(db.rows("SELECT block_nid, members FROM roomstate_history_blocks"))
     assert [bytes(blocks[nid]) for nid in checkpoints.block_list(bytes(blob))] == list(checkpoints._chunks(stored))
+
+
+async def test_member_counts_step_per_bucket_and_end_at_todays_count_not_in_the_future(
+    store: tuple[RoomStore, FakeTime],
+) -> None:
+    s, clock = store
+    await s.replace_room(RoomSnapshot(RoomInfo(ROOM, name="Design"), (Member(ALICE, JOIN), Member(BOB, JOIN))))
+    clock.now += 600
+    for number, user in enumerate((CAROL, DAVE), 1):
+        await s.apply_member(event(user, JOIN, number), record_claim=True, queue_if_untracked=True)
+    clock.now += 2 * 3600
+    await s.apply_member(event(BOB, LEAVE, 3), record_claim=True, queue_if_untracked=True)
+    until = clock.now + 60  # "now", a minute into the bucket of the leave
+    points = await s.member_counts(ROOM, START - 86_400, until, 3600)
+    assert [count for _, count in points] == [2, 4, 3]
+    assert abs(points[0][0] - START) <= 1  # from when tracking began, not the period's start
+    assert abs(points[1][0] - (START + 3600)) <= 1  # the end of the bucket of the two joins
+    assert points[-1][0] <= until  # the current bucket ends now: no point in the future
+    assert points == sorted(points)

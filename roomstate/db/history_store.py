@@ -124,7 +124,8 @@ class HistoryStore:
     ) -> asyncio.Future[list[tuple[int, int]]]:
         """The room's joined-member count over time: (Unix seconds, count) at the start of the
         period (or of the span the bot has tracked the room since, if later) and at the end of
-        each ``bucket_s`` bucket in which it changed; from the checkpoint at the start and the
+        each ``bucket_s`` bucket in which it changed (``until_s`` for the last bucket, if that has not
+        ended); from the checkpoint at the start and the
         history rows after it, added up per bucket in SQL."""
 
         def job(txn: Transaction) -> list[tuple[int, int]]:
@@ -142,17 +143,18 @@ class HistoryStore:
                 members = checkpoints.members_at(txn, room_nid, start) or {}
             count = bytes(members.values()).count(CODES[JOIN])
             points = [(history.time_of(start), count)]
-            bucket = history.seq_at(bucket_s) or 1
+            bucket, end = history.seq_at(bucket_s) or 1, history.seq_at(until_s)
             join = CODES[JOIN]
             for index, delta in txn.execute(
                 f"SELECT (seq - ?) / ?, SUM(CASE WHEN membership = {join} AND previous <> {join} THEN 1"
                 f" WHEN previous = {join} AND membership <> {join} THEN -1 ELSE 0 END)"
                 " FROM roomstate_history WHERE room_nid = ? AND seq > ? AND seq <= ? GROUP BY 1 ORDER BY 1",
-                (start, bucket, room_nid, start, history.seq_at(until_s)),
+                (start, bucket, room_nid, start, end),
             ).fetchall():
                 if delta:
                     count += int(delta)
-                    points.append((history.time_of(start + (int(index) + 1) * bucket), count))
+                    # at the end of its bucket, or now for the bucket that has not ended yet
+                    points.append((history.time_of(min(start + (int(index) + 1) * bucket, end)), count))
             return points
 
         return self._read(job)
