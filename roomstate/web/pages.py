@@ -52,6 +52,7 @@ def layout(base: str, title: str, body: Markup, viewer: Viewer | None) -> str:
             Markup('<meta name="viewport" content="width=device-width, initial-scale=1">'),
             tag("title", f"{title} – roomstate"),
             Markup(f'<link rel="stylesheet" href="{esc(path(base, "static", "style.css"))}">'),
+            Markup(f'<link rel="icon" href="{esc(path(base, "static", "icon.svg"))}" type="image/svg+xml">'),
         ),
         tag("body", tag("header", tag("strong", "roomstate"), nav, who), tag("main", tag("h1", title), body)),
         lang="en",

@@ -81,6 +81,7 @@ def test_signed_in_in_a_browser_rooms_room_user_and_out(
     browser.get(bot.web_url + "/")
     assert browser.find_element(By.TAG_NAME, "h1").text == "Sign in"
     assert "Web garden" not in browser.page_source
+    assert [m for m in console_messages(browser) if "401" not in m] == []  # only the page's own status
 
     link = sign_in_link(admin, bot, room)
     browser.get(link)
