@@ -132,7 +132,7 @@ def rooms(
         role="search",
     )
     columns = list(ROOM_COLUMNS.items()) + (
-        [("waiting", ("Waiting for a resync", lambda r: r.needs_resync, False))] if admin else []
+        [("waiting", ("Resync due", lambda r: r.needs_resync, False))] if admin else []
     )
     headers = []
     for key, (label, _, numeric) in columns:

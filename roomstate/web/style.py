@@ -11,7 +11,7 @@ header { display: flex; flex-wrap: wrap; gap: .5rem 1.5rem; align-items: center;
   padding: .75rem 1rem; background: var(--shade); border-bottom: 1px solid var(--line); }
 header .who { margin-left: auto; color: var(--muted); }
 header form { display: inline; }
-main { padding: 1rem; max-width: 72rem; margin: 0 auto; }
+main { padding: 1rem; max-width: 80rem; margin: 0 auto; }
 h1 { font-size: 1.5rem; margin: .5rem 0 1rem; overflow-wrap: anywhere; }
 h2 { font-size: 1.2rem; margin: 1.5rem 0 .5rem; }
 a { color: var(--accent); }
