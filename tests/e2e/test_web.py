@@ -7,53 +7,26 @@ scripts/screenshots.sh uses for the README)."""
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
 
 from roomstate_dev.bots import StandaloneBot
 from roomstate_dev.browser import console_messages, mobile, screenshot, sideways_overflow
-from roomstate_dev.client import MatrixUser, eventually
+from roomstate_dev.client import eventually
 from roomstate_dev.servers import Synapse
 
 from .conftest import BotDatabase, People
+from .signing_in import heading, sign_in_link
 
 if TYPE_CHECKING:
     from roomstate_dev.browser import WebDriver
 
 VISITORS = 6
-
-
-def sign_in_link(user: MatrixUser, bot: StandaloneBot, asked_in: str) -> str:
-    """Ask the bot for a link in a shared room; read it in the direct room the bot made."""
-    reply = user.ask(asked_in, bot.user_id, "!dashboard")
-    assert reply == "I sent you a sign-in link in our direct chat (it works once).", reply
-    assert "login?t=" not in reply
-
-    def invited() -> list[str]:
-        return list(user.call("GET", "/sync?timeout=0").get("rooms", {}).get("invite", {}))
-
-    [direct] = eventually(invited, what="an invite to a direct room")
-    user.join(direct)
-    events = user.call("GET", f"{user.room(direct)}/messages?dir=b&limit=20")["chunk"]
-    bodies = [e["content"].get("body", "") for e in events if e["sender"] == bot.user_id]
-    links = [link for body in bodies for link in re.findall(r"http://\S+/login\?t=\S+", body)]
-    assert links, bodies
-    return links[0]
-
-
-def heading(driver: WebDriver) -> str:
-    """The page's h1, or "" while a new page is still loading (the old one's is gone)."""
-    try:
-        return str(driver.find_element(By.TAG_NAME, "h1").text)
-    except WebDriverException:
-        return ""
 
 
 def artifact(driver: WebDriver, tmp_path: Path, name: str) -> None:
@@ -83,7 +56,7 @@ def test_signed_in_in_a_browser_rooms_room_user_and_out(
     assert "Web garden" not in browser.page_source
     assert [m for m in console_messages(browser) if "401" not in m] == []  # only the page's own status
 
-    link = sign_in_link(admin, bot, room)
+    link = sign_in_link(admin, bot.user_id, room)
     browser.get(link)
     artifact(browser, tmp_path, "sign-in")
     browser.find_element(By.CSS_SELECTOR, "main form button[type=submit]").click()
