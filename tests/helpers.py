@@ -234,24 +234,28 @@ class Harness:
             config=make_config(self.config_overrides, self.config_data),
             database=self.engine,
             webapp=self.webapp,
-            webapp_url=self.web_url,
+            webapp_url=None if self.web_url is None else self.web_url + "/",
             loader=None,  # type: ignore[arg-type]
         )
 
     async def serve_web(self) -> str:
-        """Serve the plugin's web app as maubot does (under a base path, on 127.0.0.1); returns
-        the base URL the plugin gets as ``webapp_url``. Call before ``start``."""
+        """Serve the plugin's web app as maubot's manager does (maubot.server): under
+        ``/_matrix/maubot/plugin/test/``, where only paths below that slash reach the plugin, on
+        127.0.0.1. Returns the base URL without its slash (tests append paths); the plugin gets
+        it with the slash as ``webapp_url``, as from maubot. Call before ``start``."""
         webapp = PluginWebApp()
-        base_path = "/_matrix/maubot/plugin/test"
+        subpath = "/_matrix/maubot/plugin/test/"
 
         async def handle(request: web.Request) -> web.StreamResponse:
-            rest = request.rel_url.path[len(base_path) :]
+            if not request.path.startswith(subpath):
+                return web.Response(status=404)
+            rest = request.rel_url.path[len(subpath) - 1 :]
             return await webapp.handle(
                 request.clone(rel_url=request.rel_url.with_path(rest).with_query(request.query_string))
             )
 
         app = web.Application()
-        resource = PrefixResource(base_path)
+        resource = PrefixResource(subpath.rstrip("/"))
         resource.add_route(hdrs.METH_ANY, handle)
         app.router.register_resource(resource)
         self._web_runner = web.AppRunner(app)
@@ -259,7 +263,7 @@ class Harness:
         site = web.TCPSite(self._web_runner, "127.0.0.1", 0)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.webapp, self.web_url = webapp, f"http://127.0.0.1:{port}{base_path}"
+        self.webapp, self.web_url = webapp, f"http://127.0.0.1:{port}{subpath}".rstrip("/")
         return self.web_url
 
     async def start(self, settle: bool = True, **config_overrides: Any) -> RoomStateBot:

@@ -53,6 +53,10 @@ async def sign_in(harness: Harness, user: str, room: str = ROOM) -> aiohttp.Clie
         assert done.status == 303
         cookie = done.cookies["roomstate_session"]
         assert cookie["httponly"] and cookie["samesite"] == "Strict" and cookie["path"] == "/_matrix/maubot/plugin/test"
+        home = done.headers["Location"]
+    async with browser.get(home, allow_redirects=False) as rooms:  # where the sign-in leads: the rooms page
+        assert rooms.status == 200 and "<h1>Rooms</h1>" in await rooms.text(), home
+        assert f'<a href="{home}">Rooms</a>' in await rooms.text()  # and the nav's link to it
     return browser
 
 

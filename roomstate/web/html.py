@@ -49,7 +49,8 @@ _VOID = frozenset({"input", "meta", "link", "br"})
 
 def path(base: str, *segments: str, query: Mapping[str, object] | None = None) -> str:
     """A URL of the web view: its base, then each segment percent-encoded (IDs hold "!", ":",
-    "@" and "#"), then the query."""
-    url = base.rstrip("/") + "".join("/" + quote(segment, safe="") for segment in segments)
+    "@" and "#"), then the query. The base alone ends in "/" (the rooms page): maubot's manager
+    mounts a plugin's web app at ``…/plugin/<instance>/`` and has nothing without the slash."""
+    url = base.rstrip("/") + ("".join("/" + quote(segment, safe="") for segment in segments) or "/")
     items = {key: str(value) for key, value in (query or {}).items() if value not in (None, "")}
     return url + ("?" + urlencode(items) if items else "")
