@@ -35,6 +35,7 @@ from .aio import sleep_unless
 from .config import Config
 from .db import RoomStore, StorageError
 from .homeserver import REQUEST_ERRORS
+from .metrics import Metrics
 from .models import BAN, AlertRecord, MemberChange, RoomInfo, RoomInfoChange
 from .replies import Reply, Text
 from .timeparse import shown
@@ -88,8 +89,10 @@ class Alerts:
         notices: Notices,
         clock: Callable[[], float] = time.time,
         logger: logging.Logger = log,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
+        self.metrics = metrics or Metrics()
         self.config = config
         self.notices = notices
         self.clock = clock
@@ -153,7 +156,7 @@ class Alerts:
                 joins=self.config.invocation("joins"),
             )
             item = replies.room_name(room) + f": {joins.joined} joined since {shown(count.first_at)}"
-            event_id = await self._announce(target, notice, item)
+            event_id = await self._announce(target, notice, item, kind="join_wave")
             record = AlertRecord(
                 WAVE,
                 count.room_id,
@@ -212,7 +215,9 @@ class Alerts:
                 continue
             room = await self.store.room(room_id) or RoomInfo(room_id)
             notice = replies.stuck_notice(room, stale.queued_at // 1000, stale.last_error)
-            event_id = await self._announce(target, notice, replies.room_name(room) + " is stuck waiting for a resync")
+            event_id = await self._announce(
+                target, notice, replies.room_name(room) + " is stuck waiting for a resync", kind="stuck"
+            )
             if record is not None:
                 await self.store.save_alert(dataclasses.replace(record, open=False, updated_at=int(now)))
             record = AlertRecord(STUCK, room_id, today, event_id, 0, int(now), None)
@@ -221,9 +226,8 @@ class Alerts:
         for key, record in list(self._open.items()):
             if record.kind == STUCK and record.room_id not in waiting:
                 room = await self.store.room(record.room_id) or RoomInfo(record.room_id)
-                await self._announce(
-                    target, replies.recovered_notice(room), replies.room_name(room) + " is in sync again"
-                )
+                item = replies.room_name(room) + " is in sync again"
+                await self._announce(target, replies.recovered_notice(room), item, kind="recovered")
                 await self.store.save_alert(dataclasses.replace(record, open=False, updated_at=int(now)))
                 del self._open[key]
 
@@ -238,7 +242,7 @@ class Alerts:
             info = await room or RoomInfo(change.room_id)
             notice = replies.bot_removed_notice(info, change.member.membership, change.sender, change.reason)
             how = "banned from" if change.member.membership == BAN else "kicked from"
-            await self._announce(target, notice, literal_item(f"I was {how} ", info))
+            await self._announce(target, notice, literal_item(f"I was {how} ", info), kind="bot_removed")
 
         self._spawn(announce(), f"removed from {change.room_id}")
 
@@ -251,7 +255,7 @@ class Alerts:
         async def announce() -> None:
             info = await self.store.room(change.room_id) or RoomInfo(change.room_id)
             notice = replies.upgraded_notice(info, replacement, change.sender or "someone")
-            await self._announce(target, notice, replies.room_name(info) + " was upgraded")
+            await self._announce(target, notice, replies.room_name(info) + " was upgraded", kind="upgraded")
 
         self._spawn(announce(), f"upgrade of {change.room_id}")
 
@@ -268,7 +272,7 @@ class Alerts:
 
     # ---- sending ---------------------------------------------------------------------------------
 
-    async def _announce(self, target: RoomID, notice: Reply, item: Text) -> EventID | None:
+    async def _announce(self, target: RoomID, notice: Reply, item: Text, *, kind: str) -> EventID | None:
         """Send a new notice, within the per-minute budget; beyond it, ``item`` goes into the next
         summary and None is returned (nothing to edit later)."""
         now = self.clock()
@@ -278,7 +282,9 @@ class Alerts:
             self._summary.append(item)
             return None
         self._sent.append(now)
-        return await self.notices.send(target, notice, self.config.alert_mentions)
+        event_id = await self.notices.send(target, notice, self.config.alert_mentions)
+        self.metrics.count("roomstate_alerts_total", kind=kind)
+        return event_id
 
     async def _send_summary(self, target: RoomID) -> None:
         """What did not fit this minute's budget, in one notice (at most one a round)."""
@@ -286,6 +292,7 @@ class Alerts:
             return
         items, self._summary = self._summary, []
         await self.notices.send(target, replies.alerts_summary(items, len(items)), self.config.alert_mentions)
+        self.metrics.count("roomstate_alerts_total", kind="summary")
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -78,7 +78,9 @@ class RoomStateBot(Plugin):
         self.commands = ChatCommands(self.service, self.queries, self.config, self.client.mxid, self.log, web=web_chat)
         self.dedup = self.service.dedup
         self.intake = SyncIntake(self.service, homeserver, self.config, self.log)
-        self.alerts = Alerts(self.service.store, self.config, ClientNotices(self.client), logger=self.log)
+        self.alerts = Alerts(
+            self.service.store, self.config, ClientNotices(self.client), logger=self.log, metrics=self.metrics
+        )
         self.service.observer = self.alerts
         # awaited by the syncer before it dispatches the sync's events (maubot's own registration
         # would run it as a task after mautrix has rewritten every event's room ID)

@@ -139,6 +139,7 @@ class ChatCommands:
         command = COMMANDS.get(word)
         if command is None:
             return replies.unknown_command(word, self.invocation("help"))
+        self.service.metrics.count("roomstate_commands_total", command=command.name)
         try:
             return await command.run(self, evt, rest)
         except StorageError as error:

@@ -54,6 +54,7 @@ class StandaloneBot:
         database: str | None = None,
         plugin_config: dict[str, Any] | None = None,
         web_base_path: str = "/",
+        web_port: int | None = None,
     ) -> None:
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -64,7 +65,7 @@ class StandaloneBot:
         self.ignore_first_sync = True
         # The plugin web app (``webapp: true`` in maubot.yaml): one port for the life of this
         # object, so that ``web_url`` stays the same across restarts.
-        self.web_port = free_port()
+        self.web_port = web_port or free_port()
         self.web_base_path = web_base_path
         self.nudge: Callable[[], Any] | None = None
         self.log = self.dir / "maubot.log"

@@ -39,6 +39,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dir", type=Path, default=ROOT / ".demo", help="where the servers keep their files")
     parser.add_argument("--port", type=int, default=8008, help="homeserver port on 127.0.0.1 (default 8008)")
+    parser.add_argument(
+        "--web-port", type=int, default=29316, help="the bot's web view on 127.0.0.1 (default 29316, maubot's)"
+    )
     parser.add_argument("--users", type=int, default=2, help="how many people to register (default 2)")
     parser.add_argument("--password", default="roomstate-demo", help="their password")
     args = parser.parse_args()
@@ -47,6 +50,8 @@ def main() -> None:
             f"Port {args.port} on 127.0.0.1 is in use (another homeserver or demo?). "
             f"Pick another: scripts/demo.sh --port {args.port + 1}"
         )
+    if not port_is_free(args.web_port):
+        sys.exit(f"Port {args.web_port} on 127.0.0.1 is in use. Pick another: scripts/demo.sh --web-port 29317")
 
     shutil.rmtree(args.dir, ignore_errors=True)
     synapse = Synapse(args.dir / "synapse", port=args.port)
@@ -63,7 +68,14 @@ def main() -> None:
         bot_id, bot_token = synapse.register("roomstate")
         step("starting maubot standalone with roomstate")
         demo = people[0]
-        bot = StandaloneBot(args.dir / "bot", synapse.url, bot_id, bot_token, plugin_config={"admins": [demo.user_id]})
+        bot = StandaloneBot(
+            args.dir / "bot",
+            synapse.url,
+            bot_id,
+            bot_token,
+            plugin_config={"admins": [demo.user_id]},
+            web_port=args.web_port,
+        )
         bot.start(wait_for_first_sync=False)
         step("creating a room with everyone and the bot")
         room = demo.create_room(
@@ -84,9 +96,10 @@ roomstate demo is running.
   Log in as:   {demo.user_id}   password: {args.password}   (a bot admin)
 {others}
   Bot:         {bot_id}, already in the room "roomstate demo" ({room})
+  Web view:    {bot.web_url}/   (send !dashboard to the bot: it sends you a sign-in link)
 
 Log in with any Matrix client (e.g. Element: "Other homeserver", {synapse.url}) and try
-`!rooms`, `!whereis @friend:localhost`, `!resync`, `!resync all`; invite {bot_id} to new rooms.
+`!rooms`, `!whereis @friend:localhost`, `!resync`, `!resync all`, `!dashboard`; invite {bot_id} to new rooms.
 More people: scripts/demo.sh --users 5, or while it runs:
   .venvs/synapse/bin/register_new_matrix_user -c {synapse.dir / "homeserver.yaml"} {synapse.url}
 The bot just answered `!rooms` with:

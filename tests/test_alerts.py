@@ -146,6 +146,8 @@ async def test_a_flood_of_waves_is_one_summary(harness: Harness, clock: Clock) -
     assert len(sent) == 3  # two waves in full, then one summary of the other four
     assert sent[2]["body"].startswith("4 alerts at once (too many to post each):")
     assert sum("“Flood" in line for line in sent[2]["body"].splitlines()) == 4
+    counted = harness.bot.metrics.counters["roomstate_alerts_total"]  # type: ignore[union-attr]
+    assert dict(counted) == {(("kind", "join_wave"),): 2, (("kind", "summary"),): 1}
 
 
 async def test_the_bot_kicked_or_banned_is_one_notice_each(harness: Harness, clock: Clock) -> None:
@@ -164,6 +166,8 @@ async def test_the_bot_kicked_or_banned_is_one_notice_each(harness: Harness, clo
     await harness.deliver(kick, section="left")  # a replay: nothing new
     await harness.settled()
     assert len(new_notices(harness)) == 2
+    counted = harness.bot.metrics.counters["roomstate_alerts_total"]  # type: ignore[union-attr]
+    assert dict(counted) == {(("kind", "bot_removed"),): 2}
 
 
 async def test_a_room_upgraded_away_is_one_notice(harness: Harness, clock: Clock) -> None:

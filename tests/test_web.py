@@ -202,3 +202,26 @@ async def test_api_tokens_are_made_listed_and_revoked_in_chat(site: Harness) -> 
         assert revoked == "Revoked the token ci."
         async with tool.get(site.web_url + "/api/v1/rooms", headers=headers) as gone:
             assert gone.status == 401
+
+
+async def test_metrics_count_what_happened(site: Harness) -> None:
+    await site.command(ROOM, ALICE, "!rooms")
+    await site.command(ROOM, ALICE, "!rooms")
+    await site.command(ROOM, BOB, "!whereis @carol:fake.test")
+    site.update_config(web={"open_metrics": True})
+    async with aiohttp.ClientSession() as scraper:
+        async with scraper.get(site.web_url + "/metrics") as response:
+            assert response.status == 200 and response.content_type == "text/plain"
+            text = await response.text()
+    samples = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
+    assert samples['roomstate_commands_total{command="rooms"}'] == "2"
+    assert samples['roomstate_commands_total{command="whereis"}'] == "1"
+    assert samples["roomstate_rooms"] == "2"
+    # Design: Alice, Bob, the admin, the bot; Ops: Bob, Carol, the bot
+    assert samples['roomstate_members{membership="join"}'] == "7"
+    assert samples["roomstate_resync_queue_rooms"] == "0"
+    assert int(samples['roomstate_resyncs_total{outcome="ok"}']) == 2  # the two joins
+    assert int(samples['roomstate_homeserver_requests_total{outcome="ok"}']) >= 2
+    count = int(samples["roomstate_homeserver_request_seconds_count"])
+    assert count >= 2 and samples['roomstate_homeserver_request_seconds_bucket{le="+Inf"}'] == str(count)
+    assert "Design" not in text and ROOM not in text  # no room names or IDs in metrics
