@@ -209,10 +209,9 @@ async def test_metrics_count_what_happened(site: Harness) -> None:
     await site.command(ROOM, ALICE, "!rooms")
     await site.command(ROOM, BOB, "!whereis @carol:fake.test")
     site.update_config(web={"open_metrics": True})
-    async with aiohttp.ClientSession() as scraper:
-        async with scraper.get(site.web_url + "/metrics") as response:
-            assert response.status == 200 and response.content_type == "text/plain"
-            text = await response.text()
+    async with aiohttp.ClientSession() as scraper, scraper.get(site.web_url + "/metrics") as response:
+        assert response.status == 200 and response.content_type == "text/plain"
+        text = await response.text()
     samples = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
     assert samples['roomstate_commands_total{command="rooms"}'] == "2"
     assert samples['roomstate_commands_total{command="whereis"}'] == "1"

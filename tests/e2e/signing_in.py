@@ -39,3 +39,11 @@ def heading(driver: WebDriver) -> str:
         return str(driver.find_element(By.TAG_NAME, "h1").text)
     except WebDriverException:
         return ""
+
+
+def main_text(driver: WebDriver) -> str:
+    """The page's main text, or "" while a new page is still loading."""
+    try:
+        return str(driver.find_element(By.TAG_NAME, "main").text)
+    except WebDriverException:
+        return ""
