@@ -18,7 +18,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from mautrix.types import RoomID
 
@@ -32,7 +32,11 @@ MAX_SLEEP_SECONDS = 300.0
 STORAGE_RETRY_MIN_SECONDS = 0.5
 STORAGE_RETRY_MAX_SECONDS = 5.0
 
-SyncRoom = Callable[[RoomID, str], Awaitable[Any]]
+
+class SyncRoom(Protocol):
+    def __call__(self, room_id: RoomID, reason: str, *, kind: str) -> Awaitable[Any]: ...
+
+
 Spawn = Callable[[Awaitable[Any], str], "asyncio.Task[Any]"]
 
 
@@ -107,7 +111,7 @@ class Repairer:
     def _start(self, room_id: RoomID, reason: str) -> None:
         async def repair() -> None:
             try:
-                await self._sync_room(room_id, f"repair ({reason})")
+                await self._sync_room(room_id, f"repair ({reason})", kind="repair")
             except Exception:  # sync_room reports its failures; this is a last resort
                 log.exception("Repairing %s failed", room_id)
             finally:

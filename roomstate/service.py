@@ -425,7 +425,7 @@ class RoomStateService:
             return None  # queued for a resync; the handler's wrapper reports the event
         if outcome is Applied.NOT_TRACKED:
             self.log.info("Joined %s; syncing its members and info", change.room_id)
-            await self._full_sync(change.room_id)
+            await self._full_sync(change.room_id, "join")
         return outcome
 
     # ---- whole syncs ------------------------------------------------------------------------
@@ -455,7 +455,7 @@ class RoomStateService:
                 continue
             delivered.update(room.handled_state_events())
             if room.limited:
-                work.append(self.sync_room(room.room_id, "a gap in the timeline"))
+                work.append(self.sync_room(room.room_id, "a gap in the timeline", kind="gap"))
             else:
                 work += self._check_asserted_state(room)
         self._sync_events = delivered  # the handlers of this sync's events run next
@@ -469,7 +469,7 @@ class RoomStateService:
             work.append(self.queue.submit(left.room_id, functools.partial(self._forget_left, left.room_id)))
         for room in view.joined:
             if room.has_events or room.limited:
-                work.append(self.sync_room(room.room_id, reason))
+                work.append(self.sync_room(room.room_id, reason, kind="startup"))
         return work
 
     def dispatch(self, view: SyncView, *, commands_before_ms: int) -> list[Awaitable[Any]]:
@@ -549,7 +549,7 @@ class RoomStateService:
     def _check_after_burst(self, room_id: RoomID) -> None:
         """A suspect room (a burst of changes, a contradicting sync) has settled: resync it
         (see bursts.py)."""
-        self.sync_room(room_id, "the room may have forked; checking it against the server")
+        self.sync_room(room_id, "the room may have forked; checking it against the server", kind="fork")
 
     def _forget_left(self, room_id: RoomID) -> asyncio.Future[Applied]:
         def forgotten(done: asyncio.Future[Applied]) -> None:
@@ -564,23 +564,26 @@ class RoomStateService:
         self.log.info("Joined %s; syncing its members and info", room_id)
         recorded = False
         try:
-            outcome = await self._full_sync(room_id)
+            outcome = await self._full_sync(room_id, "join")
             recorded = outcome.ok and not outcome.forgotten
         finally:  # also when cancelled at shutdown: the covered events' outcome must settle
             cover.settle(recorded)
 
     # ---- whole rooms ----------------------------------------------------------------------------
 
-    def sync_room(self, room_id: RoomID, reason: str = "requested") -> asyncio.Future[SyncOutcome]:
+    def sync_room(
+        self, room_id: RoomID, reason: str = "requested", *, kind: str = "command"
+    ) -> asyncio.Future[SyncOutcome]:
         """Fetch the room's state and replace what the store has, atomically, in this position
-        of the room's order. Never raises: failures are in the outcome (and queue a resync)."""
+        of the room's order. Never raises: failures are in the outcome (and queue a resync).
+        ``kind`` names the reason for the metrics (join, gap, fork, startup, repair, all, command)."""
         self.log.debug("Syncing %s: %s", room_id, reason)
-        return self.queue.run(room_id, lambda: self._full_sync(room_id))
+        return self.queue.run(room_id, lambda: self._full_sync(room_id, kind))
 
-    async def _full_sync(self, room_id: RoomID) -> SyncOutcome:
+    async def _full_sync(self, room_id: RoomID, kind: str) -> SyncOutcome:
         outcome = await self._full_sync_unmeasured(room_id)
         result = "failed" if not outcome.ok else "forgotten" if outcome.forgotten else "ok"
-        self.metrics.count("roomstate_resyncs_total", outcome=result)
+        self.metrics.count("roomstate_resyncs_total", reason=kind, outcome=result)
         return outcome
 
     async def _full_sync_unmeasured(self, room_id: RoomID) -> SyncOutcome:
@@ -667,7 +670,9 @@ class RoomStateService:
             self.log.warning("Could not list joined rooms: %s", error)
             return ResyncReport(error=str(error))
         known = {room.room_id for room in await self.store.rooms()}
-        outcomes = await asyncio.gather(*(self.sync_room(room_id, "resync all") for room_id in sorted(joined | known)))
+        outcomes = await asyncio.gather(
+            *(self.sync_room(room_id, "resync all", kind="all") for room_id in sorted(joined | known))
+        )
         return ResyncReport(
             synced=tuple(o for o in outcomes if o.ok and not o.forgotten),
             forgotten=tuple(o.room_id for o in outcomes if o.forgotten),
@@ -706,6 +711,7 @@ class RoomStateService:
         """What /metrics reports as it is now: (name, help, value, labels)."""
         queue = await self.store.resync_queue()
         rooms, joined, invited = await self.store.totals()
+        history_rows = await self.store.history_rows()
         now_ms = time.time() * 1000
         oldest = (now_ms - min(s.queued_at for s in queue)) / 1000 if queue else 0.0
         return [
@@ -720,6 +726,7 @@ class RoomStateService:
             ("roomstate_rooms", "Rooms the bot is in and tracks.", rooms, ()),
             ("roomstate_members", "Memberships stored, by membership.", joined, (("membership", "join"),)),
             ("roomstate_members", "Memberships stored, by membership.", invited, (("membership", "invite"),)),
+            ("roomstate_history_rows", "Membership-history rows kept.", history_rows, ()),
         ]
 
     async def delete_old_processed_events(self) -> int:

@@ -13,7 +13,7 @@ import aiohttp
 import pytest_asyncio
 from yarl import URL
 
-from .helpers import ADMIN, ALICE, BOB, CAROL, ROOM, Harness
+from .helpers import ADMIN, ALICE, BOB, CAROL, DAVE, ROOM, Harness
 
 OPS = "!ops:fake.test"
 HOSTILE = '<script>alert(1)</script>\u202e"><img src=x onerror=alert(2)> javascript:alert(3)'
@@ -208,6 +208,8 @@ async def test_metrics_count_what_happened(site: Harness) -> None:
     await site.command(ROOM, ALICE, "!rooms")
     await site.command(ROOM, ALICE, "!rooms")
     await site.command(ROOM, BOB, "!whereis @carol:fake.test")
+    await site.command(ROOM, ADMIN, "!resync")
+    await site.deliver(site.hs.member(OPS, DAVE, "join"))
     site.update_config(web={"open_metrics": True})
     async with aiohttp.ClientSession() as scraper, scraper.get(site.web_url + "/metrics") as response:
         assert response.status == 200 and response.content_type == "text/plain"
@@ -216,10 +218,14 @@ async def test_metrics_count_what_happened(site: Harness) -> None:
     assert samples['roomstate_commands_total{command="rooms"}'] == "2"
     assert samples['roomstate_commands_total{command="whereis"}'] == "1"
     assert samples["roomstate_rooms"] == "2"
-    # Design: Alice, Bob, the admin, the bot; Ops: Bob, Carol, the bot
-    assert samples['roomstate_members{membership="join"}'] == "7"
+    # Design: Alice, Bob, the admin, the bot; Ops: Bob, Carol, Dave, the bot
+    assert samples['roomstate_members{membership="join"}'] == "8"
     assert samples["roomstate_resync_queue_rooms"] == "0"
-    assert int(samples['roomstate_resyncs_total{outcome="ok"}']) == 2  # the two joins
+    assert samples['roomstate_resyncs_total{outcome="ok",reason="join"}'] == "2"  # the bot's two joins
+    assert samples['roomstate_resyncs_total{outcome="ok",reason="command"}'] == "1"  # the !resync
+    assert len([name for name in samples if name.startswith("roomstate_resyncs_total")]) == 2
+    history_rows = site.db.scalar("SELECT COUNT(*) FROM roomstate_history")
+    assert history_rows > 0 and samples["roomstate_history_rows"] == str(history_rows)
     assert int(samples['roomstate_homeserver_requests_total{outcome="ok"}']) >= 2
     count = int(samples["roomstate_homeserver_request_seconds_count"])
     assert count >= 2 and samples['roomstate_homeserver_request_seconds_bucket{le="+Inf"}'] == str(count)

@@ -705,6 +705,14 @@ class RoomStore(HistoryStore, AlertStore, WebStore):
 
         return self._read(job)
 
+    def history_rows(self) -> asyncio.Future[int]:
+        """How many membership-history rows are kept (a count: one index scan, on the reader)."""
+
+        def job(txn: Transaction) -> int:
+            return int(txn.execute("SELECT COUNT(*) FROM roomstate_history").fetchone()[0] or 0)
+
+        return self._read(job)
+
     def members_page(
         self, room_id: RoomID, *, membership: str | None, search: str, offset: int, limit: int
     ) -> asyncio.Future[tuple[int, list[Member]]]:
