@@ -230,3 +230,28 @@ async def test_metrics_count_what_happened(site: Harness) -> None:
     count = int(samples["roomstate_homeserver_request_seconds_count"])
     assert count >= 2 and samples['roomstate_homeserver_request_seconds_bucket{le="+Inf"}'] == str(count)
     assert "Design" not in text and ROOM not in text  # no room names or IDs in metrics
+
+
+async def test_an_expired_link_or_session_is_refused_with_nothing_in_it(site: Harness) -> None:
+    assert site.bot is not None
+    auth = site.bot.auth
+    real = auth.clock
+    browser = await sign_in(site, ALICE)  # a session, then a fresh link never used
+    before = len(site.hs.sent)
+    await site.command(ROOM, ALICE, "!dashboard")
+    assert len(site.hs.sent) > before
+    link = link_sent_to(site, ALICE)
+    later = real() + site.bot.config.web_link_seconds + 1  # the link's 10 minutes are over
+    auth.clock = lambda: later
+    async with aiohttp.ClientSession() as other:
+        async with other.post(link.split("?")[0], data={"t": URL(link).query["t"]}, allow_redirects=False) as late:
+            assert late.status == 400 and "Design" not in await late.text()
+            assert "roomstate_session" not in late.cookies
+    assert (await get(browser, site.web_url + "/"))[0] == 200  # the session (12 h) still works
+    much_later = real() + 12 * 3600 + 1
+    auth.clock = lambda: much_later
+    status, text, _ = await get(browser, site.web_url + "/")
+    assert status == 401 and "Design" not in text
+    status, text, _ = await get(browser, site.web_url + "/room/%21design%3Afake.test")
+    assert status == 401 and "Alice" not in text
+    await browser.close()
