@@ -73,8 +73,8 @@ class RoomStateBot(Plugin):
         self._store_opened = self.service.open_soon()  # queued before any other database work
         self.queries = RoomQueries(self.service.store, homeserver, self.config, self.log)
         self.auth = WebAuth(self.service.store, self.config)
-        direct = DirectRooms(self.client, self.service.store, self.client.mxid)
-        web_chat = WebChat(self.auth, direct, self.client, str(self.webapp_url) if self.webapp_url else None)
+        self.direct = DirectRooms(self.client, self.service.store, homeserver, self.client.mxid)
+        web_chat = WebChat(self.auth, self.direct, self.client, str(self.webapp_url) if self.webapp_url else None)
         self.commands = ChatCommands(self.service, self.queries, self.config, self.client.mxid, self.log, web=web_chat)
         self.dedup = self.service.dedup
         self.intake = SyncIntake(self.service, homeserver, self.config, self.log)

@@ -23,6 +23,7 @@ from mautrix.types import EventID, RoomID, UserID
 from . import replies, timeparse
 from .config import Config
 from .db import StorageError
+from .direct import DirectRoomUnavailable
 from .homeserver import REQUEST_ERRORS, HomeserverError
 from .mentions import BadUserArgument, Problem, resolve_user
 from .models import RoomInfo
@@ -257,7 +258,9 @@ class ChatCommands:
             return replies.reply(replies.WEB_DISABLED)
         try:
             room_id = await self.web.send_link(evt.sender)
-        except REQUEST_ERRORS as error:
+        except DirectRoomUnavailable:
+            return replies.reply(replies.DIRECT_ROOM_UNAVAILABLE)
+        except (*REQUEST_ERRORS, HomeserverError) as error:
             self.log.warning("Could not send a sign-in link to %s: %s", evt.sender, error)
             return replies.reply("I could not send you a sign-in link in a direct chat; please try again later.")
         if room_id == evt.room_id:
@@ -281,7 +284,9 @@ class ChatCommands:
             return replies.reply(f"Revoked the token {name}." if revoked else f"There is no token {name} to revoke.")
         try:
             room_id = await self.web.send_token(name, evt.sender)
-        except REQUEST_ERRORS as error:
+        except DirectRoomUnavailable:
+            return replies.reply(replies.DIRECT_ROOM_UNAVAILABLE)
+        except (*REQUEST_ERRORS, HomeserverError) as error:
             self.log.warning("Could not send an API token to %s: %s", evt.sender, error)
             return replies.reply("I could not send you the token in a direct chat; nothing was made usable.")
         if room_id is None:

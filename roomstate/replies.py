@@ -600,6 +600,10 @@ def api_token(name: str, token: str, base: str) -> Reply:
 
 DASHBOARD_USAGE = "Usage: !dashboard (a sign-in link) | !dashboard signout | !dashboard signout all (admins)"
 WEB_DISABLED = "The web view is not enabled for this bot (maubot serves plugin web apps when it has a public URL)."
+DIRECT_ROOM_UNAVAILABLE = (
+    "I can't send it: someone else is in our direct chat now, and I make at most one new direct chat an hour. "
+    "Try again later."
+)
 LINK_SENT_PRIVATELY = "I sent you a sign-in link in our direct chat (it works once)."
 TOKEN_USAGE = "Usage: !roomstate token create <name> | list | revoke <name>"
 TOKENS_REFUSED = "Sorry, only the bot's admins may manage API tokens."

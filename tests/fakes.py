@@ -54,6 +54,7 @@ class FakeHomeserver:
         self.sent: list[tuple[str, dict[str, Any]]] = []  # (room_id, content) the bot sent
         self.sent_event_ids: list[str] = []  # the event IDs of what the bot sent, in the same order
         self.created: list[tuple[str, dict[str, Any]]] = []  # rooms the bot created: (room_id, request)
+        self.invites: list[tuple[str, str]] = []  # invites the bot sent: (room_id, user_id)
         self.requests: list[str] = []
         self.bytes_sent = 0  # response bodies, in bytes
         self.stream: list[Event] = []  # every event, in the order the server made them (sync positions)
@@ -236,13 +237,23 @@ class FakeHomeserver:
             return web.json_response({"joined_rooms": self.joined_rooms()})
         if path == "/account/whoami":
             return web.json_response({"user_id": self.bot_user_id})
-        match = re.fullmatch(r"/rooms/([^/]+)/(state|send)(?:/([^/]+))?(?:/(.*))?", path)
+        match = re.fullmatch(r"/rooms/([^/]+)/(state|send|invite|leave)(?:/([^/]+))?(?:/(.*))?", path)
         if not match:
             return self._error(404, "M_UNRECOGNIZED", "unknown endpoint")
         room_id, kind, type_, rest = match.groups()
         room = self.rooms.get(room_id)
         if room is None or room.membership(self.bot_user_id) != "join":
             return self._error(403, "M_FORBIDDEN", "You are not in this room")
+        if kind == "invite" and request.method == "POST":
+            invitee = (await request.json())["user_id"]
+            if room.membership(invitee) in ("join", "ban"):
+                return self._error(403, "M_FORBIDDEN", f"{invitee} is {room.membership(invitee)} in the room")
+            self.invites.append((room_id, invitee))
+            self.member(room_id, invitee, "invite", sender=self.bot_user_id)
+            return web.json_response({})
+        if kind == "leave" and request.method == "POST":
+            self.member(room_id, self.bot_user_id, "leave")
+            return web.json_response({})
         if kind == "send":
             content = await request.json()
             self.sent.append((room_id, content))

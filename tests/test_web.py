@@ -5,15 +5,18 @@ text, API tokens and metrics."""
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import pytest
 import pytest_asyncio
 from yarl import URL
 
-from .helpers import ADMIN, ALICE, BOB, CAROL, DAVE, ROOM, Harness
+from .helpers import ADMIN, ALICE, BOB, BOT, CAROL, DAVE, ROOM, Harness
 
 OPS = "!ops:fake.test"
 HOSTILE = '<script>alert(1)</script>\u202e"><img src=x onerror=alert(2)> javascript:alert(3)'
@@ -113,11 +116,46 @@ async def test_secrets_go_only_to_a_private_room_the_bot_made_while_only_the_two
     assert link_sent_to(site, ADMIN) != ""
 
     await site.deliver(site.hs.member(made, CAROL, "join"))  # someone else is in it now
+    [refused] = await site.command(pair, ADMIN, "!dashboard")
+    assert refused.startswith("I can't send it: someone else is in our direct chat now")
+    assert len([room for room, body in site.hs.created if ADMIN in body.get("invite", [])]) == 1  # not yet
+    assert site.bot is not None
+    later = time.time() + 3601
+    site.bot.direct.clock = lambda: later  # an hour on: a new room, and the bot leaves the old one
     await site.command(pair, ADMIN, "!dashboard")
     rooms = [room for room, body in site.hs.created if ADMIN in body.get("invite", [])]
     assert len(rooms) == 2 and rooms[0] == made
+    assert site.hs.rooms[made].membership(BOT) == "leave"
     sent_to_made = [c["body"] for room, c in site.hs.sent if room == made]
     assert sum("login?t=" in body for body in sent_to_made) == 2  # not the third link
+    assert any("login?t=" in c["body"] for room, c in site.hs.sent if room == rooms[1])
+
+
+async def test_who_rejected_the_invite_is_invited_again_into_the_same_room(site: Harness) -> None:
+    await site.command(ROOM, ALICE, "!dashboard")
+    [made] = [room for room, body in site.hs.created if ALICE in body.get("invite", [])]
+    [request] = [body for room, body in site.hs.created if room == made]
+    history = [e for e in request["initial_state"] if e["type"] == "m.room.history_visibility"]
+    assert history == [
+        {"type": "m.room.history_visibility", "state_key": "", "content": {"history_visibility": "invited"}}
+    ]
+    site.hs.member(made, ALICE, "leave")  # she rejects the invite
+    for _ in range(3):
+        await site.command(ROOM, ALICE, "!dashboard")
+    assert [room for room, body in site.hs.created if ALICE in body.get("invite", [])] == [made]  # no new rooms
+    assert site.hs.invites == [(made, ALICE)]  # invited again once; then her invite stood
+    assert sum("login?t=" in c["body"] for room, c in site.hs.sent if room == made) == 4
+
+
+async def test_secrets_are_not_logged(site: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    await site.command(ROOM, ADMIN, "!dashboard")
+    await site.command(ROOM, ADMIN, "!roomstate token create logs")
+    link = link_sent_to(site, ADMIN)
+    token = re.findall(r"rs_[A-Za-z0-9_-]+", "\n".join(c["body"] for _, c in site.hs.sent))[0]
+    assert any("sensitive bytes" in record.getMessage() for record in caplog.records)  # the requests were logged
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert URL(link).query["t"] not in logged and token not in logged
 
 
 async def test_a_session_sees_exactly_what_chat_shows_checked_on_every_request(site: Harness) -> None:
@@ -243,10 +281,13 @@ async def test_an_expired_link_or_session_is_refused_with_nothing_in_it(site: Ha
     link = link_sent_to(site, ALICE)
     later = real() + site.bot.config.web_link_seconds + 1  # the link's 10 minutes are over
     auth.clock = lambda: later
-    async with aiohttp.ClientSession() as other:
-        async with other.post(link.split("?")[0], data={"t": URL(link).query["t"]}, allow_redirects=False) as late:
-            assert late.status == 400 and "Design" not in await late.text()
-            assert "roomstate_session" not in late.cookies
+    form = {"t": URL(link).query["t"]}
+    async with (
+        aiohttp.ClientSession() as other,
+        other.post(link.split("?")[0], data=form, allow_redirects=False) as late,
+    ):
+        assert late.status == 400 and "Design" not in await late.text()
+        assert "roomstate_session" not in late.cookies
     assert (await get(browser, site.web_url + "/"))[0] == 200  # the session (12 h) still works
     much_later = real() + 12 * 3600 + 1
     auth.clock = lambda: much_later

@@ -162,12 +162,14 @@ class WebStore:
 
         return self._read(job)
 
-    def direct_room(self, user_id: UserID) -> asyncio.Future[RoomID | None]:
-        """The direct room the bot made with ``user_id`` (the latest), if it made one."""
+    def direct_room(self, user_id: UserID) -> asyncio.Future[tuple[RoomID, int] | None]:
+        """The direct room the bot made with ``user_id`` (the latest) and when (Unix ms)."""
 
-        def job(txn: Transaction) -> RoomID | None:
-            row = txn.execute("SELECT room_id FROM roomstate_direct_rooms WHERE user_id = ?", (user_id,)).fetchone()
-            return None if row is None else RoomID(str(row[0]))
+        def job(txn: Transaction) -> tuple[RoomID, int] | None:
+            row = txn.execute(
+                "SELECT room_id, created_at FROM roomstate_direct_rooms WHERE user_id = ?", (user_id,)
+            ).fetchone()
+            return None if row is None else (RoomID(str(row[0])), int(row[1]))
 
         return self._read(job)
 

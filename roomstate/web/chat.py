@@ -28,17 +28,21 @@ class WebChat:
     async def send_link(self, user_id: UserID) -> RoomID:
         """A one-time sign-in link for ``user_id``, sent to their direct room with the bot."""
         assert self.base is not None
+        room_id = await self.direct.with_user(user_id)  # first: no link is made that cannot be sent
         token = await self.auth.new_link(user_id)
         link = path(self.base, "login", query={"t": token})
         minutes = round(self.auth.config.web_link_seconds / 60)
-        return await self._send_privately(user_id, replies.sign_in_link(link, minutes))
+        await self._send_secret(room_id, replies.sign_in_link(link, minutes))
+        return room_id
 
     async def send_token(self, name: str, admin: UserID) -> RoomID | None:
         """A new API token, sent to the admin's direct room (None: that name is taken)."""
+        room_id = await self.direct.with_user(admin)
         token = await self.auth.new_token(name, admin)
         if token is None:
             return None
-        return await self._send_privately(admin, replies.api_token(name, token, self.base or ""))
+        await self._send_secret(room_id, replies.api_token(name, token, self.base or ""))
+        return room_id
 
     async def tokens(self) -> list[ApiToken]:
         return await self.auth.tokens()
@@ -46,7 +50,6 @@ class WebChat:
     async def revoke(self, name: str) -> bool:
         return await self.auth.revoke_token(name)
 
-    async def _send_privately(self, user_id: UserID, notice: replies.Reply) -> RoomID:
-        room_id = await self.direct.with_user(user_id)
-        await self.client.send_message_event(room_id, EventType.ROOM_MESSAGE, notice.content())
-        return room_id
+    async def _send_secret(self, room_id: RoomID, notice: replies.Reply) -> None:
+        # sensitive: mautrix logs request bodies at DEBUG; a secret must not end up in the logs
+        await self.client.send_message_event(room_id, EventType.ROOM_MESSAGE, notice.content(), sensitive=True)
