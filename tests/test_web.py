@@ -296,3 +296,45 @@ async def test_an_expired_link_or_session_is_refused_with_nothing_in_it(site: Ha
     status, text, _ = await get(browser, site.web_url + "/room/%21design%3Afake.test")
     assert status == 401 and "Alice" not in text
     await browser.close()
+
+
+async def test_forms_from_another_site_or_too_big_are_refused(site: Harness) -> None:
+    await site.command(ROOM, ALICE, "!dashboard")
+    link = link_sent_to(site, ALICE)
+    form, target = {"t": URL(link).query["t"]}, link.split("?")[0]
+    async with aiohttp.ClientSession() as other:
+        for headers in (
+            {"Origin": "https://evil.example"},
+            {"Sec-Fetch-Site": "cross-site"},
+            {"Sec-Fetch-Site": "same-site", "Origin": "null"},  # a sibling subdomain
+        ):
+            async with other.post(target, data=form, headers=headers, allow_redirects=False) as refused:
+                assert refused.status == 403 and "roomstate_session" not in refused.cookies, headers
+        async with other.post(target, data={**form, "pad": "x" * 10_000}, allow_redirects=False) as big:
+            assert big.status == 413
+        origin = str(URL(site.web_url).origin())  # the page's own form: works, the link unspent so far
+        async with other.post(target, data=form, headers={"Origin": origin}, allow_redirects=False) as done:
+            assert done.status == 303 and "roomstate_session" in done.cookies
+
+
+async def test_signing_out_voids_unused_links_and_a_token_of_an_ex_admin_stays_dead(site: Harness) -> None:
+    await site.command(ROOM, ALICE, "!dashboard")
+    unused = link_sent_to(site, ALICE)
+    await site.command(ROOM, ALICE, "!dashboard signout")
+    async with aiohttp.ClientSession() as other:
+        async with other.post(unused.split("?")[0], data={"t": URL(unused).query["t"]}, allow_redirects=False) as late:
+            assert late.status == 400
+
+        await site.command(ROOM, ADMIN, "!roomstate token create ops")
+        token = re.findall(r"rs_[A-Za-z0-9_-]+", "\n".join(c["body"] for _, c in site.hs.sent))[-1]
+        headers = {"Authorization": f"Bearer {token}"}
+        async with other.get(site.web_url + "/api/v1/rooms/%21nothere%3Afake.test/members", headers=headers) as gone:
+            assert gone.status == 404  # a room that does not exist, for an admin too
+        site.update_config(admins=[])
+        async with other.get(site.web_url + "/api/v1/rooms", headers=headers) as refused:
+            assert refused.status == 401
+        site.update_config(admins=[ADMIN])  # an admin again: the token stays revoked
+        async with other.get(site.web_url + "/api/v1/rooms", headers=headers) as still:
+            assert still.status == 401
+    [listed] = await site.command(ROOM, ADMIN, "!roomstate token list")
+    assert "ops" in listed and "revoked" in listed

@@ -97,16 +97,23 @@ class WebStore:
         return self._read(job)
 
     def end_sessions(self, *, user_id: UserID | None = None, session_hash: str | None = None) -> asyncio.Future[int]:
-        """End one session, or all of a user's, or (neither given) every session. How many."""
+        """End one session, or all of a user's, or (neither given) every session; how many. A user's
+        (everyone's) unused sign-in links go with them."""
 
         def job(txn: Transaction) -> int:
             if session_hash is not None:
                 txn.execute("DELETE FROM roomstate_web_sessions WHERE session_hash = ?", (session_hash,))
-            elif user_id is not None:
+                return max(txn.cur.rowcount, 0)
+            # signing a user (or everyone) out also voids the links not used yet
+            if user_id is not None:
                 txn.execute("DELETE FROM roomstate_web_sessions WHERE user_id = ?", (user_id,))
+                ended = max(txn.cur.rowcount, 0)
+                txn.execute("DELETE FROM roomstate_web_links WHERE user_id = ?", (user_id,))
             else:
                 txn.execute("DELETE FROM roomstate_web_sessions")
-            return max(txn.cur.rowcount, 0)
+                ended = max(txn.cur.rowcount, 0)
+                txn.execute("DELETE FROM roomstate_web_links")
+            return ended
 
         return self._write(job)
 

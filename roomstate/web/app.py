@@ -37,6 +37,7 @@ ROOMS_PER_PAGE = 50
 MEMBERS_PER_PAGE = 50
 TRANSITIONS_SHOWN = 30
 API_PAGE_LIMIT = 500
+MAX_FORM_BYTES = 4096  # a sign-in or sign-out form is a few hundred bytes
 # the tab's icon: three rooms, one of them lit (so the browser asks for no /favicon.ico)
 ICON = (
     '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16">'
@@ -97,6 +98,7 @@ class WebView:
         self.gauges = gauges  # async () -> gauges for /metrics
         self.secure = self.base.startswith("https://")
         self.cookie_path = URL(self.base).path or "/"  # the cookie goes to this instance's pages only
+        self.origin = str(URL(self.base).origin())
 
     # ---- plumbing -------------------------------------------------------------------------------
 
@@ -147,8 +149,24 @@ class WebView:
             return self._html("Sign in", pages.message("This sign-in link is not valid."), None, status=400)
         return self._html("Sign in", pages.sign_in(self.base, token), None)
 
+    def _foreign_form(self, request: web.Request) -> web.Response | None:
+        """A refusal for a form post that is too big or comes from another site (login CSRF: a
+        page elsewhere signing the visitor in as someone else, or out); None if it may go on."""
+        if (request.content_length or 0) > MAX_FORM_BYTES:
+            return self._html("Too big", pages.message("That request is too big."), None, status=413)
+        # Sec-Fetch-Site: what every current browser says; Origin for older ones ("null" is what a
+        # page under Referrer-Policy: no-referrer, like ours, sends from itself)
+        fetch_site = request.headers.get("Sec-Fetch-Site", "same-origin")
+        origin = request.headers.get("Origin", "null")
+        if fetch_site not in ("same-origin", "none") or origin not in ("null", self.origin):
+            return self._html("Refused", pages.message("Forms of this page work from this page only."), None, 403)
+        return None
+
     @_post("/login")
     async def login(self, request: web.Request) -> web.StreamResponse:
+        refused = self._foreign_form(request)
+        if refused is not None:
+            return refused
         form = await request.post()
         token = form.get("t")
         used = await self.auth.use_link(token if isinstance(token, str) else None)
@@ -172,6 +190,9 @@ class WebView:
 
     @_post("/signout")
     async def signout(self, request: web.Request) -> web.StreamResponse:
+        refused = self._foreign_form(request)
+        if refused is not None:
+            return refused
         session = await self._session(request)
         form = await request.post()
         if session is None or form.get("csrf") != session.csrf:
@@ -234,8 +255,11 @@ class WebView:
             return self._not_found(session)
         room_id = RoomID(room_id)
         viewer = session.user_id
+        # who may see it first: a room one may not see and one that does not exist cost the same
+        if not await self.rooms_view.may_see(room_id, viewer):
+            return self._not_found(session)
         info = await self.queries.room(room_id)
-        if info is None or not await self.rooms_view.may_see(room_id, viewer):
+        if info is None:
             return self._not_found(session)
         period = request.query.get("period", "7d")
         if period not in pages.PERIODS:
@@ -345,18 +369,25 @@ class WebView:
             }
         )
 
+    async def _api_room(self, request: web.Request, asker: UserID) -> RoomID | None:
+        """The path's room, if it is a room ID the asker may see and the bot is in."""
+        room_id = request.match_info["room_id"]
+        if not is_room_id(room_id) or not await self.rooms_view.may_see(RoomID(room_id), asker):
+            return None
+        return RoomID(room_id) if await self.queries.room(RoomID(room_id)) is not None else None
+
     @_get("/api/v1/rooms/{room_id}/members")
     async def api_members(self, request: web.Request) -> web.StreamResponse:
         asker = await self._api_user(request)
         if asker is None:
             return self._unauthorized()
-        room_id = request.match_info["room_id"]
+        room_id = await self._api_room(request, asker)
         offset = _int(request.query.get("cursor"), 0, 0, 10**9)
         limit = _int(request.query.get("limit"), 100, 1, API_PAGE_LIMIT)
         found = None
-        if is_room_id(room_id):
+        if room_id is not None:
             found = await self.rooms_view.members(
-                RoomID(room_id), asker, membership=None, search="", offset=offset, limit=limit
+                room_id, asker, membership=None, search="", offset=offset, limit=limit
             )
         if found is None:
             return self._json({"error": "no such room, or not one you may see"}, 404)
@@ -376,19 +407,17 @@ class WebView:
         asker = await self._api_user(request)
         if asker is None:
             return self._unauthorized()
-        room_id = request.match_info["room_id"]
+        room_id = await self._api_room(request, asker)
         period = request.query.get("period", "7d")
         period = period if period in pages.PERIODS else "7d"
         end = time.time()
         start = end - pages.PERIODS[period]
-        counts = (
-            await self.rooms_view.member_counts(RoomID(room_id), asker, start, end, pages.BUCKETS[period])
-            if is_room_id(room_id)
-            else None
-        )
-        if counts is None:
+        counts = None
+        if room_id is not None:
+            counts = await self.rooms_view.member_counts(room_id, asker, start, end, pages.BUCKETS[period])
+        if room_id is None or counts is None:
             return self._json({"error": "no such room, or not one you may see"}, 404)
-        waves = await self.rooms_view.joins_and_leaves(RoomID(room_id), asker, start, pages.BUCKETS[period]) or []
+        waves = await self.rooms_view.joins_and_leaves(room_id, asker, start, pages.BUCKETS[period]) or []
         return self._json(
             {
                 "period": period,

@@ -136,6 +136,9 @@ class WebAuth:
         if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
             return None
         found = await self.store.token(digest(token))
-        if found is None or not self.config.is_admin(found.created_by):
+        if found is None:
+            return None
+        if not self.config.is_admin(found.created_by):  # revoked for good, not just while not an admin
+            await self.store.revoke_token(found.name, self._now_ms())
             return None
         return found.created_by
