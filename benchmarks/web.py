@@ -155,8 +155,8 @@ async def big_server(report: Report, work: Workdir, quick: bool, probes: int) ->
         "SELECT r.room_id, i.name, i.joined_count FROM roomstate_room_info i JOIN roomstate_rooms r USING (room_nid)"
     )
     members_sql = (
-        "SELECT u.user_id, m.membership, m.displayname FROM roomstate_memberships m JOIN roomstate_users u USING (user_nid)"
-        " WHERE m.room_nid = (SELECT room_nid FROM roomstate_rooms WHERE room_id = ?) ORDER BY u.user_id LIMIT 50"
+        "SELECT u.user_id, m.membership, m.displayname"
+        " FROM roomstate_memberships m JOIN roomstate_users u USING (user_nid) WHERE m.room_nid = (SELECT room_nid FROM roomstate_rooms WHERE room_id = ?) ORDER BY u.user_id LIMIT 50"
     )
     await measure(
         report,
