@@ -156,7 +156,8 @@ async def big_server(report: Report, work: Workdir, quick: bool, probes: int) ->
     )
     members_sql = (
         "SELECT u.user_id, m.membership, m.displayname"
-        " FROM roomstate_memberships m JOIN roomstate_users u USING (user_nid) WHERE m.room_nid = (SELECT room_nid FROM roomstate_rooms WHERE room_id = ?) ORDER BY u.user_id LIMIT 50"
+        " FROM roomstate_memberships m JOIN roomstate_users u USING (user_nid)"
+        " WHERE m.room_nid = (SELECT room_nid FROM roomstate_rooms WHERE room_id = ?) ORDER BY u.user_id LIMIT 50"
     )
     await measure(
         report,
