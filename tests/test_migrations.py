@@ -169,3 +169,33 @@ async def test_each_step_is_one_transaction(db_url: str, db: Database) -> None:
 def test_frozen_steps_and_the_latest_schema_agree_on_the_version() -> None:
     assert [step.version for step in migrations.STEPS] == list(range(1, migrations.LATEST + 1))
     assert migrations.LATEST == schema.VERSION
+
+
+async def test_v5_rolls_up_the_history_a_v4_database_has_indexed(db_url: str, db: Database) -> None:
+    """Joins and leaves per hour, made from the rows the user index covers (v4's progress mark);
+    rows after it are rolled up by the writer's next batch, as ever."""
+    drop_tables(db_url)
+    build(db_url, 4)
+    hour = 3_600_000 << 4
+    rows = [  # (seq, membership, previous): join, join, leave in hour 100; a join in hour 101 (not indexed)
+        (100 * hour + 1, 1, 0),
+        (100 * hour + 2, 1, 0),
+        (100 * hour + 3, 0, 1),
+        (101 * hour + 1, 1, 0),
+    ]
+    db.execute("INSERT INTO roomstate_rooms (room_nid, room_id) VALUES (1, :a)", a=ROOM_A)
+    for number, (seq, membership, previous) in enumerate(rows, 1):
+        db.execute(
+            "INSERT INTO roomstate_history (room_nid, seq, user_nid, membership, previous) VALUES (1, :s, :u, :m, :p)",
+            s=seq,
+            u=number,
+            m=membership,
+            p=previous,
+        )
+    db.execute("INSERT INTO roomstate_history_progress (name, seq) VALUES ('indexed', :s)", s=100 * hour + 3)
+    engine = sa.create_engine(db_url)
+    store = RoomStore(engine)
+    assert await store.open() == 5
+    await store.close()
+    engine.dispose()
+    assert db.rows("SELECT room_nid, hour, joins, leaves FROM roomstate_history_hours") == [(1, 100, 2, 1)]

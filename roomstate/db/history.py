@@ -32,6 +32,8 @@ from .threads import Transaction
 
 COUNTER_BITS = 4  # 6-byte seqs until the year 2248
 DAY = 86_400_000 << COUNTER_BITS  # seqs in a day
+HOUR = 3_600_000 << COUNTER_BITS  # seqs in an hour
+LAST_SEQ = 2**62  # after every seq there will ever be (fits a BIGINT)
 # A room is checkpointed once it has max(CHECKPOINT_MIN_ROWS, members * CHECKPOINT_ROWS_PER_MEMBER)
 # rows after its last checkpoint: rebuilding a moment replays the rows to the nearer of the two
 # checkpoints around it (about half an interval, at most one room's worth).
@@ -102,6 +104,8 @@ _INSERT = (
     " displayname, reason, event_hash, event_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _JOIN = CODES["join"]
+_JOINS = f"SUM(CASE WHEN membership = {_JOIN} AND previous <> {_JOIN} THEN 1 ELSE 0 END)"  # arrivals
+_LEAVES = f"SUM(CASE WHEN previous = {_JOIN} AND membership <> {_JOIN} THEN 1 ELSE 0 END)"  # departures
 _SECOND = 1000 << COUNTER_BITS  # seqs in a second
 _HALF_SECOND = _SECOND // 2
 
@@ -238,6 +242,15 @@ class Recorder:
             (indexed, int(upto)),
         )
         added = max(txn.cur.rowcount, 0)
+        # the same rows rolled up into joins and leaves per room and hour (charts of long periods)
+        txn.execute(
+            "INSERT INTO roomstate_history_hours (room_nid, hour, joins, leaves)"
+            f" SELECT room_nid, seq / {HOUR}, {_JOINS}, {_LEAVES} FROM roomstate_history WHERE seq > ? AND seq <= ?"
+            f" GROUP BY room_nid, seq / {HOUR} HAVING {_JOINS} + {_LEAVES} > 0"
+            " ON CONFLICT (room_nid, hour) DO UPDATE SET joins = roomstate_history_hours.joins + excluded.joins,"
+            " leaves = roomstate_history_hours.leaves + excluded.leaves",
+            (indexed, int(upto)),
+        )
         txn.execute(
             "INSERT INTO roomstate_history_progress (name, seq) VALUES ('indexed', ?)"
             " ON CONFLICT (name) DO UPDATE SET seq = excluded.seq",
@@ -289,6 +302,39 @@ def _threshold(members: int) -> int:
 def _indexed_upto(txn: Transaction) -> int:
     row = txn.execute("SELECT seq FROM roomstate_history_progress WHERE name = 'indexed'").fetchone()
     return int(row[0]) if row else 0
+
+
+def hourly_changes(txn: Transaction, room_nid: int, first: int, last: int) -> dict[int, tuple[int, int]]:
+    """The room's joins and leaves per hour (``seq // HOUR``) in the rows ``first <= seq <= last``:
+    whole hours from the rollup, and from the rows themselves the partial hours at either end and
+    what is not rolled up yet (at most INDEX_BATCH_ROWS rows)."""
+    rolled_up = _indexed_upto(txn)
+    whole_from, whole_to = -(-first // HOUR), (last + 1) // HOUR  # whole hours: [whole_from, whole_to)
+    changes: dict[int, tuple[int, int]] = {}
+    if whole_from < whole_to:
+        for hour, joins, leaves in txn.execute(
+            "SELECT hour, joins, leaves FROM roomstate_history_hours WHERE room_nid = ? AND hour >= ? AND hour < ?",
+            (room_nid, whole_from, whole_to),
+        ).fetchall():
+            changes[int(hour)] = (int(joins), int(leaves))
+        from_rows = [
+            (first, whole_from * HOUR - 1),
+            (max(whole_from * HOUR, rolled_up + 1), whole_to * HOUR - 1),
+            (whole_to * HOUR, last),
+        ]
+    else:
+        from_rows = [(first, last)]
+    for low, high in from_rows:
+        if low > high:
+            continue
+        for hour, joins, leaves in txn.execute(
+            f"SELECT seq / {HOUR}, {_JOINS}, {_LEAVES} FROM roomstate_history"
+            f" WHERE room_nid = ? AND seq >= ? AND seq <= ? GROUP BY seq / {HOUR}",
+            (room_nid, low, high),
+        ).fetchall():
+            before = changes.get(int(hour), (0, 0))
+            changes[int(hour)] = (before[0] + int(joins or 0), before[1] + int(leaves or 0))
+    return changes
 
 
 # ---- reading -------------------------------------------------------------------------------------

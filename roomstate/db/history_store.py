@@ -123,38 +123,40 @@ class HistoryStore:
         self, room_id: RoomID, since_s: float, until_s: float, bucket_s: int
     ) -> asyncio.Future[list[tuple[int, int]]]:
         """The room's joined-member count over time: (Unix seconds, count) at the start of the
-        period (or of the span the bot has tracked the room since, if later) and at the end of
-        each ``bucket_s`` bucket in which it changed (``until_s`` for the last bucket, if that has not
-        ended); from the checkpoint at the start and the
-        history rows after it, added up per bucket in SQL."""
+        period (or of the span the bot has tracked the room since, if later), then at the end of
+        each bucket in which it changed (``until_s`` for the last, if that has not ended). Buckets
+        are ``bucket_s`` long (whole hours) from the first whole hour; the part of an hour before
+        it is a bucket of its own. From the checkpoint at the start and the joins and leaves per
+        hour after it (history.hourly_changes)."""
 
         def job(txn: Transaction) -> list[tuple[int, int]]:
             room = txn.execute("SELECT room_nid FROM roomstate_rooms WHERE room_id = ?", (room_id,)).fetchone()
             if room is None:
                 return []
             room_nid = int(room[0])
-            start = history.seq_at(since_s)
+            start, end = history.seq_at(since_s), history.seq_at(until_s)
             members = checkpoints.members_at(txn, room_nid, start)
             if members is None:  # not tracked then: from when tracking began again
                 began = checkpoints.tracked_after(txn, room_nid, start)
-                if began is None or began > history.seq_at(until_s):
+                if began is None or began > end:
                     return []
                 start = began
                 members = checkpoints.members_at(txn, room_nid, start) or {}
             count = bytes(members.values()).count(CODES[JOIN])
             points = [(history.time_of(start), count)]
-            bucket, end = history.seq_at(bucket_s) or 1, history.seq_at(until_s)
-            join = CODES[JOIN]
-            for index, delta in txn.execute(
-                f"SELECT (seq - ?) / ?, SUM(CASE WHEN membership = {join} AND previous <> {join} THEN 1"
-                f" WHEN previous = {join} AND membership <> {join} THEN -1 ELSE 0 END)"
-                " FROM roomstate_history WHERE room_nid = ? AND seq > ? AND seq <= ? GROUP BY 1 ORDER BY 1",
-                (start, bucket, room_nid, start, end),
-            ).fetchall():
-                if delta:
-                    count += int(delta)
-                    # at the end of its bucket, or now for the bucket that has not ended yet
-                    points.append((history.time_of(min(start + (int(index) + 1) * bucket, end)), count))
+            first_hour, hours_per_bucket = -(-start // history.HOUR), max(1, bucket_s // 3600)
+            deltas: dict[int, int] = {}  # bucket end (seq) -> change of the count
+            for hour, (joins, leaves) in history.hourly_changes(txn, room_nid, start + 1, end).items():
+                if hour < first_hour:  # the part of an hour before the first whole one
+                    bucket_end = first_hour * history.HOUR
+                else:
+                    bucket = (hour - first_hour) // hours_per_bucket
+                    bucket_end = (first_hour + (bucket + 1) * hours_per_bucket) * history.HOUR
+                deltas[bucket_end] = deltas.get(bucket_end, 0) + joins - leaves
+            for bucket_end in sorted(deltas):
+                if deltas[bucket_end]:
+                    count += deltas[bucket_end]
+                    points.append((history.time_of(min(bucket_end, end)), count))
             return points
 
         return self._read(job)
@@ -162,23 +164,24 @@ class HistoryStore:
     def joins_and_leaves(
         self, room_id: RoomID, since_s: float, bucket_s: int
     ) -> asyncio.Future[list[tuple[int, int, int]]]:
-        """Per ``bucket_s`` bucket since ``since_s``: (bucket start, joins, leaves), buckets with
-        neither left out (every arrival and departure counts, as in ``!joins all``)."""
+        """Per bucket of ``bucket_s`` (whole hours, from the hour ``since_s`` falls in): (bucket
+        start, joins, leaves), buckets with neither left out (every arrival and departure counts,
+        as in ``!joins all``)."""
 
         def job(txn: Transaction) -> list[tuple[int, int, int]]:
             room = txn.execute("SELECT room_nid FROM roomstate_rooms WHERE room_id = ?", (room_id,)).fetchone()
             if room is None:
                 return []
-            start, bucket, join = history.seq_at(since_s), history.seq_at(bucket_s) or 1, CODES[JOIN]
-            rows = txn.execute(
-                f"SELECT (seq - ?) / ?, SUM(CASE WHEN membership = {join} AND previous <> {join} THEN 1 ELSE 0 END),"
-                f" SUM(CASE WHEN previous = {join} AND membership <> {join} THEN 1 ELSE 0 END)"
-                " FROM roomstate_history WHERE room_nid = ? AND seq >= ? GROUP BY 1 ORDER BY 1",
-                (start, bucket, int(room[0]), start),
-            ).fetchall()
+            first_hour, hours_per_bucket = history.seq_at(since_s) // history.HOUR, max(1, bucket_s // 3600)
+            buckets: dict[int, tuple[int, int]] = {}
+            changes = history.hourly_changes(txn, int(room[0]), first_hour * history.HOUR, history.LAST_SEQ)
+            for hour, (joins, leaves) in changes.items():
+                bucket = (hour - first_hour) // hours_per_bucket
+                before = buckets.get(bucket, (0, 0))
+                buckets[bucket] = (before[0] + joins, before[1] + leaves)
             return [
-                (history.time_of(start + int(index) * bucket), int(joins or 0), int(leaves or 0))
-                for index, joins, leaves in rows
+                (history.time_of((first_hour + bucket * hours_per_bucket) * history.HOUR), joins, leaves)
+                for bucket, (joins, leaves) in sorted(buckets.items())
                 if joins or leaves
             ]
 
@@ -258,6 +261,8 @@ class HistoryStore:
                     break
         while await self._write(lambda txn: _delete_user_index(txn, cutoff)):
             pass
+        while await self._write(lambda txn: _delete_hours(txn, cutoff)):
+            pass
         return deleted
 
     async def clear_history(self) -> int:
@@ -271,6 +276,8 @@ class HistoryStore:
         while count := await self._write(chunk("roomstate_history", "room_nid, seq")):
             deleted += count
         while await self._write(chunk("roomstate_history_by_user", "day, user_nid, seq")):
+            pass
+        while await self._write(chunk("roomstate_history_hours", "room_nid, hour")):
             pass
         await self._write(self._clear_rest)
         return deleted
@@ -294,6 +301,11 @@ def _delete_user_index(txn: Transaction, cutoff: int) -> int:
     return _delete_chunk(
         txn, "roomstate_history_by_user", "day, user_nid, seq", " WHERE day < ?", (cutoff // history.DAY,)
     )
+
+
+def _delete_hours(txn: Transaction, cutoff: int) -> int:
+    """A chunk of the joins and leaves per hour of hours that began before the cutoff."""
+    return _delete_chunk(txn, "roomstate_history_hours", "room_nid, hour", " WHERE hour < ?", (cutoff // history.HOUR,))
 
 
 _JOIN_SELECTOR = bytes(int(code == CODES[JOIN]) for code in range(256))  # code -> 1 if join

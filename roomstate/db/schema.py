@@ -111,5 +111,6 @@ TABLES = (
     "roomstate_web_sessions",
     "roomstate_api_tokens",
     "roomstate_direct_rooms",
+    "roomstate_history_hours",
 )
 VERSION_TABLE = "roomstate_schema_version"

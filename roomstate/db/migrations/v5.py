@@ -6,6 +6,9 @@
 - ``roomstate_api_tokens``: bearer tokens for the JSON API and metrics, hashed likewise.
 - ``roomstate_direct_rooms``: the private direct room the bot made with each user, the only
   place sign-in links and tokens are sent.
+- ``roomstate_history_hours``: joins and leaves per room and hour, rolled up from the history rows
+  with the user index (the rows up to its progress mark), so that a chart of 90 days of a busy
+  room reads 2,160 rows rather than a million. Filled here from the history already indexed.
 
 Never edit this file once released.
 """
@@ -14,7 +17,9 @@ from __future__ import annotations
 
 from ..dialect import Cursor
 
-DESCRIPTION = "Web sign-in, API tokens, and the direct rooms secrets are sent to"
+DESCRIPTION = "Web sign-in, API tokens, the direct rooms secrets are sent to; joins and leaves per hour"
+HOUR = 3_600_000 << 4  # seqs in an hour (history.COUNTER_BITS = 4), frozen here
+JOIN = 1  # codes.CODES["join"], frozen here
 
 
 def ddl(dialect: str) -> list[str]:
@@ -56,9 +61,24 @@ def ddl(dialect: str) -> list[str]:
 	created_at BIGINT NOT NULL,
 	PRIMARY KEY (user_id)
 )""",
+        f"""CREATE TABLE roomstate_history_hours (
+	room_nid INTEGER NOT NULL,
+	hour BIGINT NOT NULL,
+	joins INTEGER NOT NULL,
+	leaves INTEGER NOT NULL,
+	PRIMARY KEY (room_nid, hour)
+){" WITHOUT ROWID" if dialect == "sqlite" else ""}""",
     ]
 
 
 def upgrade(cur: Cursor, dialect: str) -> None:
     for statement in ddl(dialect):
         cur.execute(statement)
+    joins = f"SUM(CASE WHEN membership = {JOIN} AND previous <> {JOIN} THEN 1 ELSE 0 END)"
+    leaves = f"SUM(CASE WHEN previous = {JOIN} AND membership <> {JOIN} THEN 1 ELSE 0 END)"
+    cur.execute(
+        "INSERT INTO roomstate_history_hours (room_nid, hour, joins, leaves)"
+        f" SELECT room_nid, seq / {HOUR}, {joins}, {leaves} FROM roomstate_history"
+        " WHERE seq <= (SELECT MAX(seq) FROM roomstate_history_progress WHERE name = 'indexed')"
+        f" GROUP BY room_nid, seq / {HOUR} HAVING {joins} + {leaves} > 0"
+    )
