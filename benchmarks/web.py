@@ -195,9 +195,7 @@ async def big_server(report: Report, work: Workdir, quick: bool, probes: int) ->
         "room page, a small room (7d)",
         "p50 <= 100 ms",
         probes,
-        lambda: site.get(
-            view.room, room_path(small_room(rng.randrange(900, 999))), room_id=small_room(rng.randrange(900, 999))
-        ),
+        lambda: site.get(view.room, room_path(small := small_room(rng.randrange(900, 999))), room_id=small),
     )
     await measure(
         report,

@@ -338,3 +338,23 @@ async def test_signing_out_voids_unused_links_and_a_token_of_an_ex_admin_stays_d
             assert still.status == 401
     [listed] = await site.command(ROOM, ADMIN, "!roomstate token list")
     assert "ops" in listed and "revoked" in listed
+
+
+async def test_the_rooms_table_sorts_by_any_column_and_filters(site: Harness) -> None:
+    await site.setup_room("!zoo:fake.test", ALICE, "Zoo", (BOB, CAROL, DAVE))
+    await site.setup_room("!attic:fake.test", ALICE, "attic", (BOB, CAROL, DAVE))
+    browser = await sign_in(site, ADMIN)
+
+    async def order(query: str) -> list[str]:
+        status, text, _ = await get(browser, site.web_url + "/" + query)
+        assert status == 200
+        return re.findall(r'<td><a href="[^"]*/room/[^"]*">([^<]*)</a>', text)
+
+    assert await order("") == ["attic", "Design", "Ops", "Zoo"]  # by name, case-insensitively
+    assert await order("?sort=name&dir=desc") == ["Zoo", "Ops", "Design", "attic"]
+    # members: attic and Zoo 5, Design 4, Ops 3; ties in name order either way
+    assert await order("?sort=members&dir=desc") == ["attic", "Zoo", "Design", "Ops"]
+    assert await order("?sort=members") == ["Ops", "Design", "attic", "Zoo"]
+    assert await order("?q=O") == ["Ops", "Zoo"]
+    assert await order("?sort=nonsense") == ["attic", "Design", "Ops", "Zoo"]
+    await browser.close()

@@ -26,7 +26,7 @@ from ..config import Config
 from ..db import StorageError
 from ..metrics import Metrics
 from ..parsing import is_room_id, is_user_id
-from ..queries import RoomPages, RoomQueries, by_name
+from ..queries import RoomPages, RoomQueries
 from . import pages
 from .auth import Session, WebAuth
 from .html import Markup, esc, path, tag
@@ -226,8 +226,14 @@ class WebView:
             for room in answer.rooms
             if not needle or needle in room.display_name.casefold() or needle in (room.canonical_alias or "").casefold()
         ]
-        key = pages.ROOM_COLUMNS[sort][1] if sort in pages.ROOM_COLUMNS else (lambda r: r.needs_resync)
-        found.sort(key=lambda r: (key(r), by_name(r)), reverse=descending)
+        # the answer comes sorted by name; a stable sort by another column keeps rooms of the same
+        # value in name order
+        if sort == "name":
+            if descending:
+                found.reverse()
+        else:
+            key = pages.ROOM_COLUMNS[sort][1] if sort in pages.ROOM_COLUMNS else (lambda r: r.needs_resync)
+            found.sort(key=key, reverse=descending)
         page_count = max(1, math.ceil(len(found) / ROOMS_PER_PAGE))
         page = _int(request.query.get("page"), 1, 1, page_count)
         shown = found[(page - 1) * ROOMS_PER_PAGE : page * ROOMS_PER_PAGE]
