@@ -15,6 +15,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 from aiohttp import web
 
@@ -237,10 +238,12 @@ class FakeHomeserver:
             return web.json_response({"joined_rooms": self.joined_rooms()})
         if path == "/account/whoami":
             return web.json_response({"user_id": self.bot_user_id})
-        match = re.fullmatch(r"/rooms/([^/]+)/(state|send|invite|leave)(?:/([^/]+))?(?:/(.*))?", path)
+        # on the raw path, as Synapse does: IDs may hold an escaped "/"
+        raw = request.rel_url.raw_path[len(prefix) :]
+        match = re.fullmatch(r"/rooms/([^/]+)/(state|send|invite|leave)(?:/([^/]+))?(?:/(.*))?", raw)
         if not match:
             return self._error(404, "M_UNRECOGNIZED", "unknown endpoint")
-        room_id, kind, type_, rest = match.groups()
+        room_id, kind, type_, rest = (None if part is None else unquote(part) for part in match.groups())
         room = self.rooms.get(room_id)
         if room is None or room.membership(self.bot_user_id) != "join":
             return self._error(403, "M_FORBIDDEN", "You are not in this room")

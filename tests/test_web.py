@@ -358,3 +358,15 @@ async def test_the_rooms_table_sorts_by_any_column_and_filters(site: Harness) ->
     assert await order("?q=O") == ["Ops", "Zoo"]
     assert await order("?sort=nonsense") == ["attic", "Design", "Ops", "Zoo"]
     await browser.close()
+
+
+async def test_ids_with_a_slash_have_pages(site: Harness) -> None:
+    slashed_room, slashed_user = "!a/b:fake.test", "@old/style:fake.test"
+    await site.setup_room(slashed_room, ALICE, "Slashed", (slashed_user,))
+    browser = await sign_in(site, ADMIN)
+    status, text, _ = await get(browser, site.web_url + "/room/%21a%2Fb%3Afake.test")
+    assert status == 200 and "Slashed" in text
+    status, text, _ = await get(browser, site.web_url + "/user/%40old%2Fstyle%3Afake.test")
+    assert status == 200 and "Slashed" in text
+    assert (await get(browser, site.web_url + "/room/%21a%2Fnothere%3Afake.test"))[0] == 404
+    await browser.close()

@@ -251,7 +251,7 @@ class WebView:
         )
         return self._html("Rooms", body, session)
 
-    @_get("/room/{room_id}")
+    @_get("/room/{room_id:.+}")  # IDs may hold "/" (maubot decodes the path before routing)
     async def room(self, request: web.Request) -> web.StreamResponse:
         session = await self._session(request)
         if session is None:
@@ -326,7 +326,7 @@ class WebView:
         )
         return self._html(info.display_name, body, session)
 
-    @_get("/user/{user_id}")
+    @_get("/user/{user_id:.+}")
     async def user(self, request: web.Request) -> web.StreamResponse:
         session = await self._session(request)
         if session is None:
@@ -382,7 +382,7 @@ class WebView:
             return None
         return RoomID(room_id) if await self.queries.room(RoomID(room_id)) is not None else None
 
-    @_get("/api/v1/rooms/{room_id}/members")
+    @_get("/api/v1/rooms/{room_id:.+}/members")
     async def api_members(self, request: web.Request) -> web.StreamResponse:
         asker = await self._api_user(request)
         if asker is None:
@@ -408,7 +408,7 @@ class WebView:
             }
         )
 
-    @_get("/api/v1/rooms/{room_id}/counts")
+    @_get("/api/v1/rooms/{room_id:.+}/counts")
     async def api_counts(self, request: web.Request) -> web.StreamResponse:
         asker = await self._api_user(request)
         if asker is None:
@@ -432,7 +432,7 @@ class WebView:
             }
         )
 
-    @_get("/api/v1/users/{user_id}")
+    @_get("/api/v1/users/{user_id:.+}")
     async def api_user(self, request: web.Request) -> web.StreamResponse:
         asker = await self._api_user(request)
         if asker is None:
