@@ -639,6 +639,7 @@ async def test_charts_from_the_hourly_rollup_equal_counting_every_row(
     """Joins and leaves per hour come from the rollup (made with the user index) for whole hours
     and from the rows for the rest; any period and bucket gives what counting the rows gives."""
     monkeypatch.setattr(history, "INDEX_BATCH_ROWS", 7)  # rolled up often, with a tail that is not
+    checkpoint_every(monkeypatch, 25)  # the count at a period's start: from checkpoints in between
     s, clock = store
     rng = random.Random(11)
     people = [f"@p{i}:fake.test" for i in range(12)]
@@ -649,13 +650,14 @@ async def test_charts_from_the_hourly_rollup_equal_counting_every_row(
         membership = rng.choice((JOIN, JOIN, LEAVE, INVITE))
         await s.apply_member(event(user, membership, number), record_claim=True, queue_if_untracked=True)
     now = clock.now
-    rows = db.rows("SELECT seq, membership, previous FROM roomstate_history ORDER BY seq")
+    rows = db.rows("SELECT seq, membership, previous, user_nid FROM roomstate_history ORDER BY seq")
+    assert db.scalar("SELECT COUNT(*) FROM roomstate_history_checkpoints") > 5
     assert db.scalar("SELECT COUNT(*) FROM roomstate_history_hours") > 10  # the rollup is in use
     join = 1
 
     def changes(first: int, last: int) -> dict[int, tuple[int, int]]:  # per hour, from every row
         out: dict[int, tuple[int, int]] = {}
-        for seq, membership, previous in rows:
+        for seq, membership, previous, _ in rows:
             if first <= seq <= last:
                 j, lv = out.get(seq // history.HOUR, (0, 0))
                 out[seq // history.HOUR] = (j + (membership == join != previous), lv + (previous == join != membership))
@@ -681,4 +683,9 @@ async def test_charts_from_the_hourly_rollup_equal_counting_every_row(
         start = history.seq_at(since) if since >= START else history.seq_at(START)
         net = sum(j - lv for j, lv in changes(start + 1, history.seq_at(until)).values())
         assert points[-1][1] - points[0][1] == net
+        joined_at_start = {"alice": True}  # replayed from the first row: who is joined at the start
+        for seq, membership, _, user_nid in rows:
+            if seq <= start:
+                joined_at_start[user_nid] = membership == join
+        assert points[0][1] == sum(joined_at_start.values())
         assert all(t <= until + 1 for t, _ in points) and points == sorted(points)

@@ -370,3 +370,31 @@ async def test_ids_with_a_slash_have_pages(site: Harness) -> None:
     assert status == 200 and "Slashed" in text
     assert (await get(browser, site.web_url + "/room/%21a%2Fnothere%3Afake.test"))[0] == 404
     await browser.close()
+
+
+async def test_members_are_paged_searched_and_filtered(site: Harness) -> None:
+    crowd = [f"@guest{i:02d}:fake.test" for i in range(60)]
+    await site.setup_room("!crowd:fake.test", ALICE, "Crowd", tuple(crowd))
+    site.hs.member("!crowd:fake.test", DAVE, "invite", sender=ALICE)
+    await site.deliver(site.hs.member("!crowd:fake.test", DAVE, "invite", sender=ALICE))
+    browser = await sign_in(site, ADMIN)
+    page = site.web_url + "/room/%21crowd%3Afake.test"
+
+    async def members(query: str) -> tuple[str, list[str]]:
+        status, text, _ = await get(browser, page + query)
+        assert status == 200
+        shown = re.findall(r'<td><a href="[^"]*/user/[^"]*">([^<]*)</a>', text.split("Latest changes")[0])
+        return text, shown
+
+    everyone = sorted([ALICE, BOT, DAVE, *crowd])  # 63, by user ID
+    text, shown = await members("")
+    assert "63 members, by user ID" in text and shown == everyone[:50]
+    _, shown = await members("?page=2")
+    assert shown == everyone[50:]
+    _, past_the_end = await members("?page=99")  # the last page
+    assert past_the_end == everyone[50:]
+    _, found = await members("?q=GUEST5")
+    assert found == [f"@guest5{i}:fake.test" for i in range(10)]
+    _, invited = await members("?membership=invite")
+    assert invited == [DAVE]
+    await browser.close()

@@ -14,7 +14,7 @@ import sys
 from array import array
 from collections.abc import Iterable, Iterator
 
-from ..models import LEAVE
+from ..models import JOIN, LEAVE
 from .codes import CODES
 from .threads import IN_CHUNK, Transaction
 
@@ -198,6 +198,15 @@ def _decode_all(txn: Transaction, block_nids: list[int]) -> Members:
         nids.extend(_unwords(blob[4 : 4 + 4 * count]))
         codes += blob[4 + 4 * count :]
     return dict(zip(nids, codes, strict=True))
+
+
+def joined_count(txn: Transaction, block_nids: list[int]) -> int:
+    """How many of the checkpoint's members are joined (counted in the blocks' code bytes)."""
+    join, total = CODES[JOIN], 0
+    for blob in _blocks(txn, block_nids).values():
+        count = int.from_bytes(blob[:4], "little")
+        total += blob.count(join, 4 + 4 * count)
+    return total
 
 
 def member_count(txn: Transaction, block_nids: list[int]) -> int:

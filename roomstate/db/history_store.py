@@ -135,14 +135,19 @@ class HistoryStore:
                 return []
             room_nid = int(room[0])
             start, end = history.seq_at(since_s), history.seq_at(until_s)
-            members = checkpoints.members_at(txn, room_nid, start)
-            if members is None:  # not tracked then: from when tracking began again
+            base = checkpoints.latest(txn, room_nid, start)
+            if base is None or base[1] is None:  # not tracked then: from when tracking began again
                 began = checkpoints.tracked_after(txn, room_nid, start)
                 if began is None or began > end:
                     return []
                 start = began
-                members = checkpoints.members_at(txn, room_nid, start) or {}
-            count = bytes(members.values()).count(CODES[JOIN])
+                base = checkpoints.latest(txn, room_nid, start)
+                if base is None or base[1] is None:
+                    return []
+            # the count at the start: the checkpoint's, and the changes since (no members decoded)
+            count = checkpoints.joined_count(txn, base[1]) + sum(
+                joins - leaves for joins, leaves in history.hourly_changes(txn, room_nid, base[0] + 1, start).values()
+            )
             points = [(history.time_of(start), count)]
             first_hour, hours_per_bucket = -(-start // history.HOUR), max(1, bucket_s // 3600)
             deltas: dict[int, int] = {}  # bucket end (seq) -> change of the count

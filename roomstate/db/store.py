@@ -747,11 +747,12 @@ class RoomStore(HistoryStore, AlertStore, WebStore):
                     " OR LOWER(COALESCE(m.displayname, '')) LIKE ? ESCAPE '\\')"
                 )
                 params += (pattern, pattern)
-            source = (
-                " FROM roomstate_rooms r JOIN roomstate_memberships m ON m.room_nid = r.room_nid"
-                " JOIN roomstate_users u ON u.user_nid = m.user_nid"
-            )
-            total = int(txn.execute(f"SELECT COUNT(*){source}{where}", params).fetchone()[0])
+            in_room = " FROM roomstate_rooms r JOIN roomstate_memberships m ON m.room_nid = r.room_nid"
+            source = in_room + " JOIN roomstate_users u ON u.user_nid = m.user_nid"
+            # counted on the membership rows alone unless the search needs the user IDs
+            total = int(txn.execute(f"SELECT COUNT(*){source if search else in_room}{where}", params).fetchone()[0])
+            if limit == 0:
+                return total, []
             rows = txn.execute(
                 f"SELECT u.user_id, m.membership, m.displayname{source}{where} ORDER BY u.user_id LIMIT ? OFFSET ?",
                 (*params, limit, offset),

@@ -25,6 +25,7 @@ from ..charts import table as chart_table
 from ..config import Config
 from ..db import StorageError
 from ..metrics import Metrics
+from ..models import Member
 from ..parsing import is_room_id, is_user_id
 from ..queries import RoomPages, RoomQueries
 from . import pages
@@ -278,20 +279,24 @@ class WebView:
         search = request.query.get("q", "")[:100]
         counts = await self.rooms_view.member_counts(room_id, viewer, start, end, bucket) or []
         waves = await self.rooms_view.joins_and_leaves(room_id, viewer, start, bucket) or []
-        members = await self.rooms_view.members(
-            room_id, viewer, membership=membership or None, search=search, offset=0, limit=0
-        )
-        total = members[0] if members else 0
+        page = _int(request.query.get("page"), 1, 1, 10**6)
+
+        async def members_page(page: int) -> tuple[int, list[Member]]:
+            found = await self.rooms_view.members(
+                room_id,
+                viewer,
+                membership=membership or None,
+                search=search,
+                offset=(page - 1) * MEMBERS_PER_PAGE,
+                limit=MEMBERS_PER_PAGE,
+            )
+            return found or (0, [])
+
+        total, shown_members = await members_page(page)
         page_count = max(1, math.ceil(total / MEMBERS_PER_PAGE))
-        page = _int(request.query.get("page"), 1, 1, page_count)
-        page_members = await self.rooms_view.members(
-            room_id,
-            viewer,
-            membership=membership or None,
-            search=search,
-            offset=(page - 1) * MEMBERS_PER_PAGE,
-            limit=MEMBERS_PER_PAGE,
-        )
+        if page > page_count:  # past the end: the last page
+            page = page_count
+            total, shown_members = await members_page(page)
         transitions = await self.rooms_view.transitions(room_id, viewer, TRANSITIONS_SHOWN) or []
         title = f"Members of this room, last {period}"
         body = pages.room(
@@ -315,7 +320,7 @@ class WebView:
             waves_table=Markup(
                 chart_table(bar_rows(waves, bucket), ["From (UTC)", "Joins", "Leaves"], caption="Joins and leaves")
             ),
-            members=page_members[1] if page_members else [],
+            members=shown_members,
             members_total=total,
             membership=membership,
             search=search,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from mautrix.types import RoomID, UserID
 
@@ -91,7 +92,7 @@ def _table(caption: str, headers: Sequence[tuple[str, bool]], rows: Sequence[Seq
 
 # ---- rooms ------------------------------------------------------------------------------------------
 
-ROOM_COLUMNS: dict[str, tuple[str, Callable[[RoomInfo], object], bool]] = {
+ROOM_COLUMNS: dict[str, tuple[str, Callable[[RoomInfo], Any], bool]] = {
     "name": ("Room", lambda r: r.display_name.casefold(), False),
     "alias": ("Alias", lambda r: (r.canonical_alias or "").casefold(), False),
     "members": ("Members", lambda r: r.joined_count, True),
@@ -265,7 +266,7 @@ def room(
     ]
     members_table = (
         _table(
-            f"{members_total} member{'s' if members_total != 1 else ''} shown by user ID",
+            f"{members_total} member{'s' if members_total != 1 else ''}, by user ID",
             [("User", False), ("Display name", False), ("Membership", False)],
             member_rows,
         )
