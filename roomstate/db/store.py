@@ -733,7 +733,7 @@ class RoomStore(HistoryStore, AlertStore, WebStore):
     ) -> asyncio.Future[tuple[int, list[Member]]]:
         """A page of a room's members by user ID (those with ``membership`` and whose ID or name
         contains ``search``, case-insensitively, if given), and how many there are in all."""
-        pattern = "%" + search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
         def job(txn: Transaction) -> tuple[int, list[Member]]:
             where = " WHERE r.room_id = ?"
@@ -741,23 +741,24 @@ class RoomStore(HistoryStore, AlertStore, WebStore):
             if membership:
                 where += " AND m.membership = ?"
                 params += (membership,)
-            if search:
-                where += (
-                    " AND (LOWER(u.user_id) LIKE ? ESCAPE '\\'"
-                    " OR LOWER(COALESCE(m.displayname, '')) LIKE ? ESCAPE '\\')"
-                )
-                params += (pattern, pattern)
             in_room = " FROM roomstate_rooms r JOIN roomstate_memberships m ON m.room_nid = r.room_nid"
             source = in_room + " JOIN roomstate_users u ON u.user_nid = m.user_nid"
-            # counted on the membership rows alone unless the search needs the user IDs
-            total = int(txn.execute(f"SELECT COUNT(*){source if search else in_room}{where}", params).fetchone()[0])
-            if limit == 0:
-                return total, []
-            rows = txn.execute(
-                f"SELECT u.user_id, m.membership, m.displayname{source}{where} ORDER BY u.user_id LIMIT ? OFFSET ?",
-                (*params, limit, offset),
-            ).fetchall()
-            return total, [Member(UserID(u), str(ms), d) for u, ms, d in rows]
+            columns = "u.user_id, m.membership, m.displayname"
+            if search:  # one pass: the matches, counted with a window (SQLite's LIKE ignores ASCII case)
+                like = "LIKE" if txn.dialect.is_sqlite else "ILIKE"
+                where += f" AND (u.user_id {like} ? ESCAPE '\\' OR COALESCE(m.displayname, '') {like} ? ESCAPE '\\')"
+                params += (pattern, pattern)
+                columns += ", COUNT(*) OVER ()"
+            rows = []
+            if limit > 0:
+                rows = txn.execute(
+                    f"SELECT {columns}{source}{where} ORDER BY u.user_id LIMIT ? OFFSET ?", (*params, limit, offset)
+                ).fetchall()
+            if search and rows:
+                total = int(rows[0][3])
+            else:  # counted on the membership rows alone unless the search needs the user IDs
+                total = int(txn.execute(f"SELECT COUNT(*){source if search else in_room}{where}", params).fetchone()[0])
+            return total, [Member(UserID(row[0]), str(row[1]), row[2]) for row in rows]
 
         return self._read(job)
 
