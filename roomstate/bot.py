@@ -26,7 +26,7 @@ from .metrics import Metrics
 from .models import Applied
 from .queries import RoomQueries
 from .service import RoomStateService
-from .web.app import WebView
+from .web.app import WebView, security_headers
 from .web.auth import WebAuth
 from .web.chat import WebChat
 
@@ -101,6 +101,7 @@ class RoomStateBot(Plugin):
                 self.queries, self.auth, self.config, self.metrics, str(self.webapp_url), self.service.gauges
             )
             self.register_handler_class(view)
+            self.webapp.add_middleware(security_headers)
 
     async def stop(self) -> None:
         self.client.remove_event_handler(InternalEventType.SYNC_SUCCESSFUL, self.on_sync)

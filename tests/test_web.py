@@ -398,3 +398,14 @@ async def test_members_are_paged_searched_and_filtered(site: Harness) -> None:
     _, invited = await members("?membership=invite")
     assert invited == [DAVE]
     await browser.close()
+
+
+async def test_paths_and_methods_no_route_takes_carry_the_security_headers(site: Harness) -> None:
+    async with aiohttp.ClientSession() as anonymous:
+        for method, path in (("GET", "/nope"), ("GET", "/signout"), ("PUT", "/login"), ("GET", "/room/")):
+            async with anonymous.request(method, site.web_url + path, allow_redirects=False) as answer:
+                assert answer.status in (404, 405), (method, path)
+                assert answer.headers["Content-Security-Policy"].startswith("default-src 'none'"), (method, path)
+                assert answer.headers["Cache-Control"] == "no-store" and answer.headers["X-Frame-Options"] == "DENY"
+        async with anonymous.get(site.web_url + "/static/style.css") as style:
+            assert style.headers["Cache-Control"] == "max-age=3600"  # what a route sets stays

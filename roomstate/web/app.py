@@ -76,6 +76,21 @@ def _secured(response: web.StreamResponse) -> web.StreamResponse:
     return response
 
 
+async def security_headers(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.Response]]
+) -> web.Response:
+    """maubot's web app middleware: every answer carries the security headers, also the 404 and
+    405 aiohttp gives for paths and methods no route takes (without a body of ours)."""
+    try:
+        response = await handler(request)
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        response = web.Response(status=error.status, text=f"{error.status} {error.reason}", content_type="text/plain")
+    _secured(response)
+    return response
+
+
 def _int(value: str | None, default: int, low: int, high: int) -> int:
     try:
         number = int(value) if value is not None else default
