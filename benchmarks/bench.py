@@ -30,7 +30,7 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import data  # noqa: E402
+from benchmarks import data, first_syncs  # noqa: E402
 from benchmarks import history as history_bench  # noqa: E402
 from benchmarks.common import Report, Workdir, interleaved, median, ms, percentile  # noqa: E402
 from benchmarks.peers import Mautrix, RawSqlite, Roomstate, SchemaFloor  # noqa: E402
@@ -582,6 +582,13 @@ async def main() -> None:
         await cleanup_while_claiming(report, work, 100_000 if quick else 1_000_000)
     if wanted("memory"):
         await stall_and_heap(report, work, big)
+    if wanted("rss"):
+        await first_syncs.process_memory(report, work, big, 3 if quick else 5)
+    if wanted("many-rooms"):
+        if quick:
+            await first_syncs.many_rooms(report, work, rooms=200, total=100_000, largest=20_000, reps=3)
+        else:
+            await first_syncs.many_rooms(report, work, rooms=1_000, total=1_000_000, largest=100_000, reps=3)
     if wanted("first-join"):
         await first_join(report, work, 10_000 if quick else 100_000)
     if wanted("history"):

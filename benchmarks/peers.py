@@ -288,6 +288,9 @@ class RawSqlite:
     def prepare(room_id: str, members: list[Member]) -> tuple[str, list[tuple[str, str, str, str | None]]]:
         return room_id, [(room_id, m.user_id, m.membership, m.displayname) for m in members]
 
+    async def drain(self) -> None:
+        pass
+
     async def full_sync(self, prepared: tuple[str, list[tuple[str, str, str, str | None]]]) -> None:
         room_id, rows = prepared
         self.conn.execute("BEGIN IMMEDIATE")

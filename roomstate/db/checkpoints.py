@@ -9,7 +9,6 @@ any past time is the nearest checkpoint before it plus the history rows after it
 
 from __future__ import annotations
 
-import itertools
 import sys
 from array import array
 from collections.abc import Iterable, Iterator
@@ -58,16 +57,32 @@ _CODE_SQL = "CASE m.membership " + " ".join(f"WHEN '{name}' THEN {code}" for nam
 ROW_SQL = f"m.user_nid, {_CODE_SQL}, {CUT_SQL}"
 
 
-def _chunks(rows: list[tuple[int, int, bool]]) -> Iterator[bytes]:
+def _block(nids: array[int], codes: bytearray) -> bytes:
+    if sys.byteorder == "big":
+        nids.byteswap()
+    return len(nids).to_bytes(4, "little") + nids.tobytes() + codes
+
+
+def _chunks(rows: Iterable[tuple[int, int, bool]], counted: list[int] | None = None) -> Iterator[bytes]:
     """Sorted (user_nid, code, is_cut) rows, cut into blocks, each encoded as its member count
-    (4 bytes), the nids (4 bytes each) and one byte of membership code each."""
-    nids = _words(row[0] for row in rows)
-    codes = bytes(row[1] for row in rows)
-    start = 0
-    for end in itertools.chain((index + 1 for index, row in enumerate(rows) if row[2]), (len(rows),)):
-        if end > start:
-            yield (end - start).to_bytes(4, "little") + nids[4 * start : 4 * end] + codes[start:end]
-            start = end
+    (4 bytes), the nids (4 bytes each) and one byte of membership code each. Streams: ``rows``
+    may be a cursor, and only one block is held at a time. Adds the number of rows to
+    ``counted[0]``."""
+    nids: array[int] = array("I")
+    codes = bytearray()
+    count = 0
+    for nid, code, cut in rows:
+        nids.append(nid)
+        codes.append(code)
+        if cut:
+            count += len(nids)
+            yield _block(nids, codes)
+            nids, codes = array("I"), bytearray()
+    if nids:
+        count += len(nids)
+        yield _block(nids, codes)
+    if counted is not None:
+        counted[0] += count
 
 
 def _blocks(txn: Transaction, nids: list[int]) -> dict[int, bytes]:
@@ -91,13 +106,15 @@ def write_checkpoint(
     txn: Transaction,
     room_nid: int,
     seq: int,
-    members: Members | list[tuple[int, int, bool]],
+    members: Members | Iterable[tuple[int, int, bool]],
     even_if_unchanged: bool = False,
+    counted: list[int] | None = None,
 ) -> int:
-    """Store ``members`` (a dict, or rows from ``current_rows``) as the room's checkpoint at
-    ``seq``, reusing the blocks of the checkpoint before it that did not change. If nothing did,
-    the previous checkpoint still holds and none is written, unless ``even_if_unchanged`` (a new
-    base for retention). Returns how many new blocks."""
+    """Store ``members`` (a dict, or rows as ``current_rows`` gives them) as the room's
+    checkpoint at ``seq``, reusing the blocks of the checkpoint before it that did not change. If
+    nothing did, the previous checkpoint still holds and none is written, unless
+    ``even_if_unchanged`` (a new base for retention). Returns how many new blocks; adds the
+    number of members to ``counted[0]``."""
     if isinstance(members, dict):
         members = [(nid, code, is_cut(nid)) for nid, code in sorted(members.items())]
     previous = latest(txn, room_nid, seq)
@@ -105,7 +122,7 @@ def write_checkpoint(
     known = {blob: nid for nid, blob in _blocks(txn, previous_nids).items()}
     block_nids: list[int] = []
     written = 0
-    for blob in _chunks(members):
+    for blob in _chunks(members, counted):
         nid = known.get(blob)
         if nid is None:
             nid = known[blob] = txn.dialect.insert_returning_id(
@@ -221,14 +238,19 @@ def stop(txn: Transaction, room_nid: int, seq: int) -> None:
     )
 
 
-def current_rows(txn: Transaction, room_nid: int) -> list[tuple[int, int, bool]]:
-    """The room's stored memberships as (user_nid, code, is_cut) rows, by nid (for a checkpoint)."""
-    return list(
-        txn.execute(
-            f"SELECT {ROW_SQL} FROM roomstate_memberships m WHERE m.room_nid = ? ORDER BY m.user_nid",
+def current_rows(txn: Transaction, room_nid: int) -> Iterator[tuple[int, int, bool]]:
+    """The room's stored memberships as (user_nid, code, is_cut) rows, by nid (for a checkpoint),
+    read as they are consumed (a cursor of their own: a 100k-member room is not held in memory as
+    100k tuples, 10 MiB, while the checkpoint is written)."""
+    cur = txn.cur.connection.cursor()
+    try:
+        cur.execute(
+            txn.dialect.sql(f"SELECT {ROW_SQL} FROM roomstate_memberships m WHERE m.room_nid = ? ORDER BY m.user_nid"),
             (room_nid,),
-        ).fetchall()
-    )
+        )
+        yield from cur
+    finally:
+        cur.close()
 
 
 def compact(txn: Transaction, room_nid: int, cutoff: int, limit: int) -> int:

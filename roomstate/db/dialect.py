@@ -21,6 +21,7 @@ from sqlalchemy.engine import Engine
 
 SUPPORTED = ("sqlite", "postgresql")
 BUSY_TIMEOUT_MS = 10_000
+AUTOCHECKPOINT_PAGES = 16384  # the writer checkpoints inline only past 64 MiB of WAL (4 KiB pages)
 
 
 class Cursor(Protocol):
@@ -28,6 +29,7 @@ class Cursor(Protocol):
 
     rowcount: int
     lastrowid: Any
+    connection: Any
 
     def execute(self, sql: str, params: Sequence[Any] = ...) -> Any: ...
 
@@ -106,6 +108,9 @@ class Dialect:
             cur.execute("PRAGMA synchronous = NORMAL")
             cur.execute("PRAGMA temp_store = MEMORY")
             cur.execute("PRAGMA cache_size = -32000")
+            # checkpoints run on a thread of their own (checkpointer.py); the writer's own are a
+            # safety net for when that thread falls behind
+            cur.execute(f"PRAGMA wal_autocheckpoint = {AUTOCHECKPOINT_PAGES}")
             cur.close()
         else:
             conn.autocommit = True

@@ -209,13 +209,13 @@ class Recorder:
     def checkpoint(self, txn: Transaction, room_nid: int, rows: list[tuple[int, int, bool]] | None = None) -> int:
         """Checkpoint the room's current members (``rows`` if the caller has them, sorted as
         ``checkpoints.current_rows`` returns them); returns how many new blocks that took."""
-        if rows is None:
-            rows = checkpoints.current_rows(txn, room_nid)
-        written = checkpoints.write_checkpoint(txn, room_nid, self.clock.next(txn), rows)
+        counted = [0]
+        members = checkpoints.current_rows(txn, room_nid) if rows is None else rows
+        written = checkpoints.write_checkpoint(txn, room_nid, self.clock.next(txn), members, counted=counted)
         # counted from this checkpoint once it is committed; until then (or if it never is), the
         # next row counts from whatever checkpoint the database has
         self._since.pop(room_nid, None)
-        due = _threshold(len(rows))
+        due = _threshold(counted[0])
         txn.after_commit(lambda: self._since.__setitem__(room_nid, [0, due]))
         return written
 

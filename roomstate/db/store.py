@@ -40,6 +40,7 @@ from ..models import (
 )
 from . import checkpoints, history, migrations
 from .alert_store import AlertStore
+from .checkpointer import WalCheckpointer
 from .dialect import Dialect
 from .history_store import HistoryStore
 from .interner import Interner
@@ -192,6 +193,7 @@ class RoomStore(HistoryStore, AlertStore, WebStore):
         self._writer: WriterThread | None = None
         self.on_commit: Callable[[float], None] | None = None  # seconds a group commit took (writer thread)
         self._reader: ReaderThread | None = None
+        self._checkpointer: WalCheckpointer | None = None
 
     # ---- lifecycle ------------------------------------------------------------------------
 
@@ -200,8 +202,15 @@ class RoomStore(HistoryStore, AlertStore, WebStore):
         event loop: every store call made afterwards runs after them. Resolves to the schema
         version."""
         loop = asyncio.get_running_loop()
+        if self.dialect.is_sqlite:
+            self._checkpointer = WalCheckpointer(self.dialect)
         self._writer = WriterThread(
-            "roomstate-db-writer", self.dialect, loop, on_refused=self._row_refused, on_commit=self._committed
+            "roomstate-db-writer",
+            self.dialect,
+            loop,
+            on_refused=self._row_refused,
+            on_commit=self._committed,
+            between_writes=self._checkpointer.between_writes if self._checkpointer is not None else None,
         )
         self._reader = ReaderThread("roomstate-db-reader", self.dialect, loop)
         version = self._writer.submit_raw(self._migrate)  # migrations manage their own transactions
@@ -210,6 +219,8 @@ class RoomStore(HistoryStore, AlertStore, WebStore):
         return version
 
     def _committed(self, seconds: float) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.committed()
         if self.on_commit is not None:
             self.on_commit(seconds)
 
@@ -235,6 +246,9 @@ class RoomStore(HistoryStore, AlertStore, WebStore):
             await self._writer.close()
         if self._reader is not None:
             await self._reader.close()
+        if self._checkpointer is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._checkpointer.close)
+            self._checkpointer = None
 
     @property
     def writes_pending(self) -> int:

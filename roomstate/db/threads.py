@@ -278,8 +278,10 @@ class WriterThread(_DatabaseThread):
         loop: asyncio.AbstractEventLoop,
         on_refused: RefusedRowHandler | None = None,
         on_commit: Callable[[float], None] | None = None,
+        between_writes: Callable[[Any], None] | None = None,
     ) -> None:
         self._cur: Any = None
+        self._between_writes = between_writes  # run with the cursor before each transaction
         self._begin = dialect.begin_write()
         self._on_refused = on_refused
         self._on_commit = on_commit
@@ -294,6 +296,8 @@ class WriterThread(_DatabaseThread):
         started = time.perf_counter()
         try:
             cur = self._cursor()
+            if self._between_writes is not None:
+                self._between_writes(cur)
             cur.execute(self._begin)
         except Exception as error:
             for job in batch:

@@ -1,0 +1,100 @@
+"""SQLite's WAL checkpoints run on their own thread, not inside the writer's commits."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+import pytest_asyncio
+import sqlalchemy as sa
+
+from roomstate.db import RoomStore, checkpointer
+from roomstate.db.dialect import AUTOCHECKPOINT_PAGES
+from roomstate.models import JOIN, Member, RoomInfo, RoomSnapshot
+
+
+def room(index: int, size: int) -> RoomSnapshot:
+    return RoomSnapshot(
+        RoomInfo(f"!r{index}:x"),
+        tuple(Member(f"@user{index}-{n}:example.org", JOIN, f"User number {n}") for n in range(size)),
+    )
+
+
+@pytest_asyncio.fixture
+async def store(sqlite_only: str) -> AsyncIterator[RoomStore]:
+    engine = sa.create_engine(sqlite_only)
+    s = RoomStore(engine)
+    await s.open()
+    yield s
+    await s.close()
+    engine.dispose()
+
+
+def database_file(store: RoomStore) -> str:
+    path = store.dialect.engine.url.database
+    assert path
+    return path
+
+
+async def wait_for(condition: Callable[[], bool], seconds: float = 10) -> None:
+    for _ in range(int(seconds / 0.05)):
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+async def test_commits_are_copied_into_the_database_file_in_the_background(store: RoomStore) -> None:
+    path = database_file(store)
+    before = os.path.getsize(path)
+    await store.replace_room(room(1, 3000))  # a few hundred pages: less than SQLite's own threshold
+    checkpoints = store._checkpointer
+    assert checkpoints is not None
+    await wait_for(lambda: os.path.getsize(path) > before and checkpoints.checkpoints >= 1)
+    with sqlite3.connect(path) as conn:  # what was copied is the committed data
+        assert conn.execute("SELECT COUNT(*) FROM roomstate_memberships").fetchone()[0] == 3000
+
+
+async def test_the_writer_checkpoints_itself_only_as_a_safety_net(store: RoomStore) -> None:
+    pages = await store._writer.submit_raw(  # type: ignore[union-attr]
+        lambda conn: conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+    )
+    assert pages == AUTOCHECKPOINT_PAGES > 1000
+
+
+async def test_a_wal_that_grew_under_steady_commits_starts_over(
+    store: RoomStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four rooms synced at a time keep the writer committing without a pause, so a PASSIVE
+    checkpoint never finds the WAL fully copied and it would grow to the writer's safety net
+    (64 MiB); the writer starting it over keeps it short."""
+    monkeypatch.setattr(checkpointer, "RESTART_PAGES", 100)
+    assert store._checkpointer is not None
+    store._checkpointer.interval = 0.05
+    wal = database_file(store) + "-wal"
+    rooms = iter(range(600))
+    largest = 0
+
+    async def worker() -> None:
+        nonlocal largest
+        for index in rooms:
+            await store.replace_room(room(index, 200))  # about 30 KiB of pages each
+            largest = max(largest, os.path.getsize(wal))
+
+    await asyncio.gather(*(worker() for _ in range(4)))
+    assert store._checkpointer.restarts >= 1
+    assert largest < 8 * 2**20, f"the WAL grew to {largest:,} bytes"
+
+
+async def test_closing_stops_the_thread(sqlite_only: str) -> None:
+    engine = sa.create_engine(sqlite_only)
+    s = RoomStore(engine)
+    await s.open()
+    thread = s._checkpointer._thread  # type: ignore[union-attr]
+    await s.replace_room(room(1, 10))
+    await s.close()
+    assert not thread.is_alive()
+    engine.dispose()
