@@ -74,6 +74,18 @@ async def full_sync(report: Report, work: Workdir, sizes: list[int], reps: int) 
         for name, value in medians[size].items():
             report.curves.setdefault(name, {})[size] = value
     await close_all(systems)
+    for size in sizes[:-1]:
+        if size >= 10_000:  # the mid sizes, where a run's ratio used to swing
+            ours, theirs = medians[size]["roomstate"], medians[size]["mautrix"]
+            report.add(
+                f"  full sync, new {size:,}-member room",
+                f"{ms(ours)} = {ours / theirs:.2f}x mautrix",
+                "<= 1.0x mautrix",
+                size=size,
+                roomstate=ours,
+                mautrix=theirs,
+                ratio=ours / theirs,
+            )
     largest = sizes[-1]
     ours, theirs, raw = (medians[largest][n] for n in ("roomstate", "mautrix", "raw sqlite3"))
     report.add(
@@ -566,7 +578,7 @@ async def main() -> None:
         return sections is None or name in sections
 
     if wanted("sync"):
-        sizes = [1_000, 5_000, big] if quick else [1_000, 10_000, 30_000, 60_000, 100_000]
+        sizes = [1_000, 5_000, big] if quick else [1_000, 10_000, 20_000, 30_000, 60_000, 100_000]
         await full_sync(report, work, sizes, reps)
         await resync(report, work, big, reps)
     if wanted("events"):
