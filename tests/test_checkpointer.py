@@ -1,8 +1,10 @@
-"""SQLite's WAL checkpoints run on their own thread, not inside the writer's commits."""
+"""SQLite's WAL checkpoints run on their own thread, not inside the writer's commits; reads on
+the writer's connection never outlive their transaction."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable
@@ -12,7 +14,8 @@ import pytest_asyncio
 import sqlalchemy as sa
 
 from roomstate.db import RoomStore, checkpointer
-from roomstate.db.dialect import AUTOCHECKPOINT_PAGES
+from roomstate.db.dialect import AUTOCHECKPOINT_PAGES, WAL_SIZE_LIMIT
+from roomstate.db.threads import StorageError
 from roomstate.models import JOIN, Member, RoomInfo, RoomSnapshot
 
 
@@ -59,10 +62,14 @@ async def test_commits_are_copied_into_the_database_file_in_the_background(store
 
 
 async def test_the_writer_checkpoints_itself_only_as_a_safety_net(store: RoomStore) -> None:
-    pages = await store._writer.submit_raw(  # type: ignore[union-attr]
-        lambda conn: conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+    pages, limit = await store._writer.submit_raw(  # type: ignore[union-attr]
+        lambda conn: (
+            conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0],
+            conn.execute("PRAGMA journal_size_limit").fetchone()[0],
+        )
     )
     assert pages == AUTOCHECKPOINT_PAGES > 1000
+    assert limit == WAL_SIZE_LIMIT < AUTOCHECKPOINT_PAGES * 4096  # a WAL that grew is cut back
 
 
 async def test_a_wal_that_grew_under_steady_commits_starts_over(
@@ -98,3 +105,27 @@ async def test_closing_stops_the_thread(sqlite_only: str) -> None:
     await s.close()
     assert not thread.is_alive()
     engine.dispose()
+
+
+async def test_a_checkpoint_that_fails_leaves_no_read_open_on_the_writer(store: RoomStore) -> None:
+    """A first sync whose history checkpoint fails (here a trigger, in life a full disk) is rolled
+    back; the read of the room's rows it had open must be closed with it. Left open, it pins the
+    writer's snapshot: once another connection writes the file (maubot's own, in standalone
+    mode), every later write fails with "database is locked" until a garbage collection runs."""
+    path = database_file(store)
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TRIGGER fail_blocks BEFORE INSERT ON roomstate_history_blocks"
+            " BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+        )
+    gc.disable()  # what keeps the failed job's frames alive is a reference cycle
+    try:
+        with pytest.raises(StorageError):
+            await store.replace_room(room(1, 2000))
+        with sqlite3.connect(path) as conn:  # another writer of the same file
+            conn.execute("DROP TRIGGER fail_blocks")
+        await store.replace_room(room(2, 10))
+        await store.replace_room(room(1, 2000))
+    finally:
+        gc.enable()
+    assert len(await store.members("!r1:x")) == 2000

@@ -11,7 +11,7 @@ import pytest
 import pytest_asyncio
 import sqlalchemy as sa
 
-from roomstate.db import RoomStore, schema
+from roomstate.db import RoomStore, schema, sync_write
 from roomstate.db.threads import Transaction
 from roomstate.models import (
     BAN,
@@ -338,3 +338,22 @@ async def test_sqlite_uses_wal(sqlite_only: str) -> None:
     with engine.connect() as conn:
         assert conn.execute(sa.text("PRAGMA journal_mode")).scalar() == "wal"
     engine.dispose()
+
+
+async def test_a_first_sync_staged_in_slices_stores_every_member_once(
+    store: RoomStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite stages a big first sync a slice at a time (bounded memory); the room must come out
+    exactly as one pass would write it, with users already known from another room."""
+    monkeypatch.setattr(sync_write, "STAGE_SLICE", 100)
+    await store.replace_room(snapshot([f"@u{i}:x" for i in range(0, 1050, 3)], room_id="!other:x"))
+    wanted = {f"@u{i}:x": (INVITE if i % 7 == 0 else JOIN, None if i % 5 == 0 else f"U{i}") for i in range(1050)}
+    diff = await store.replace_room(
+        RoomSnapshot(RoomInfo(ROOM), tuple(Member(u, m, name) for u, (m, name) in wanted.items()))
+    )
+    assert await members(store) == wanted
+    room = await store.room(ROOM)
+    joined = sum(m == JOIN for m, _ in wanted.values())
+    assert room is not None and (room.joined_count, room.invited_count) == (joined, len(wanted) - joined)
+    assert (diff.added_count, diff.rows_written) == (joined, 1050)
+    assert {r.room.room_id for r in await store.rooms_of("@u3:x")} == {ROOM, "!other:x"}

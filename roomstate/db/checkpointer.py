@@ -32,7 +32,7 @@ class WalCheckpointer:
         self.dialect = dialect
         self.interval = interval
         self.checkpoints = 0  # checkpoints run (for tests and curiosity)
-        self.restarts = 0  # checkpoints the writer ran to start a long WAL over
+        self.restarts = 0  # times the writer copied a long WAL fully, so that it started over
         self._conn: Any = None
         self._due = threading.Event()
         self._restart_due = threading.Event()
@@ -54,8 +54,9 @@ class WalCheckpointer:
             return
         self._restart_due.clear()
         try:
-            cur.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            self.restarts += 1
+            busy, wal_pages, copied = cur.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if not busy and wal_pages == copied:  # all copied: the next transaction starts it over
+                self.restarts += 1
         except Exception as error:  # the writer carries on; the next turn tries again
             log.debug("WAL checkpoint between writes failed: %s", error)
 
@@ -73,8 +74,15 @@ class WalCheckpointer:
                 break
             self._due.clear()
             self._checkpoint()
-        if self._conn is not None:
-            self._conn.close()
+        self._close_connection()
+
+    def _close_connection(self) -> None:
+        try:
+            if self._conn is not None:
+                self._conn.close()
+        except Exception:  # a broken connection; nothing of ours is lost with it
+            pass
+        self._conn = None
 
     def _checkpoint(self) -> None:
         try:
@@ -88,8 +96,4 @@ class WalCheckpointer:
             self.checkpoints += 1
         except Exception as error:  # the writer's own checkpoints still run; try again later
             log.debug("Background WAL checkpoint failed: %s", error)
-            try:
-                if self._conn is not None:
-                    self._conn.close()
-            finally:
-                self._conn = None
+            self._close_connection()

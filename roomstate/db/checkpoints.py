@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 
 from ..models import JOIN, LEAVE
 from .codes import CODES
@@ -238,7 +238,7 @@ def stop(txn: Transaction, room_nid: int, seq: int) -> None:
     )
 
 
-def current_rows(txn: Transaction, room_nid: int) -> Iterator[tuple[int, int, bool]]:
+def current_rows(txn: Transaction, room_nid: int) -> Generator[tuple[int, int, bool], None, None]:
     """The room's stored memberships as (user_nid, code, is_cut) rows, by nid (for a checkpoint),
     read as they are consumed (a cursor of their own: a 100k-member room is not held in memory as
     100k tuples, 10 MiB, while the checkpoint is written)."""

@@ -21,6 +21,7 @@ from sqlalchemy.engine import Engine
 
 SUPPORTED = ("sqlite", "postgresql")
 BUSY_TIMEOUT_MS = 10_000
+WAL_SIZE_LIMIT = 16 * 2**20  # bytes of -wal file kept on disk once it starts over
 AUTOCHECKPOINT_PAGES = 16384  # the writer checkpoints inline only past 64 MiB of WAL (4 KiB pages)
 
 
@@ -111,6 +112,8 @@ class Dialect:
             # checkpoints run on a thread of their own (checkpointer.py); the writer's own are a
             # safety net for when that thread falls behind
             cur.execute(f"PRAGMA wal_autocheckpoint = {AUTOCHECKPOINT_PAGES}")
+            # a WAL that grew during a big sync is cut back to this size once it starts over
+            cur.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
             cur.close()
         else:
             conn.autocommit = True

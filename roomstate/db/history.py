@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -210,8 +211,13 @@ class Recorder:
         """Checkpoint the room's current members (``rows`` if the caller has them, sorted as
         ``checkpoints.current_rows`` returns them); returns how many new blocks that took."""
         counted = [0]
-        members = checkpoints.current_rows(txn, room_nid) if rows is None else rows
-        written = checkpoints.write_checkpoint(txn, room_nid, self.clock.next(txn), members, counted=counted)
+        if rows is not None:
+            written = checkpoints.write_checkpoint(txn, room_nid, self.clock.next(txn), rows, counted=counted)
+        else:
+            # closed even if the checkpoint fails: a read left open on the writer's connection
+            # would pin its snapshot (every later write "database is locked") until a GC ran
+            with contextlib.closing(checkpoints.current_rows(txn, room_nid)) as stored:
+                written = checkpoints.write_checkpoint(txn, room_nid, self.clock.next(txn), stored, counted=counted)
         # counted from this checkpoint once it is committed; until then (or if it never is), the
         # next row counts from whatever checkpoint the database has
         self._since.pop(room_nid, None)

@@ -241,14 +241,16 @@ class RoomStore(HistoryStore, AlertStore, WebStore):
         return migrations.upgrade(conn, self.dialect)
 
     async def close(self) -> None:
-        """Finish queued work, then close both connections."""
-        if self._writer is not None:
-            await self._writer.close()
-        if self._reader is not None:
-            await self._reader.close()
-        if self._checkpointer is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self._checkpointer.close)
-            self._checkpointer = None
+        """Finish queued work, then close the connections and stop the threads."""
+        try:
+            if self._writer is not None:
+                await self._writer.close()
+            if self._reader is not None:
+                await self._reader.close()
+        finally:
+            if self._checkpointer is not None:
+                checkpointer, self._checkpointer = self._checkpointer, None
+                await asyncio.get_running_loop().run_in_executor(None, checkpointer.close)
 
     @property
     def writes_pending(self) -> int:
