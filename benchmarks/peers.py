@@ -134,7 +134,15 @@ class Roomstate:
     def membership_bytes(self) -> int:
         path = self.url.removeprefix("sqlite:///")
         return sqlite_bytes(
-            path, ("roomstate_memberships", "roomstate_users", "roomstate_rooms", "roomstate_room_info")
+            path,
+            (
+                "roomstate_memberships",
+                "roomstate_users",
+                "roomstate_rooms",
+                "roomstate_room_info",
+                "roomstate_user_rooms",
+                "roomstate_user_rooms_new",
+            ),
         )
 
 
@@ -194,8 +202,8 @@ class Mautrix:
 
 class SchemaFloor:
     """The least a store with roomstate's PostgreSQL tables can pay for a first sync: the rows
-    COPYed into a users table and a memberships table of roomstate's DDL (in a schema of their
-    own), every user new, nids assigned in Python, no lookups, no history. Not a usable store
+    COPYed into the users, memberships and user → room tables of roomstate's DDL (in a schema of
+    their own), every user new, nids assigned in Python, no lookups, no history. Not a usable store
     (a known user would fail it): a floor for the ratio, measured in the same run."""
 
     name = "schema floor"
@@ -217,7 +225,7 @@ class SchemaFloor:
         cur.execute(f"CREATE SCHEMA {FLOOR_SCHEMA}")
         cur.execute(f"SET search_path TO {FLOOR_SCHEMA}")
         for ddl in schema.ddl("postgresql"):
-            if "roomstate_users" in ddl or "roomstate_memberships" in ddl:
+            if any(table in ddl for table in ("roomstate_users", "roomstate_memberships", "roomstate_user_rooms")):
                 cur.execute(ddl)
         return conn
 
@@ -251,6 +259,7 @@ class SchemaFloor:
             ("room_nid", "user_nid", "membership", "displayname"),
             ((self.rooms, nid, m.membership, m.displayname) for nid, m in zip(nids, members, strict=True)),
         )
+        self.dialect.bulk_insert(cur, "roomstate_user_rooms", ("user_nid", "room_nid"), ((n, self.rooms) for n in nids))
         cur.execute("COMMIT")
 
 

@@ -743,6 +743,17 @@ class RoomStateService:
             )
         return deleted
 
+    async def sweep_user_index(self) -> int:
+        """Delete the user index's pairs whose membership has ended, a range of users at a time."""
+        deleted = 0
+        next_user: int | None = 0
+        while next_user is not None:
+            count, next_user = await self.store.sweep_user_index_chunk(next_user)
+            deleted += count
+        if deleted:
+            self.log.debug("Swept %d ended memberships from the user index", deleted)
+        return deleted
+
     async def maintain_history(self) -> None:
         """Delete history past the retention (all of it when history is off), in small chunks;
         index what the user index does not hold yet."""
@@ -760,6 +771,7 @@ class RoomStateService:
             try:
                 await self.delete_old_processed_events()
                 await self.maintain_history()
+                await self.sweep_user_index()
                 self._covers.sweep()
                 self.bursts.sweep()
                 await self.store.sweep_caches(self.config.idle_seconds)

@@ -123,6 +123,14 @@ def describe_rows(db: Database) -> dict[str, Any]:
                 " JOIN roomstate_rooms r ON r.room_nid = p.room_nid"
             )
         ),
+        "user_index": sorted(
+            tuple(r)
+            for r in db.rows(
+                "SELECT r.room_id, u.user_id FROM (SELECT user_nid, room_nid FROM roomstate_user_rooms"
+                " UNION SELECT user_nid, room_nid FROM roomstate_user_rooms_new) p"
+                " JOIN roomstate_rooms r ON r.room_nid = p.room_nid JOIN roomstate_users u ON u.user_nid = p.user_nid"
+            )
+        ),
         "resync_queue": db.rows("SELECT * FROM roomstate_resync_queue"),
         "version": db.rows("SELECT version FROM roomstate_schema_version"),
     }
@@ -195,7 +203,41 @@ async def test_v5_rolls_up_the_history_a_v4_database_has_indexed(db_url: str, db
     db.execute("INSERT INTO roomstate_history_progress (name, seq) VALUES ('indexed', :s)", s=100 * hour + 3)
     engine = sa.create_engine(db_url)
     store = RoomStore(engine)
-    assert await store.open() == 5
+    assert await store.open() == schema.VERSION
     await store.close()
     engine.dispose()
     assert db.rows("SELECT room_nid, hour, joins, leaves FROM roomstate_history_hours") == [(1, 100, 2, 1)]
+
+
+async def test_v6_indexes_the_stored_memberships_by_user(db_url: str, db: Database) -> None:
+    """The user → room pairs are made from the memberships a v5 database holds, and answer."""
+    drop_tables(db_url)
+    build(db_url, 5)
+    db.execute("INSERT INTO roomstate_rooms (room_nid, room_id) VALUES (1, :a), (2, :b)", a=ROOM_A, b=ROOM_B)
+    db.execute("INSERT INTO roomstate_users (user_nid, user_id) VALUES (1, '@alice:x.org'), (2, '@bob:x.org')")
+    for room_nid in (1, 2):
+        db.execute(
+            "INSERT INTO roomstate_room_info (room_nid, encrypted, updated_at, joined_count, invited_count, synced_at)"
+            " VALUES (:r, :no, 1, 1, 0, 1)",
+            r=room_nid,
+            no=False,
+        )
+    db.execute(
+        "INSERT INTO roomstate_memberships (room_nid, user_nid, membership, displayname) VALUES"
+        " (1, 1, 'join', 'Alice'), (2, 1, 'join', NULL), (2, 2, 'invite', NULL)"
+    )
+    engine = sa.create_engine(db_url)
+    store = RoomStore(engine)
+    assert await store.open() == schema.VERSION
+    try:
+        assert sorted(r.room.room_id for r in await store.rooms_of("@alice:x.org")) == [ROOM_A, ROOM_B]
+        assert [r.room.room_id for r in await store.rooms_of("@bob:x.org", "invite")] == [ROOM_B]
+    finally:
+        await store.close()
+        engine.dispose()
+    assert db.rows("SELECT user_nid, room_nid FROM roomstate_user_rooms ORDER BY 1, 2") == [(1, 1), (1, 2), (2, 2)]
+    assert describe_rows(db)["user_index"] == [
+        (ROOM_A, "@alice:x.org"),
+        (ROOM_B, "@alice:x.org"),
+        (ROOM_B, "@bob:x.org"),
+    ]

@@ -14,8 +14,9 @@ from __future__ import annotations
 from .migrations.v3 import ddl as history_ddl
 from .migrations.v4 import ddl as position_ddl
 from .migrations.v5 import ddl as web_ddl
+from .migrations.v6 import ddl as user_index_ddl
 
-VERSION = 5
+VERSION = 6
 
 _SERIAL = {"sqlite": "INTEGER", "postgresql": "SERIAL"}
 _CLUSTERED = {"sqlite": " WITHOUT ROWID", "postgresql": ""}
@@ -64,7 +65,6 @@ def ddl(dialect: str) -> list[str]:
 	displayname TEXT,
 	PRIMARY KEY (room_nid, user_nid)
 ){clustered}""",
-        "CREATE INDEX roomstate_memberships_user_idx ON roomstate_memberships (user_nid, membership)",
         f"""CREATE TABLE roomstate_processed_events (
 	room_nid INTEGER NOT NULL,
 	event_id {text_id} NOT NULL,
@@ -89,6 +89,8 @@ def ddl(dialect: str) -> list[str]:
         *position_ddl(dialect),
         # The web view's sign-in, API tokens and direct rooms (web/, direct.py); v5 wrote them.
         *web_ddl(dialect),
+        # The user → room index, in batches (user_index.py); v6 wrote it.
+        *user_index_ddl(dialect),
     ]
 
 
@@ -112,5 +114,7 @@ TABLES = (
     "roomstate_api_tokens",
     "roomstate_direct_rooms",
     "roomstate_history_hours",
+    "roomstate_user_rooms",
+    "roomstate_user_rooms_new",
 )
 VERSION_TABLE = "roomstate_schema_version"

@@ -38,7 +38,7 @@ from ..models import (
     SharedRoom,
     StaleRoom,
 )
-from . import checkpoints, history, migrations
+from . import checkpoints, history, migrations, user_index
 from .alert_store import AlertStore
 from .checkpointer import WalCheckpointer
 from .dialect import Dialect
@@ -46,6 +46,7 @@ from .history_store import HistoryStore
 from .interner import Interner
 from .sync_write import replace_members
 from .threads import ReaderThread, Transaction, WriterThread
+from .user_index import ROOMS_OF_USER, UserIndex
 from .web_store import WebStore
 
 T = TypeVar("T")
@@ -190,6 +191,7 @@ class RoomStore(HistoryStore, AlertStore, WebStore):
         self.interner = Interner(idle_seconds=24 * 3600)
         self.history_enabled = True  # recording membership history (config history.retention_days > 0)
         self.recorder = history.Recorder()  # writer thread only
+        self.user_index = UserIndex()  # writer thread only
         self._writer: WriterThread | None = None
         self.on_commit: Callable[[float], None] | None = None  # seconds a group commit took (writer thread)
         self._reader: ReaderThread | None = None
@@ -238,7 +240,12 @@ class RoomStore(HistoryStore, AlertStore, WebStore):
             cur = conn.cursor()
             cur.execute("PRAGMA journal_mode = WAL")  # a property of the file: readers never block
             cur.close()
-        return migrations.upgrade(conn, self.dialect)
+        version = migrations.upgrade(conn, self.dialect)
+        cur = conn.cursor()
+        cur.execute("SELECT COUNT(*) FROM roomstate_user_rooms_new")
+        self.user_index.new_pairs = int(cur.fetchone()[0])
+        cur.close()
+        return version
 
     async def close(self) -> None:
         """Finish queued work, then close the connections and stop the threads."""
@@ -340,6 +347,11 @@ class RoomStore(HistoryStore, AlertStore, WebStore):
 
         return self._write(job)
 
+    def sweep_user_index_chunk(self, from_user_nid: int = 0) -> asyncio.Future[tuple[int, int | None]]:
+        """Delete the user index's pairs without a membership for a range of users (see
+        user_index.py). Resolves to (pairs deleted, the user to continue from or None when done)."""
+        return self._write(lambda txn: user_index.sweep_chunk(txn, from_user_nid))
+
     # ---- state changes ----------------------------------------------------------------------
 
     def apply_member(
@@ -380,6 +392,8 @@ class RoomStore(HistoryStore, AlertStore, WebStore):
                     " membership = excluded.membership, displayname = excluded.displayname",
                     (room_nid, user_nid, member.membership, member.displayname),
                 )
+                if old is None:
+                    self.user_index.add(txn, user_nid, room_nid)
             new_joined, new_invited = _counts(None if member.membership == LEAVE else member.membership)
             old_joined, old_invited = _counts(old_membership)
             if (new_joined, new_invited) != (old_joined, old_invited):  # a rename changes no count
@@ -453,7 +467,14 @@ class RoomStore(HistoryStore, AlertStore, WebStore):
             ).fetchone()
             counts = None if row is None else (int(row[0]), int(row[1]))
             written = replace_members(
-                txn, self.interner, room_nid, info.room_id, snapshot.members, counts, want_rows=self.history_enabled
+                txn,
+                self.interner,
+                self.user_index,
+                room_nid,
+                info.room_id,
+                snapshot.members,
+                counts,
+                want_rows=self.history_enabled,
             )
             diff, joined, invited = written.diff, written.joined, written.invited
             if self.history_enabled:
@@ -698,14 +719,17 @@ class RoomStore(HistoryStore, AlertStore, WebStore):
         """Tracked rooms in which ``user_id`` has ``membership``, with their display name there."""
 
         def job(txn: Transaction) -> list[SharedRoom]:
+            user = txn.execute("SELECT user_nid FROM roomstate_users WHERE user_id = ?", (user_id,)).fetchone()
+            if user is None:
+                return []
+            user_nid = int(user[0])
             rows = txn.execute(
-                f"SELECT {_ROOM_COLUMNS}, m.displayname FROM roomstate_users u"
-                " JOIN roomstate_memberships m ON m.user_nid = u.user_nid AND m.membership = ?"
+                f"SELECT {_ROOM_COLUMNS}, m.displayname FROM ({ROOMS_OF_USER}) p"
+                " JOIN roomstate_memberships m ON m.room_nid = p.room_nid AND m.user_nid = ? AND m.membership = ?"
                 " JOIN roomstate_room_info i ON i.room_nid = m.room_nid"
                 " JOIN roomstate_rooms r ON r.room_nid = i.room_nid"
-                " LEFT JOIN roomstate_resync_queue q ON q.room_nid = i.room_nid"
-                " WHERE u.user_id = ?",
-                (membership, user_id),
+                " LEFT JOIN roomstate_resync_queue q ON q.room_nid = i.room_nid",
+                (user_nid, user_nid, user_nid, membership),
             ).fetchall()
             return [SharedRoom(_room_from_row(row), row[len(_ROOM_FIELDS)]) for row in rows]
 

@@ -25,6 +25,7 @@ from ..models import INVITE, JOIN, LEAVE, NAMES_SAMPLED, Member, MemberDiff
 from .checkpoints import ROW_SQL
 from .interner import Interner
 from .threads import Transaction
+from .user_index import UserIndex
 
 STAGED = "roomstate_staged_members"
 STAGED_COLUMNS = {
@@ -106,6 +107,7 @@ class Written:
 def replace_members(
     txn: Transaction,
     interner: Interner,
+    user_index: UserIndex,
     room_nid: int,
     room_id: RoomID,
     members: Sequence[Member],
@@ -117,12 +119,18 @@ def replace_members(
     ``want_rows``, a first sync returns its checkpoint rows where that is cheap (PostgreSQL)."""
     stored = None if counts is None else _stored(txn, room_nid)
     if counts is None or stored is None:
-        return _insert_all(txn, room_nid, room_id, members, counts is not None, want_rows)
-    return _write_differences(txn, interner, room_nid, room_id, members, stored, counts)
+        return _insert_all(txn, user_index, room_nid, room_id, members, counts is not None, want_rows)
+    return _write_differences(txn, interner, user_index, room_nid, room_id, members, stored, counts)
 
 
 def _insert_all(
-    txn: Transaction, room_nid: int, room_id: RoomID, members: Sequence[Member], was_known: bool, want_rows: bool
+    txn: Transaction,
+    user_index: UserIndex,
+    room_nid: int,
+    room_id: RoomID,
+    members: Sequence[Member],
+    was_known: bool,
+    want_rows: bool,
 ) -> Written:
     joined, invited = _counts(members)
     rows: list[tuple[int, int, bool]] | None = []
@@ -134,6 +142,7 @@ def _insert_all(
         _stage(txn, members[start : start + step])  # the Member tuples are the rows: no Python loop
         _intern_staged_users(txn)
         rows = _upsert_staged(txn, room_nid, room_is_empty=True, returning=want_rows and not was_known)
+    user_index.add_room(txn, room_nid, len(members))
     sample = itertools.islice((m.user_id for m in members if m.membership == JOIN), NAMES_SAMPLED)
     diff = MemberDiff(
         room_id, added_count=joined, added=tuple(sorted(sample)), rows_written=len(members), was_known=was_known
@@ -175,6 +184,7 @@ def _stored(txn: Transaction, room_nid: int) -> Iterable[tuple[UserID, str, str 
 def _write_differences(
     txn: Transaction,
     interner: Interner,
+    user_index: UserIndex,
     room_nid: int,
     room_id: RoomID,
     members: Sequence[Member],
@@ -218,10 +228,13 @@ def _write_differences(
                 " membership = excluded.membership, displayname = excluded.displayname",
                 (room_nid, user_nid, member.membership, member.displayname),
             )
+            if member.user_id not in was:  # a new row
+                user_index.add(txn, user_nid, room_nid)
     else:
         _stage(txn, changed)
         _intern_staged_users(txn)
         _upsert_staged(txn, room_nid)
+        user_index.add_staged(txn, room_nid, STAGED)
     diff = MemberDiff(
         room_id,
         added_count=len(added),

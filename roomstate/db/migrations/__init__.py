@@ -14,7 +14,7 @@ from typing import Any
 
 from .. import schema
 from ..dialect import Cursor, Dialect
-from . import v1, v2, v3, v4, v5
+from . import v1, v2, v3, v4, v5, v6
 
 log = logging.getLogger("roomstate.db")
 
@@ -32,6 +32,7 @@ STEPS = (
     Step(3, v3.DESCRIPTION, v3.upgrade),
     Step(4, v4.DESCRIPTION, v4.upgrade),
     Step(5, v5.DESCRIPTION, v5.upgrade),
+    Step(6, v6.DESCRIPTION, v6.upgrade),
 )
 LATEST = STEPS[-1].version
 assert LATEST == schema.VERSION, "schema.py and the migration steps disagree about the version"
