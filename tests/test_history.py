@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from roomstate.db import RoomStore, checkpoints, history
 from roomstate.models import (
+    BAN,
     INVITE,
     JOIN,
     LEAVE,
@@ -595,19 +596,24 @@ async def test_blocks_are_cut_alike_in_sql_and_python(store: tuple[RoomStore, Fa
     assert all(bool(cut) == checkpoints.is_cut(int(nid)) for nid, cut in rows)
 
 
+@pytest.mark.parametrize("read_at_a_time", [checkpoints.STORED_CHUNK, 700, 1])
 async def test_a_first_syncs_checkpoint_holds_exactly_the_rows_it_wrote(
-    store: tuple[RoomStore, FakeTime], db: Database
+    store: tuple[RoomStore, FakeTime], db: Database, monkeypatch: pytest.MonkeyPatch, read_at_a_time: int
 ) -> None:
     """PostgreSQL takes a first sync's checkpoint from the rows its insert returned, SQLite reads
-    the room back: either way the blocks must be those of the stored rows."""
+    the room back (``read_at_a_time`` members per statement, blocks spanning two reads): either
+    way the blocks must be those of the stored rows."""
+    monkeypatch.setattr(checkpoints, "STORED_CHUNK", read_at_a_time)
     s, _ = store
-    members = tuple(Member(f"@f{i}:x", INVITE if i % 7 == 0 else JOIN, f"F {i}") for i in range(3_000))
+    members = tuple(
+        Member(f"@f{i}:x", INVITE if i % 7 == 0 else BAN if i % 11 == 0 else JOIN, f"F {i}") for i in range(3_000)
+    )
     await s.replace_room(RoomSnapshot(RoomInfo(ROOM), members))
     stored = [
         (int(nid), int(code), bool(cut))
         for nid, code, cut in db.rows(f"SELECT {checkpoints.ROW_SQL} FROM roomstate_memberships m ORDER BY m.user_nid")
     ]
-    assert len(stored) == 3_000 and {code for _, code, _ in stored} == {1, 2}
+    assert len(stored) == 3_000 and {code for _, code, _ in stored} == {1, 2, 3}
     blob = db.scalar("SELECT blocks FROM roomstate_history_checkpoints")
     blocks = dict(db.rows("SELECT block_nid, members FROM roomstate_history_blocks"))
     assert [bytes(blocks[nid]) for nid in checkpoints.block_list(bytes(blob))] == list(checkpoints._chunks(stored))

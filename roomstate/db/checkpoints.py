@@ -85,6 +85,50 @@ def _chunks(rows: Iterable[tuple[int, int, bool]], counted: list[int] | None = N
         counted[0] += count
 
 
+STORED_CHUNK = 20_000  # members read per statement by stored_blocks
+_DIGIT_CODES = bytes.maketrans(b"0123456789", bytes(range(10)))
+
+
+def stored_blocks(txn: Transaction, room_nid: int, counted: list[int] | None = None) -> Iterator[bytes]:
+    """SQLite: the room's stored memberships as ``_chunks`` cuts them into blocks, read
+    STORED_CHUNK members at a time as two aggregated strings (the nids in hex, the codes as
+    digits) rather than one Python tuple per member: a first sync's checkpoint of many rooms
+    took a sixth of its time in that loop. Adds the number of members to ``counted[0]``."""
+    nids: array[int] = array("I")
+    codes = bytearray()
+    after, count = 0, 0
+    while True:
+        found, last, hex_nids, digits = txn.execute(
+            "SELECT COUNT(*), MAX(user_nid), group_concat(hex_nid, ''), group_concat(code, '') FROM ("
+            f" SELECT m.user_nid AS user_nid, printf('%08x', m.user_nid) AS hex_nid, {_CODE_SQL} AS code"
+            " FROM roomstate_memberships m WHERE m.room_nid = ? AND m.user_nid > ? ORDER BY m.user_nid LIMIT ?)",
+            (room_nid, after, STORED_CHUNK),
+        ).fetchone()
+        if not found:
+            break
+        chunk = array("I", bytes.fromhex(hex_nids))  # big-endian words
+        if sys.byteorder == "little":
+            chunk.byteswap()
+        chunk_codes = digits.encode("ascii").translate(_DIGIT_CODES)
+        start = 0
+        for index, nid in enumerate(chunk):
+            if ((nid * _HASH) & 0xFFFFFFFF) >> BLOCK_SHIFT == 0:  # is_cut, inline: once per member
+                nids.extend(chunk[start : index + 1])
+                codes += chunk_codes[start : index + 1]
+                start = index + 1
+                count += len(nids)
+                yield _block(nids, codes)
+                nids, codes = array("I"), bytearray()
+        nids.extend(chunk[start:])
+        codes += chunk_codes[start:]
+        after = int(last)
+    if nids:
+        count += len(nids)
+        yield _block(nids, codes)
+    if counted is not None:
+        counted[0] += count
+
+
 def _blocks(txn: Transaction, nids: list[int]) -> dict[int, bytes]:
     rows = txn.execute_in("SELECT block_nid, members FROM roomstate_history_blocks WHERE block_nid IN ({marks})", nids)
     return {int(nid): bytes(blob) for nid, blob in rows}
@@ -109,12 +153,13 @@ def write_checkpoint(
     members: Members | Iterable[tuple[int, int, bool]],
     even_if_unchanged: bool = False,
     counted: list[int] | None = None,
+    blocks: Iterable[bytes] | None = None,
 ) -> int:
-    """Store ``members`` (a dict, or rows as ``current_rows`` gives them) as the room's
-    checkpoint at ``seq``, reusing the blocks of the checkpoint before it that did not change. If
-    nothing did, the previous checkpoint still holds and none is written, unless
-    ``even_if_unchanged`` (a new base for retention). Returns how many new blocks; adds the
-    number of members to ``counted[0]``."""
+    """Store ``members`` (a dict, or rows as ``current_rows`` gives them; or ``blocks`` already
+    cut, as ``stored_blocks`` gives them) as the room's checkpoint at ``seq``, reusing the blocks
+    of the checkpoint before it that did not change. If nothing did, the previous checkpoint
+    still holds and none is written, unless ``even_if_unchanged`` (a new base for retention).
+    Returns how many new blocks; adds the number of members to ``counted[0]``."""
     if isinstance(members, dict):
         members = [(nid, code, is_cut(nid)) for nid, code in sorted(members.items())]
     previous = latest(txn, room_nid, seq)
@@ -122,7 +167,7 @@ def write_checkpoint(
     known = {blob: nid for nid, blob in _blocks(txn, previous_nids).items()}
     block_nids: list[int] = []
     written = 0
-    for blob in _chunks(members, counted):
+    for blob in _chunks(members, counted) if blocks is None else blocks:
         nid = known.get(blob)
         if nid is None:
             nid = known[blob] = txn.dialect.insert_returning_id(

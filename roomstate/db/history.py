@@ -213,6 +213,9 @@ class Recorder:
         counted = [0]
         if rows is not None:
             written = checkpoints.write_checkpoint(txn, room_nid, self.clock.next(txn), rows, counted=counted)
+        elif txn.dialect.is_sqlite:
+            blocks = checkpoints.stored_blocks(txn, room_nid, counted)
+            written = checkpoints.write_checkpoint(txn, room_nid, self.clock.next(txn), (), blocks=blocks)
         else:
             # closed even if the checkpoint fails: a read left open on the writer's connection
             # would pin its snapshot (every later write "database is locked") until a GC ran
