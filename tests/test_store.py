@@ -11,7 +11,8 @@ import pytest
 import pytest_asyncio
 import sqlalchemy as sa
 
-from roomstate.db import RoomStore, schema, sync_write
+from roomstate.db import RoomStore, dialect, history, schema, sync_write
+from roomstate.db import store as store_module
 from roomstate.db.threads import Transaction
 from roomstate.models import (
     BAN,
@@ -357,3 +358,45 @@ async def test_a_first_sync_staged_in_slices_stores_every_member_once(
     assert room is not None and (room.joined_count, room.invited_count) == (joined, len(wanted) - joined)
     assert (diff.added_count, diff.rows_written) == (joined, 1050)
     assert {r.room.room_id for r in await store.rooms_of("@u3:x")} == {ROOM, "!other:x"}
+
+
+async def test_a_big_first_sync_writes_with_a_small_page_cache(
+    sqlite_only: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its new pages go to the WAL rather than staying in memory; the cache is back afterwards,
+    also when the write fails. Smaller first syncs and resyncs keep the whole cache."""
+    monkeypatch.setattr(store_module, "BIG_FIRST_SYNC", 100)
+    seen: list[int] = []
+    fail = [False]
+    checkpoint = history.Recorder.checkpoint
+
+    def spying(recorder: history.Recorder, txn: Transaction, room_nid: int, rows: object = None) -> int:
+        seen.append(int(txn.execute("PRAGMA cache_size").fetchone()[0]))
+        if fail[0]:
+            raise RuntimeError("checkpoint failed")
+        return checkpoint(recorder, txn, room_nid, rows)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(history.Recorder, "checkpoint", spying)
+    engine = sa.create_engine(sqlite_only)
+    store = RoomStore(engine)
+    await store.open()
+
+    def cache_size() -> asyncio.Future[int]:
+        return store._write(lambda txn: int(txn.execute("PRAGMA cache_size").fetchone()[0]))
+
+    try:
+        users = [f"@u{n}:x" for n in range(100)]
+        await store.replace_room(snapshot(users))  # big
+        await store.replace_room(snapshot(users[:99], room_id="!b:fake.test"))  # small
+        await store.replace_room(snapshot([*users[1:], "@new:x"]))  # a resync: no checkpoint
+        assert seen == [-dialect.BIG_WRITE_CACHE_KIB, -dialect.CACHE_KIB]
+        assert await cache_size() == -dialect.CACHE_KIB
+        fail[0] = True
+        with pytest.raises(RuntimeError):
+            await store.replace_room(snapshot(users, room_id="!c:fake.test"))
+        assert seen[-1] == -dialect.BIG_WRITE_CACHE_KIB
+        assert await cache_size() == -dialect.CACHE_KIB
+        assert await store.room("!c:fake.test") is None
+    finally:
+        await store.close()
+        engine.dispose()

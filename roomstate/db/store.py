@@ -52,6 +52,7 @@ from .web_store import WebStore
 T = TypeVar("T")
 
 CLEANUP_CHUNK = 2_000  # processed-event rows deleted per transaction
+BIG_FIRST_SYNC = 20_000  # members of a first sync written with a small page cache (Dialect.big_write)
 
 
 def now_ms() -> int:
@@ -466,22 +467,22 @@ class RoomStore(HistoryStore, AlertStore, WebStore):
                 "SELECT joined_count, invited_count FROM roomstate_room_info WHERE room_nid = ?", (room_nid,)
             ).fetchone()
             counts = None if row is None else (int(row[0]), int(row[1]))
-            written = replace_members(
-                txn,
-                self.interner,
-                self.user_index,
-                room_nid,
-                info.room_id,
-                snapshot.members,
-                counts,
-                want_rows=self.history_enabled,
-            )
-            diff, joined, invited = written.diff, written.joined, written.invited
-            if self.history_enabled:
-                if written.all:
+            with self.dialect.big_write(txn.cur, counts is None and len(snapshot.members) >= BIG_FIRST_SYNC):
+                written = replace_members(
+                    txn,
+                    self.interner,
+                    self.user_index,
+                    room_nid,
+                    info.room_id,
+                    snapshot.members,
+                    counts,
+                    want_rows=self.history_enabled,
+                )
+                if self.history_enabled and written.all:
                     self.recorder.checkpoint(txn, room_nid, written.rows)
-                else:
-                    self._record_resync(txn, room_nid, written.changes)
+            diff, joined, invited = written.diff, written.joined, written.invited
+            if self.history_enabled and not written.all:
+                self._record_resync(txn, room_nid, written.changes)
             values = {name: getattr(info, name) for name in ROOM_INFO_FIELDS}
             values.update(encrypted=bool(info.encrypted), updated_at=now, joined_count=joined, invited_count=invited)
             txn.execute(_UPSERT_ROOM_INFO, (room_nid, *(values.get(name, now) for name in _UPSERTED_FIELDS)))
