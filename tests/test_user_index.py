@@ -116,13 +116,14 @@ async def store_sweep(store: RoomStore) -> tuple[int, int]:
 
 
 def assert_no_stale_pairs(db: Database) -> None:
-    index = set(
-        db.rows(
+    index = {
+        tuple(row)
+        for row in db.rows(
             "SELECT user_nid, room_nid FROM roomstate_user_rooms UNION SELECT user_nid, room_nid FROM"
             " roomstate_user_rooms_new"
         )
-    )
-    held = set(db.rows("SELECT user_nid, room_nid FROM roomstate_memberships"))
+    }
+    held = {tuple(row) for row in db.rows("SELECT user_nid, room_nid FROM roomstate_memberships")}
     assert index == held
 
 
