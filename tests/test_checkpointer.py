@@ -129,3 +129,77 @@ async def test_a_checkpoint_that_fails_leaves_no_read_open_on_the_writer(store: 
     finally:
         gc.enable()
     assert len(await store.members("!r1:x")) == 2000
+
+
+class _Cursor:
+    def __init__(self, row: tuple[int, int, int]) -> None:
+        self.row = row
+
+    def execute(self, sql: str) -> _Cursor:
+        return self
+
+    def fetchone(self) -> tuple[int, int, int]:
+        return self.row
+
+
+class _BrokenConnection:
+    def cursor(self) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    def close(self) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+
+class _BrokenDialect:
+    def __init__(self) -> None:
+        self.connects = 0
+
+    def connect(self) -> _BrokenConnection:
+        self.connects += 1
+        return _BrokenConnection()
+
+
+def test_only_a_fully_copied_wal_counts_as_started_over() -> None:
+    """The writer's step counts a restart only when nothing was busy and every page was copied
+    (a reader on an old snapshot postpones it), and runs only when the thread asked for it."""
+    wal = checkpointer.WalCheckpointer(_BrokenDialect(), interval=60)  # type: ignore[arg-type]
+    try:
+        wal.between_writes(_Cursor((0, 10, 10)))
+        assert wal.restarts == 0  # not asked for
+        for row, counted in (((0, 10, 5), 0), ((1, 10, 10), 0), ((0, 10, 10), 1)):
+            wal._restart_due.set()
+            wal.between_writes(_Cursor(row))
+            assert wal.restarts == counted
+            wal.restarts = 0
+    finally:
+        wal.close()
+
+
+async def test_the_thread_survives_a_connection_that_fails_even_to_close() -> None:
+    dialect = _BrokenDialect()
+    wal = checkpointer.WalCheckpointer(dialect, interval=0.01)  # type: ignore[arg-type]
+    try:
+        for attempt in (1, 2):
+            wal.committed()
+            await wait_for(lambda attempt=attempt: dialect.connects >= attempt)  # type: ignore[misc]
+        assert wal._thread.is_alive() and wal.checkpoints == 0
+    finally:
+        wal.close()
+    assert not wal._thread.is_alive()
+
+
+async def test_closing_the_store_stops_the_thread_even_if_the_writer_fails_to_close(sqlite_only: str) -> None:
+    engine = sa.create_engine(sqlite_only)
+    s = RoomStore(engine)
+    await s.open()
+    thread = s._checkpointer._thread  # type: ignore[union-attr]
+
+    async def failing_close() -> None:
+        raise StorageError("closing failed")
+
+    s._writer.close = failing_close  # type: ignore[method-assign,union-attr]
+    with pytest.raises(StorageError):
+        await s.close()
+    assert not thread.is_alive()
+    await s._reader.close()  # type: ignore[union-attr]
+    engine.dispose()
