@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator
 
@@ -10,7 +11,8 @@ import pytest
 import pytest_asyncio
 import sqlalchemy as sa
 
-from roomstate.db import RoomStore, user_index
+from roomstate.db import RoomStore, checkpoints, user_index
+from roomstate.db.threads import Transaction
 from roomstate.models import BAN, INVITE, JOIN, LEAVE, Member, MemberChange, RoomInfo, RoomSnapshot
 
 from .helpers import Database
@@ -175,3 +177,80 @@ async def test_a_resync_that_adds_many_members_indexes_them(store: RoomStore, db
     for user in crowd:
         assert [s.room.room_id for s in await store.rooms_of(user)] == [ROOMS[0]]
     assert_no_stale_pairs(db)
+
+
+async def test_a_merge_rolled_back_with_its_job_is_recounted_by_the_sweep(store: RoomStore, db: Database) -> None:
+    """The pairs come back with the rollback; the count, which believed them merged, is right
+    again after the next sweep, so the new table stays small."""
+    await store.replace_room(RoomSnapshot(RoomInfo(ROOMS[0]), (Member(USERS[0], JOIN, None),)))
+
+    def merges_then_fails(txn: Transaction) -> None:
+        store.user_index.merge(txn)
+        raise RuntimeError("a later statement of the job failed")
+
+    joins = [
+        store.apply_member(
+            MemberChange(ROOMS[0], f"$j{n}", Member(user, JOIN, None), user),
+            record_claim=True,
+            queue_if_untracked=False,
+        )
+        for n, user in enumerate(USERS[1:6])
+    ]
+    failed = store._write(merges_then_fails)  # in the same group commit, in its own savepoint
+    await asyncio.gather(*joins)
+    with pytest.raises(RuntimeError):
+        await failed
+    assert pairs(db) == (0, 6) and store.user_index.new_pairs == 0  # believed merged
+    await store_sweep(store)
+    assert store.user_index.new_pairs == 6
+    join = MemberChange(ROOMS[0], "$j6", Member(USERS[6], JOIN, None), USERS[6])
+    await store.apply_member(join, record_claim=True, queue_if_untracked=False)
+    assert pairs(db) == (7, 0)  # merged on time
+
+
+async def test_a_resync_that_changes_many_stored_members_adds_no_pairs(
+    store: RoomStore, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(user_index, "MERGE_ROWS", 1_000)  # a merge would hide pairs added again
+    crowd = [f"@c{n}:x.org" for n in range(40)]
+    await store.replace_room(RoomSnapshot(RoomInfo(ROOMS[0]), tuple(Member(u, JOIN, None) for u in crowd)))
+    before = pairs(db)
+    # the same 40 members, each renamed (more than the one-by-one path takes): no new row, no new pair
+    await store.replace_room(RoomSnapshot(RoomInfo(ROOMS[0]), tuple(Member(u, JOIN, "renamed") for u in crowd)))
+    assert pairs(db) == before
+
+
+class _FakeTxn:
+    """Answers stored_blocks' one query with ``row``."""
+
+    def __init__(self, *rows: tuple[int, int | None, str | None, str | None]) -> None:
+        self.rows = list(rows)
+
+    def execute(self, sql: str, params: tuple[object, ...]) -> _FakeTxn:
+        return self
+
+    def fetchone(self) -> tuple[int, int | None, str | None, str | None]:
+        return self.rows.pop(0) if self.rows else (0, None, None, None)
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        (3, 5, "000000050000000200000003", "111"),  # out of order
+        (3, 5, "000000020000000300000004", "111"),  # not ending at the MAX the query saw
+        (3, 3, "0000000200000003", "11"),  # fewer than counted
+    ],
+)
+def test_stored_blocks_refuses_rows_read_back_wrongly(row: tuple[int, int, str, str]) -> None:
+    """A checkpoint built from rows out of order would be silently wrong: fail loudly instead."""
+    with pytest.raises(RuntimeError):
+        list(checkpoints.stored_blocks(_FakeTxn(row), 1))  # type: ignore[arg-type]
+
+
+def test_stored_blocks_reads_in_chunks_after_the_last_nid() -> None:
+    txn = _FakeTxn((2, 3, "0000000200000003", "12"), (1, 9, "00000009", "3"))
+    assert b"".join(checkpoints.stored_blocks(txn, 1)) == b"".join(  # type: ignore[arg-type]
+        checkpoints._chunks(
+            [(2, 1, checkpoints.is_cut(2)), (3, 2, checkpoints.is_cut(3)), (9, 3, checkpoints.is_cut(9))]
+        )
+    )

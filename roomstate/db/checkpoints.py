@@ -112,6 +112,9 @@ def stored_blocks(txn: Transaction, room_nid: int, counted: list[int] | None = N
         chunk_codes = digits.encode("ascii").translate(_DIGIT_CODES)
         start = 0
         for index, nid in enumerate(chunk):
+            if nid <= after:  # the aggregate's order is the subquery's in SQLite; never assume it
+                raise RuntimeError(f"room {room_nid}'s members were read back out of order")
+            after = nid
             if ((nid * _HASH) & 0xFFFFFFFF) >> BLOCK_SHIFT == 0:  # is_cut, inline: once per member
                 nids.extend(chunk[start : index + 1])
                 codes += chunk_codes[start : index + 1]
@@ -121,7 +124,8 @@ def stored_blocks(txn: Transaction, room_nid: int, counted: list[int] | None = N
                 nids, codes = array("I"), bytearray()
         nids.extend(chunk[start:])
         codes += chunk_codes[start:]
-        after = int(last)
+        if after != int(last) or len(chunk) != found or len(chunk_codes) != found:
+            raise RuntimeError(f"room {room_nid}'s members were read back inconsistently")
     if nids:
         count += len(nids)
         yield _block(nids, codes)

@@ -38,7 +38,7 @@ from ..models import (
     SharedRoom,
     StaleRoom,
 )
-from . import checkpoints, history, migrations, user_index
+from . import checkpoints, history, migrations
 from .alert_store import AlertStore
 from .checkpointer import WalCheckpointer
 from .dialect import Dialect
@@ -243,8 +243,7 @@ class RoomStore(HistoryStore, AlertStore, WebStore):
             cur.close()
         version = migrations.upgrade(conn, self.dialect)
         cur = conn.cursor()
-        cur.execute("SELECT COUNT(*) FROM roomstate_user_rooms_new")
-        self.user_index.new_pairs = int(cur.fetchone()[0])
+        self.user_index.recount(cur)
         cur.close()
         return version
 
@@ -351,7 +350,7 @@ class RoomStore(HistoryStore, AlertStore, WebStore):
     def sweep_user_index_chunk(self, from_user_nid: int = 0) -> asyncio.Future[tuple[int, int | None]]:
         """Delete the user index's pairs without a membership for a range of users (see
         user_index.py). Resolves to (pairs deleted, the user to continue from or None when done)."""
-        return self._write(lambda txn: user_index.sweep_chunk(txn, from_user_nid))
+        return self._write(lambda txn: self.user_index.sweep_chunk(txn, from_user_nid))
 
     # ---- state changes ----------------------------------------------------------------------
 

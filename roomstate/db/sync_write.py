@@ -233,8 +233,8 @@ def _write_differences(
     else:
         _stage(txn, changed)
         _intern_staged_users(txn)
+        user_index.add_staged(txn, room_nid, STAGED)  # before the rows: it adds the new ones only
         _upsert_staged(txn, room_nid)
-        user_index.add_staged(txn, room_nid, STAGED)
     diff = MemberDiff(
         room_id,
         added_count=len(added),

@@ -14,12 +14,13 @@ of all the time and write volume. So the index lives in two tables instead:
 
 Pairs are not removed when a membership ends: together the two tables hold a superset of the
 stored memberships, and readers join each pair back to ``roomstate_memberships`` (a primary-key
-lookup) for the truth. ``sweep_chunk`` deletes pairs without a membership, a range of users at a
-time, with the periodic cleanup.
+lookup) for the truth. ``UserIndex.sweep_chunk`` deletes pairs without a membership, a range of
+users at a time, with the periodic cleanup.
 """
 
 from __future__ import annotations
 
+from .dialect import Cursor
 from .threads import Transaction
 
 MERGE_ROWS = 50_000  # pairs in the new table that start a merge
@@ -39,9 +40,11 @@ class UserIndex:
     def __init__(self) -> None:
         self.new_pairs = 0  # pairs added to the new table since the last merge (an estimate)
 
-    def opened(self, txn: Transaction) -> None:
-        """Count what the new table holds (at open)."""
-        self.new_pairs = int(txn.execute("SELECT COUNT(*) FROM roomstate_user_rooms_new").fetchone()[0])
+    def recount(self, cur: Cursor) -> None:
+        """Count what the new table holds (at open, and after each sweep: a merge rolled back
+        with its job, or pairs swept, leave the running count off)."""
+        cur.execute("SELECT COUNT(*) FROM roomstate_user_rooms_new")
+        self.new_pairs = int(cur.fetchone()[0])
 
     def add(self, txn: Transaction, user_nid: int, room_nid: int) -> None:
         """The user has a membership row in the room now."""
@@ -63,12 +66,14 @@ class UserIndex:
             self._added(txn, max(txn.cur.rowcount, 0))
 
     def add_staged(self, txn: Transaction, room_nid: int, staged: str) -> None:
-        """The users of the ``staged`` table (user_id column) have membership rows in the room."""
+        """The users of the ``staged`` table (user_id column, interned) are about to be written
+        into the room: those without a membership row there yet get their pair."""
         txn.execute(
             "INSERT INTO roomstate_user_rooms_new (user_nid, room_nid) SELECT u.user_nid, ?"
-            f" FROM {staged} s JOIN roomstate_users u ON u.user_id = s.user_id WHERE true"
+            f" FROM {staged} s JOIN roomstate_users u ON u.user_id = s.user_id WHERE NOT EXISTS"
+            " (SELECT 1 FROM roomstate_memberships m WHERE m.room_nid = ? AND m.user_nid = u.user_nid)"
             " ORDER BY u.user_nid ON CONFLICT DO NOTHING",
-            (room_nid,),
+            (room_nid, room_nid),
         )
         self._added(txn, max(txn.cur.rowcount, 0))
 
@@ -84,21 +89,24 @@ class UserIndex:
             " FROM roomstate_user_rooms_new WHERE true ORDER BY user_nid, room_nid ON CONFLICT DO NOTHING"
         )
         txn.execute("DELETE FROM roomstate_user_rooms_new")
-        # if this job is rolled back, the pairs stay in the new table: merged next time
+        # if this job is rolled back, the pairs stay in the new table: merged next time (the
+        # sweep recounts them)
         self.new_pairs = 0
 
-
-def sweep_chunk(txn: Transaction, from_user_nid: int) -> tuple[int, int | None]:
-    """Delete the pairs of users ``from_user_nid`` up to SWEEP_USERS further that have no
-    membership row. Returns (pairs deleted, the user to continue from or None when done)."""
-    end = from_user_nid + SWEEP_USERS
-    deleted = 0
-    for table in ("roomstate_user_rooms", "roomstate_user_rooms_new"):
-        txn.execute(
-            f"DELETE FROM {table} WHERE user_nid >= ? AND user_nid < ? AND NOT EXISTS (SELECT 1 FROM"
-            f" roomstate_memberships m WHERE m.room_nid = {table}.room_nid AND m.user_nid = {table}.user_nid)",
-            (from_user_nid, end),
-        )
-        deleted += max(txn.cur.rowcount, 0)
-    more = txn.execute("SELECT 1 FROM roomstate_users WHERE user_nid >= ? LIMIT 1", (end,)).fetchone()
-    return deleted, end if more else None
+    def sweep_chunk(self, txn: Transaction, from_user_nid: int) -> tuple[int, int | None]:
+        """Delete the pairs of users ``from_user_nid`` up to SWEEP_USERS further that have no
+        membership row. Returns (pairs deleted, the user to continue from or None when done)."""
+        end = from_user_nid + SWEEP_USERS
+        deleted = 0
+        for table in ("roomstate_user_rooms", "roomstate_user_rooms_new"):
+            txn.execute(
+                f"DELETE FROM {table} WHERE user_nid >= ? AND user_nid < ? AND NOT EXISTS (SELECT 1 FROM"
+                f" roomstate_memberships m WHERE m.room_nid = {table}.room_nid AND m.user_nid = {table}.user_nid)",
+                (from_user_nid, end),
+            )
+            deleted += max(txn.cur.rowcount, 0)
+        more = txn.execute("SELECT 1 FROM roomstate_users WHERE user_nid >= ? LIMIT 1", (end,)).fetchone()
+        if more:
+            return deleted, end
+        self.recount(txn.cur)
+        return deleted, None
