@@ -12,6 +12,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 import pytest_asyncio
+import sqlalchemy as sa
+
+from roomstate.db import RoomStore
 
 from .fakes import FakeHomeserver
 from .helpers import BOT, Database, Harness, drop_tables, postgres_url, sqlite_url
@@ -53,6 +56,17 @@ async def harness(hs: FakeHomeserver, db_url: str) -> AsyncIterator[Harness]:
         await h.close_web()
         h.engine.dispose()
         h.db.dispose()
+
+
+@pytest_asyncio.fixture
+async def store(db_url: str) -> AsyncIterator[RoomStore]:
+    """An open RoomStore on ``db_url`` (some test files have their own, with other settings)."""
+    engine = sa.create_engine(db_url)
+    s = RoomStore(engine)
+    await s.open()
+    yield s
+    await s.close()
+    engine.dispose()
 
 
 @pytest.fixture

@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
-import pytest_asyncio
 import sqlalchemy as sa
 
 from roomstate.db import RoomStore, dialect, history, schema, sync_write
@@ -40,16 +39,6 @@ def change(
     user_id: str, membership: str, event_id: str, displayname: str | None = None, room_id: str = ROOM
 ) -> MemberChange:
     return MemberChange(room_id, event_id, Member(user_id, membership, displayname), user_id)
-
-
-@pytest_asyncio.fixture
-async def store(db_url: str) -> AsyncIterator[RoomStore]:
-    engine = sa.create_engine(db_url)
-    s = RoomStore(engine)
-    await s.open()
-    yield s
-    await s.close()
-    engine.dispose()
 
 
 async def members(store: RoomStore, room_id: str = ROOM) -> dict[str, tuple[str, str | None]]:

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
 import sqlalchemy as sa
 
 from roomstate.db import RoomStore, checkpoints, user_index
@@ -27,16 +25,6 @@ def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(user_index, "MERGE_ROWS", 7)
     monkeypatch.setattr(user_index, "DIRECT_ROWS", 5)
     monkeypatch.setattr(user_index, "SWEEP_USERS", 4)
-
-
-@pytest_asyncio.fixture
-async def store(db_url: str) -> AsyncIterator[RoomStore]:
-    engine = sa.create_engine(db_url)
-    s = RoomStore(engine)
-    await s.open()
-    yield s
-    await s.close()
-    engine.dispose()
 
 
 def stored_truth(db: Database, membership: str) -> dict[str, set[str]]:

@@ -150,28 +150,27 @@ def latest(txn: Transaction, room_nid: int, seq: int = 2**62) -> tuple[int, list
     return int(row[0]), None if row[1] is None else block_list(row[1])
 
 
-def write_checkpoint(
-    txn: Transaction,
-    room_nid: int,
-    seq: int,
-    members: Members | Iterable[tuple[int, int, bool]],
-    even_if_unchanged: bool = False,
-    counted: list[int] | None = None,
-    blocks: Iterable[bytes] | None = None,
-) -> int:
-    """Store ``members`` (a dict, or rows as ``current_rows`` gives them; or ``blocks`` already
-    cut, as ``stored_blocks`` gives them) as the room's checkpoint at ``seq``, reusing the blocks
-    of the checkpoint before it that did not change. If nothing did, the previous checkpoint
-    still holds and none is written, unless ``even_if_unchanged`` (a new base for retention).
-    Returns how many new blocks; adds the number of members to ``counted[0]``."""
+def blocks_of(members: Members | Iterable[tuple[int, int, bool]], counted: list[int] | None = None) -> Iterator[bytes]:
+    """``members`` (a dict, or rows as ``current_rows`` gives them) cut into blocks; adds the
+    number of members to ``counted[0]``."""
     if isinstance(members, dict):
         members = [(nid, code, is_cut(nid)) for nid, code in sorted(members.items())]
+    return _chunks(members, counted)
+
+
+def write_checkpoint(
+    txn: Transaction, room_nid: int, seq: int, blocks: Iterable[bytes], even_if_unchanged: bool = False
+) -> int:
+    """Store a member set, cut into ``blocks`` (``blocks_of``, ``stored_blocks``), as the room's
+    checkpoint at ``seq``, reusing the blocks of the checkpoint before it that did not change. If
+    nothing did, the previous checkpoint still holds and none is written, unless
+    ``even_if_unchanged`` (a new base for retention). Returns how many new blocks."""
     previous = latest(txn, room_nid, seq)
     previous_nids = previous[1] or [] if previous else []
     known = {blob: nid for nid, blob in _blocks(txn, previous_nids).items()}
     block_nids: list[int] = []
     written = 0
-    for blob in _chunks(members, counted) if blocks is None else blocks:
+    for blob in blocks:
         nid = known.get(blob)
         if nid is None:
             nid = known[blob] = txn.dialect.insert_returning_id(
@@ -316,7 +315,7 @@ def compact(txn: Transaction, room_nid: int, cutoff: int, limit: int) -> int:
         upto = int(last_row)
         members = members_at(txn, room_nid, upto, forward_only=True)
         if members is not None:
-            write_checkpoint(txn, room_nid, upto, members, even_if_unchanged=True)
+            write_checkpoint(txn, room_nid, upto, blocks_of(members), even_if_unchanged=True)
             base = latest(txn, room_nid, upto)
     if upto is None:
         return 0

@@ -211,16 +211,18 @@ class Recorder:
         """Checkpoint the room's current members (``rows`` if the caller has them, sorted as
         ``checkpoints.current_rows`` returns them); returns how many new blocks that took."""
         counted = [0]
+        seq = self.clock.next(txn)
         if rows is not None:
-            written = checkpoints.write_checkpoint(txn, room_nid, self.clock.next(txn), rows, counted=counted)
+            written = checkpoints.write_checkpoint(txn, room_nid, seq, checkpoints.blocks_of(rows, counted))
         elif txn.dialect.is_sqlite:
-            blocks = checkpoints.stored_blocks(txn, room_nid, counted)
-            written = checkpoints.write_checkpoint(txn, room_nid, self.clock.next(txn), (), blocks=blocks)
+            written = checkpoints.write_checkpoint(
+                txn, room_nid, seq, checkpoints.stored_blocks(txn, room_nid, counted)
+            )
         else:
             # closed even if the checkpoint fails: a read left open on the writer's connection
             # would pin its snapshot (every later write "database is locked") until a GC ran
             with contextlib.closing(checkpoints.current_rows(txn, room_nid)) as stored:
-                written = checkpoints.write_checkpoint(txn, room_nid, self.clock.next(txn), stored, counted=counted)
+                written = checkpoints.write_checkpoint(txn, room_nid, seq, checkpoints.blocks_of(stored, counted))
         # counted from this checkpoint once it is committed; until then (or if it never is), the
         # next row counts from whatever checkpoint the database has
         self._since.pop(room_nid, None)

@@ -15,7 +15,7 @@ from ..models import INVITE, JOIN, HeldBefore, HistoryEntry, MembersAt
 from . import checkpoints, history
 from .codes import CODES
 from .threads import Transaction
-from .user_index import ROOMS_OF_USER
+from .user_index import MEMBERSHIPS_OF_USER, of_user
 
 T = TypeVar("T")
 CHUNK = 2_000  # rows deleted per transaction
@@ -67,10 +67,9 @@ class HistoryStore:
             memberships = [
                 (int(room_nid), RoomID(room_id), str(membership))
                 for room_nid, room_id, membership in txn.execute(
-                    f"SELECT m.room_nid, r.room_id, m.membership FROM ({ROOMS_OF_USER}) p"
-                    " JOIN roomstate_memberships m ON m.room_nid = p.room_nid AND m.user_nid = ?"
+                    f"SELECT m.room_nid, r.room_id, m.membership FROM {MEMBERSHIPS_OF_USER}"
                     " JOIN roomstate_rooms r ON r.room_nid = m.room_nid",
-                    (user_nid, user_nid, user_nid),
+                    of_user(user_nid),
                 ).fetchall()
                 if room_ids is None or room_id in room_ids
             ]

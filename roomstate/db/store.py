@@ -46,7 +46,7 @@ from .history_store import HistoryStore
 from .interner import Interner
 from .sync_write import replace_members
 from .threads import ReaderThread, Transaction, WriterThread
-from .user_index import ROOMS_OF_USER, UserIndex
+from .user_index import MEMBERSHIPS_OF_USER, UserIndex, of_user
 from .web_store import WebStore
 
 T = TypeVar("T")
@@ -722,14 +722,12 @@ class RoomStore(HistoryStore, AlertStore, WebStore):
             user = txn.execute("SELECT user_nid FROM roomstate_users WHERE user_id = ?", (user_id,)).fetchone()
             if user is None:
                 return []
-            user_nid = int(user[0])
             rows = txn.execute(
-                f"SELECT {_ROOM_COLUMNS}, m.displayname FROM ({ROOMS_OF_USER}) p"
-                " JOIN roomstate_memberships m ON m.room_nid = p.room_nid AND m.user_nid = ? AND m.membership = ?"
+                f"SELECT {_ROOM_COLUMNS}, m.displayname FROM {MEMBERSHIPS_OF_USER}"
                 " JOIN roomstate_room_info i ON i.room_nid = m.room_nid"
                 " JOIN roomstate_rooms r ON r.room_nid = i.room_nid"
-                " LEFT JOIN roomstate_resync_queue q ON q.room_nid = i.room_nid",
-                (user_nid, user_nid, user_nid, membership),
+                " LEFT JOIN roomstate_resync_queue q ON q.room_nid = i.room_nid WHERE m.membership = ?",
+                (*of_user(int(user[0])), membership),
             ).fetchall()
             return [SharedRoom(_room_from_row(row), row[len(_ROOM_FIELDS)]) for row in rows]
 

@@ -27,11 +27,18 @@ MERGE_ROWS = 50_000  # pairs in the new table that start a merge
 DIRECT_ROWS = 2_000  # a first sync of at least this many members writes its pairs directly
 SWEEP_USERS = 5_000  # users per sweep transaction (1M pairs: 63 of p50 ~10 ms, max 60 ms with 100k to delete)
 
-# The rooms a user (the parameter, given twice) may be in: join each to roomstate_memberships.
-ROOMS_OF_USER = (
-    "SELECT room_nid FROM roomstate_user_rooms WHERE user_nid = ?"
-    " UNION SELECT room_nid FROM roomstate_user_rooms_new WHERE user_nid = ?"
+# A user's memberships (alias m) for FROM: the rooms the index says they may be in, each joined
+# to its membership row. Parameters: ``of_user(user_nid)``.
+MEMBERSHIPS_OF_USER = (
+    "(SELECT room_nid FROM roomstate_user_rooms WHERE user_nid = ?"
+    " UNION SELECT room_nid FROM roomstate_user_rooms_new WHERE user_nid = ?) p"
+    " JOIN roomstate_memberships m ON m.room_nid = p.room_nid AND m.user_nid = ?"
 )
+
+
+def of_user(user_nid: int) -> tuple[int, int, int]:
+    """The parameters of MEMBERSHIPS_OF_USER."""
+    return user_nid, user_nid, user_nid
 
 
 class UserIndex:

@@ -1,4 +1,4 @@
-"""Schema v6 (roomstate 0.3.0), frozen. From v5: the user → room index in batches.
+"""Schema v6 (the release after 0.3.0), frozen. From v5: the user → room index in batches.
 
 - ``roomstate_memberships_user_idx`` (memberships by user) is dropped: every room synced wrote
   its members at random places in it, and every commit wrote those pages again.
