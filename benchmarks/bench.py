@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks import data, first_syncs  # noqa: E402
 from benchmarks import history as history_bench  # noqa: E402
 from benchmarks.common import Report, Workdir, interleaved, median, ms, percentile  # noqa: E402
-from benchmarks.peers import Mautrix, RawSqlite, Roomstate, SchemaFloor  # noqa: E402
+from benchmarks.peers import EventFloor, Mautrix, RawSqlite, Roomstate, SchemaFloor  # noqa: E402
 
 
 async def open_systems(work: Workdir, tag: str, raw: bool = True) -> list[Any]:
@@ -230,9 +230,17 @@ async def one_by_one(report: Report, work: Workdir, count: int, reps: int) -> No
             await system.member_event_committed(raw)
         return time.perf_counter() - started
 
+    # the awaited path also without history (history.retention_days: 0), and the floors of both
+    bare = Roomstate(
+        f"sqlite:///{work.sqlite('roomstate-events-bare')}", "roomstate, no history", {"history.retention_days": 0}
+    )
+    floors = [EventFloor(work.sqlite("event-floor")), EventFloor(work.sqlite("event-floor-bare"), history=False)]
+    for extra in (bare, *floors):
+        await extra.open()
+        await extra.full_sync(extra.prepare(room, data.members(2_000, seed=3)))
     times = await interleaved(reps, systems, run)
-    waits = await interleaved(reps, systems, latency)
-    await close_all(systems)
+    waits = await interleaved(reps, [*systems, bare, *floors], latency)
+    await close_all([*systems, bare, *floors])
     ours, theirs = count / median(times["roomstate"]), count / median(times["mautrix"])
     report.add(
         "member events one by one, through the handler (claim + apply)",
@@ -246,11 +254,31 @@ async def one_by_one(report: Report, work: Workdir, count: int, reps: int) -> No
     report.add(
         "  the same, each waiting for its commit before the next",
         f"{ours * 1e6:.0f} us/event = {theirs / ours:.2f}x mautrix speed ({theirs * 1e6:.0f} us)",
-        "(latency; not a target)",
+        ">= 1.0x (issue 14)",
         roomstate=ours,
         mautrix=theirs,
         ratio=theirs / ours,
     )
+    without = median(waits[bare.name]) / count
+    for floor, measured in zip(floors, (ours, without), strict=True):
+        least = median(waits[floor.name]) / count
+        if measured is without:
+            report.add(
+                "    the same without history",
+                f"{without * 1e6:.0f} us/event = {theirs / without:.2f}x mautrix speed",
+                "(history.retention_days: 0)",
+                roomstate=without,
+                mautrix=theirs,
+                ratio=theirs / without,
+            )
+        report.add(
+            f"      its floor: {floor.name} (raw sqlite3, roomstate's tables)",
+            f"{least * 1e6:.0f} us/event = {theirs / least:.2f}x mautrix; roomstate {least / measured:.2f}x its speed",
+            "(the least those writes cost)",
+            floor=least,
+            mautrix=theirs,
+            ratio=theirs / least,
+        )
 
 
 async def claims(report: Report, work: Workdir, batches: int, reps: int) -> None:

@@ -7,10 +7,12 @@ would already have in hand: the member list from the homeserver, as the system's
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import queue
 import sqlite3
 import threading
+import time
 from typing import Any
 
 import sqlalchemy as sa
@@ -261,6 +263,146 @@ class SchemaFloor:
         )
         self.dialect.bulk_insert(cur, "roomstate_user_rooms", ("user_nid", "room_nid"), ((n, self.rooms) for n in nids))
         cur.execute("COMMIT")
+
+
+class EventFloor:
+    """The least one member event awaited until committed can cost with what roomstate stores for
+    it (its tables, from roomstate's own SQLite DDL): the user interned (known ones from a dict),
+    the event claimed (the dedup row and its time index), the old membership read, the membership
+    written, the room's counts changed, and with ``history`` the history row (and its time index).
+    Raw sqlite3 with roomstate's PRAGMAs, one statement after another in one transaction, one
+    hand-off to a database thread and one back (aiosqlite makes one each way per statement).
+    Leaves out what roomstate adds on top: parsing and ordering, the user → room pairs, history
+    checkpoints, caches, metrics. Not a usable store: a floor for the ratio, measured in the same
+    run."""
+
+    def __init__(self, path: str, history: bool = True) -> None:
+        self.name = "event floor" if history else "event floor, no history"
+        self.path = path
+        self.history = history
+        self.users: dict[str, int] = {}
+        self.seq = int(time.time() * 1000) << 20
+        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def open(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread.start()
+        await self._call(self._create)
+
+    async def close(self) -> None:
+        self._jobs.put(None)
+        await asyncio.to_thread(self._thread.join)
+
+    def _run(self) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        for pragma in ("journal_mode = WAL", "synchronous = NORMAL", "cache_size = -32000"):
+            conn.execute(f"PRAGMA {pragma}")
+        while (job := self._jobs.get()) is not None:
+            work, future = job
+            try:
+                result = work(conn)
+            except Exception as error:
+                assert self._loop is not None
+                self._loop.call_soon_threadsafe(future.set_exception, error)
+            else:
+                assert self._loop is not None
+                self._loop.call_soon_threadsafe(future.set_result, result)
+        conn.close()
+
+    def _call(self, work: Any) -> asyncio.Future[Any]:
+        assert self._loop is not None
+        future = self._loop.create_future()
+        self._jobs.put((work, future))
+        return future
+
+    @staticmethod
+    def _create(conn: sqlite3.Connection) -> None:
+        for ddl in schema.ddl("sqlite"):
+            conn.execute(ddl)
+        conn.execute("INSERT INTO roomstate_rooms (room_nid, room_id) VALUES (1, '!floor:bench.example')")
+        conn.execute(
+            "INSERT INTO roomstate_room_info (room_nid, encrypted, updated_at, joined_count, invited_count,"
+            " synced_at) VALUES (1, 0, 0, 0, 0, 0)"
+        )
+
+    def _user(self, conn: sqlite3.Connection, user_id: str) -> int:
+        nid = self.users.get(user_id)
+        if nid is None:
+            conn.execute("INSERT INTO roomstate_users (user_id) VALUES (?) ON CONFLICT DO NOTHING", (user_id,))
+            nid = self.users[user_id] = conn.execute(
+                "SELECT user_nid FROM roomstate_users WHERE user_id = ?", (user_id,)
+            ).fetchone()[0]
+        return nid
+
+    @staticmethod
+    def prepare(room_id: str, members: list[Member]) -> list[Member]:
+        return [m for m in members if m.membership != "leave"]
+
+    async def full_sync(self, prepared: list[Member]) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            for m in prepared:
+                conn.execute(
+                    "INSERT INTO roomstate_memberships VALUES (1, ?, ?, ?)",
+                    (self._user(conn, m.user_id), m.membership, m.displayname),
+                )
+            conn.execute("COMMIT")
+
+        await self._call(write)
+
+    async def member_event_committed(self, raw: dict[str, Any]) -> None:
+        content = raw["content"]
+        membership, displayname = content["membership"], content.get("displayname")
+        user_id, event_id, now = raw["state_key"], raw["event_id"], int(time.time() * 1000)
+        self.seq += 1
+        seq = self.seq
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                claimed = conn.execute(
+                    "INSERT INTO roomstate_processed_events VALUES (1, ?, ?) ON CONFLICT DO NOTHING", (event_id, now)
+                ).rowcount
+                if not claimed:
+                    conn.execute("ROLLBACK")
+                    return
+                nid = self._user(conn, user_id)
+                old = conn.execute(
+                    "SELECT membership, displayname FROM roomstate_memberships WHERE room_nid = 1 AND user_nid = ?",
+                    (nid,),
+                ).fetchone()
+                if membership == "leave":
+                    if old is not None:
+                        conn.execute("DELETE FROM roomstate_memberships WHERE room_nid = 1 AND user_nid = ?", (nid,))
+                elif old != (membership, displayname):
+                    conn.execute(
+                        "INSERT INTO roomstate_memberships VALUES (1, ?, ?, ?) ON CONFLICT DO UPDATE SET"
+                        " membership = excluded.membership, displayname = excluded.displayname",
+                        (nid, membership, displayname),
+                    )
+                was = None if old is None else old[0]
+                joined = (membership == "join") - (was == "join")
+                invited = (membership == "invite") - (was == "invite")
+                if joined or invited:
+                    conn.execute(
+                        "UPDATE roomstate_room_info SET joined_count = joined_count + ?,"
+                        " invited_count = invited_count + ?, updated_at = ? WHERE room_nid = 1",
+                        (joined, invited, now),
+                    )
+                if self.history:
+                    conn.execute(
+                        "INSERT INTO roomstate_history (room_nid, seq, user_nid, membership, previous, displayname,"
+                        " event_hash) VALUES (1, ?, ?, ?, ?, ?, ?)",
+                        (seq, nid, 1, 0, displayname, hashlib.sha256(event_id.encode()).digest()),
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        await self._call(write)
 
 
 class RawSqlite:

@@ -22,8 +22,10 @@ from sqlalchemy.engine import Engine
 
 SUPPORTED = ("sqlite", "postgresql")
 BUSY_TIMEOUT_MS = 10_000
-WAL_SIZE_LIMIT = 16 * 2**20  # bytes of -wal file kept on disk once it starts over
 AUTOCHECKPOINT_PAGES = 16384  # the writer checkpoints inline only past 64 MiB of WAL (4 KiB pages)
+# bytes of -wal file kept on disk when it starts over; cutting the file back is slow (the disk may
+# discard the freed blocks at once), so that happens when idle (checkpointer.py), not in a commit
+WAL_SIZE_LIMIT = AUTOCHECKPOINT_PAGES * 4096
 CACHE_KIB = 32_000  # SQLite's page cache per connection: index pages read again and again stay
 BIG_WRITE_CACHE_KIB = 6_000  # ... and while one room is written in full (see Dialect.big_write)
 
@@ -163,7 +165,10 @@ class Dialect:
         """Run ``INSERT ... VALUES (...)`` (in the driver's paramstyle) for many rows: with
         ``executemany`` on SQLite, as multi-row VALUES on PostgreSQL (psycopg2's executemany is one
         round trip per row)."""
-        if self.is_sqlite or len(rows) == 1:
+        if len(rows) == 1:  # one event at a time: a plain execute is cheaper on either
+            cur.execute(sql, rows[0])
+            return
+        if self.is_sqlite:
             cur.executemany(sql, rows)
             return
         head, values = sql.rsplit(" VALUES ", 1)
