@@ -23,6 +23,7 @@ from mautrix.util.async_db import Database
 
 from roomstate import models
 from roomstate.db import RoomStore, schema
+from roomstate.db.checkpointer import WalCheckpointer
 from roomstate.db.dialect import Dialect
 from roomstate.dedup import EventClaim
 from roomstate.homeserver import HomeserverError
@@ -270,11 +271,12 @@ class EventFloor:
     it (its tables, from roomstate's own SQLite DDL): the user interned (known ones from a dict),
     the event claimed (the dedup row and its time index), the old membership read, the membership
     written, the room's counts changed, and with ``history`` the history row (and its time index).
-    Raw sqlite3 with roomstate's PRAGMAs, one statement after another in one transaction, one
-    hand-off to a database thread and one back (aiosqlite makes one each way per statement).
-    Leaves out what roomstate adds on top: parsing and ordering, the user → room pairs, history
-    checkpoints, caches, metrics. Not a usable store: a floor for the ratio, measured in the same
-    run."""
+    Raw sqlite3 on a connection roomstate's dialect opened (its PRAGMAs) and with its WAL
+    checkpoint thread (so that no checkpoint runs inside a commit), one statement after another in
+    one transaction, one hand-off to a database thread and one back (aiosqlite makes one each way
+    per statement). Leaves out what roomstate adds on top: parsing and ordering, the user → room
+    pairs, history checkpoints, caches, metrics. Not a usable store: a floor for the ratio,
+    measured in the same run."""
 
     def __init__(self, path: str, history: bool = True) -> None:
         self.name = "event floor" if history else "event floor, no history"
@@ -282,6 +284,9 @@ class EventFloor:
         self.history = history
         self.users: dict[str, int] = {}
         self.seq = int(time.time() * 1000) << 20
+        self.engine = sa.create_engine(f"sqlite:///{path}")
+        self.dialect = Dialect(self.engine)
+        self.checkpoints = WalCheckpointer(self.dialect)
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -294,15 +299,19 @@ class EventFloor:
     async def close(self) -> None:
         self._jobs.put(None)
         await asyncio.to_thread(self._thread.join)
+        self.checkpoints.close()
+        self.engine.dispose()
 
     def _run(self) -> None:
-        conn = sqlite3.connect(self.path, isolation_level=None)
-        for pragma in ("journal_mode = WAL", "synchronous = NORMAL", "cache_size = -32000"):
-            conn.execute(f"PRAGMA {pragma}")
+        conn = self.dialect.connect()
+        conn.execute("PRAGMA journal_mode = WAL")
+        cur = conn.cursor()
         while (job := self._jobs.get()) is not None:
             work, future = job
+            self.checkpoints.between_writes(cur)  # as roomstate's writer does before each job
             try:
                 result = work(conn)
+                self.checkpoints.committed()
             except Exception as error:
                 assert self._loop is not None
                 self._loop.call_soon_threadsafe(future.set_exception, error)
@@ -329,11 +338,10 @@ class EventFloor:
 
     def _user(self, conn: sqlite3.Connection, user_id: str) -> int:
         nid = self.users.get(user_id)
-        if nid is None:
-            conn.execute("INSERT INTO roomstate_users (user_id) VALUES (?) ON CONFLICT DO NOTHING", (user_id,))
+        if nid is None:  # every user it stored is in the dict: a new one
             nid = self.users[user_id] = conn.execute(
-                "SELECT user_nid FROM roomstate_users WHERE user_id = ?", (user_id,)
-            ).fetchone()[0]
+                "INSERT INTO roomstate_users (user_id) VALUES (?)", (user_id,)
+            ).lastrowid
         return nid
 
     @staticmethod

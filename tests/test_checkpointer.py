@@ -8,6 +8,7 @@ import gc
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -69,7 +70,8 @@ async def test_the_writer_checkpoints_itself_only_as_a_safety_net(store: RoomSto
         )
     )
     assert pages == AUTOCHECKPOINT_PAGES > 1000
-    # a commit never cuts back a WAL that stayed under the safety net (that is slow); idle does
+    # a commit (almost) never cuts back a WAL that stayed under the safety net (that is slow); an
+    # idle turn does
     assert limit == WAL_SIZE_LIMIT == AUTOCHECKPOINT_PAGES * 4096
 
 
@@ -103,7 +105,7 @@ async def test_a_wal_file_is_cut_back_once_the_writer_is_idle(
     monkeypatch.setattr(checkpointer, "TRUNCATE_BYTES", 64 * 1024)
     wal_checkpoints = store._checkpointer
     assert wal_checkpoints is not None
-    wal_checkpoints.interval, wal_checkpoints.idle = 0.05, 0.2
+    wal_checkpoints.interval, wal_checkpoints.idle = 0.05, 1.0
     wal = database_file(store) + "-wal"
     await store.replace_room(room(1, 3000))
     assert os.path.getsize(wal) > 64 * 1024
@@ -119,11 +121,12 @@ async def test_an_idle_wal_is_not_cut_back_under_a_reader_nor_does_the_writer_wa
     store: RoomStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A reader on an old snapshot (here another process's open read) keeps the WAL: the cut is
-    tried again each idle turn, without waiting, so the writer never waits behind it."""
+    tried again each idle turn, without waiting, so the writer never waits behind it; once the
+    reader is done, a later idle turn cuts it with no commit in between."""
     monkeypatch.setattr(checkpointer, "TRUNCATE_BYTES", 64 * 1024)
     wal_checkpoints = store._checkpointer
     assert wal_checkpoints is not None
-    wal_checkpoints.interval, wal_checkpoints.idle = 0.05, 0.1
+    wal_checkpoints.interval, wal_checkpoints.idle = 0.05, 0.5
     wal = database_file(store) + "-wal"
     await store.replace_room(room(1, 3000))
     reader = sqlite3.connect(database_file(store), isolation_level=None)
@@ -131,13 +134,15 @@ async def test_an_idle_wal_is_not_cut_back_under_a_reader_nor_does_the_writer_wa
         reader.execute("BEGIN")
         assert reader.execute("SELECT COUNT(*) FROM roomstate_memberships").fetchone()[0] == 3000
         await store.replace_room(room(2, 3000))
-        await asyncio.sleep(1.0)  # several idle turns
-        assert wal_checkpoints.truncations == 0 and os.path.getsize(wal) > 64 * 1024
         await asyncio.wait_for(store.replace_room(room(3, 10)), 5)  # far below the busy timeout
+        await asyncio.sleep(2.0)  # several idle turns, each refused by the reader
+        assert wal_checkpoints.truncations == 0 and os.path.getsize(wal) > 64 * 1024
+        checkpoints = wal_checkpoints.checkpoints
     finally:
         reader.execute("ROLLBACK")
         reader.close()
     await wait_for(lambda: wal_checkpoints.truncations == 1 and os.path.getsize(wal) == 0)
+    assert wal_checkpoints.checkpoints == checkpoints  # no commit came: an idle turn tried again
     assert len(await store.rooms()) == 3
 
 
@@ -216,6 +221,72 @@ def test_only_a_fully_copied_wal_counts_as_started_over() -> None:
             wal.between_writes(_Cursor(row))
             assert wal.restarts == counted
             wal.restarts = 0
+    finally:
+        wal.close()
+
+
+class _ScriptedConnection:
+    """Answers the checkpoint PRAGMAs with the rows given, and records what it ran."""
+
+    def __init__(self, path: str, passive: tuple[int, int, int]) -> None:
+        self.path, self.passive = path, passive
+        self.ran: list[str] = []
+
+    def execute(self, sql: str) -> _ScriptedCursor:
+        return self.cursor().execute(sql)
+
+    def cursor(self) -> _ScriptedCursor:
+        return _ScriptedCursor(self)
+
+    def close(self) -> None:
+        pass
+
+
+class _ScriptedCursor:
+    def __init__(self, conn: _ScriptedConnection) -> None:
+        self.conn = conn
+        self.row: tuple[Any, ...] = ()
+
+    def execute(self, sql: str) -> _ScriptedCursor:
+        self.conn.ran.append(sql)
+        self.row = (
+            (0, "main", self.conn.path)
+            if "database_list" in sql
+            else self.conn.passive
+            if "PASSIVE" in sql
+            else (0, 0, 0)
+        )
+        return self
+
+    def fetchone(self) -> tuple[Any, ...]:
+        return self.row
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("passive", "cut"), [((0, 10, 10), True), ((0, 10, 4), False), ((1, 10, 10), False)], ids=str)
+def test_an_idle_wal_is_cut_only_once_a_passive_checkpoint_copied_all_of_it(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, passive: tuple[int, int, int], cut: bool
+) -> None:
+    """A TRUNCATE holds the write lock while it copies: it runs only when a PASSIVE checkpoint
+    (which takes no lock) left nothing to copy, so that it holds the lock only to cut the file."""
+    monkeypatch.setattr(checkpointer, "TRUNCATE_BYTES", 10)
+    path = str(tmp_path / "db.sqlite")
+    with open(path + "-wal", "wb") as wal_file:
+        wal_file.write(b"x" * 100)
+    conn = _ScriptedConnection(path, passive)
+
+    class Scripted:
+        def connect(self) -> _ScriptedConnection:
+            return conn
+
+    wal = checkpointer.WalCheckpointer(Scripted(), interval=60)  # type: ignore[arg-type]
+    try:
+        assert wal._truncate_idle_wal() is cut
+        truncates = [sql for sql in conn.ran if "TRUNCATE" in sql]
+        assert truncates == (["PRAGMA wal_checkpoint(TRUNCATE)"] if cut else [])
+        assert wal.truncations == int(cut)
     finally:
         wal.close()
 

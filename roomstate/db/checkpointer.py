@@ -104,18 +104,26 @@ class WalCheckpointer:
             self._conn = self.dialect.connect()
             # a checkpoint never waits for the writer or a reader (PASSIVE never does anyway)
             self._conn.execute("PRAGMA busy_timeout = 0")
-            self._wal_path = self._conn.execute("PRAGMA database_list").fetchone()[2] + "-wal"
+            path = self._conn.execute("PRAGMA database_list").fetchone()[2]
+            self._wal_path = f"{path}-wal" if path else ""  # "": in memory, no -wal file
         return self._conn.cursor()
 
     def _truncate_idle_wal(self) -> bool:
         """After ``idle`` seconds without commits: cut a -wal file past ``TRUNCATE_BYTES`` to
         nothing. False if it could not (a reader on an old snapshot, or a write that just began),
-        so that the next idle turn tries again."""
+        so that the next idle turn tries again. The pages are copied by a PASSIVE checkpoint first:
+        a TRUNCATE holds the write lock while it copies, so it only runs once nothing is left to
+        copy, and then holds it only to cut the file."""
         try:
             cur = self._cursor()
-            if not os.path.exists(self._wal_path) or os.path.getsize(self._wal_path) <= TRUNCATE_BYTES:
+            wal = self._wal_path
+            if not wal or not os.path.exists(wal) or os.path.getsize(wal) <= TRUNCATE_BYTES:
                 cur.close()
                 return True
+            busy, wal_pages, copied = cur.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if busy or wal_pages != copied:  # a reader on an old snapshot: not all could be copied
+                cur.close()
+                return False
             busy, _, _ = cur.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
             cur.close()
             if busy:

@@ -23,8 +23,9 @@ from sqlalchemy.engine import Engine
 SUPPORTED = ("sqlite", "postgresql")
 BUSY_TIMEOUT_MS = 10_000
 AUTOCHECKPOINT_PAGES = 16384  # the writer checkpoints inline only past 64 MiB of WAL (4 KiB pages)
-# bytes of -wal file kept on disk when it starts over; cutting the file back is slow (the disk may
-# discard the freed blocks at once), so that happens when idle (checkpointer.py), not in a commit
+# bytes of -wal file kept on disk when it starts over (about the safety net's size: 16,384 frames
+# take 384 KiB more); cutting the file back is slow (the disk may discard the freed blocks at
+# once), so that happens when idle (checkpointer.py), not in a commit
 WAL_SIZE_LIMIT = AUTOCHECKPOINT_PAGES * 4096
 CACHE_KIB = 32_000  # SQLite's page cache per connection: index pages read again and again stay
 BIG_WRITE_CACHE_KIB = 6_000  # ... and while one room is written in full (see Dialect.big_write)
