@@ -8,6 +8,8 @@ seconds). Counters only ever grow while the instance runs; gauges are read when 
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -35,17 +37,21 @@ def _number(value: float) -> str:
 
 class Histogram:
     def __init__(self, buckets: Sequence[float] = LATENCY_BUCKETS) -> None:
-        self.bounds = tuple(buckets)
-        self.counts = [0] * len(self.bounds)
+        self.bounds = tuple(sorted(buckets))
+        self._in_bucket = [0] * (len(self.bounds) + 1)  # the last: above every bound
         self.total = 0
         self.sum = 0.0
 
     def observe(self, value: float) -> None:
+        """Count one value (on the writer thread after every commit: kept to one lookup)."""
         self.total += 1
         self.sum += value
-        for index, bound in enumerate(self.bounds):
-            if value <= bound:
-                self.counts[index] += 1
+        self._in_bucket[bisect.bisect_left(self.bounds, value)] += 1
+
+    @property
+    def counts(self) -> list[int]:
+        """Values at or below each bound (Prometheus's cumulative buckets)."""
+        return list(itertools.accumulate(self._in_bucket[:-1]))
 
 
 DESCRIBED: dict[str, tuple[str, str]] = {

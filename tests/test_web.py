@@ -16,6 +16,8 @@ import pytest
 import pytest_asyncio
 from yarl import URL
 
+from roomstate.metrics import Histogram, Metrics
+
 from .helpers import ADMIN, ALICE, BOB, BOT, CAROL, DAVE, ROOM, Harness
 
 OPS = "!ops:fake.test"
@@ -268,6 +270,17 @@ async def test_metrics_count_what_happened(site: Harness) -> None:
     count = int(samples["roomstate_homeserver_request_seconds_count"])
     assert count >= 2 and samples['roomstate_homeserver_request_seconds_bucket{le="+Inf"}'] == str(count)
     assert "Design" not in text and ROOM not in text  # no room names or IDs in metrics
+
+
+def test_histogram_buckets_count_every_value_at_or_below_their_bound() -> None:
+    histogram = Histogram((0.5, 0.1, 1.0))  # given in any order
+    for value in (0.05, 0.1, 0.3, 0.5, 0.7, 2.0, 0.1):
+        histogram.observe(value)
+    assert histogram.bounds == (0.1, 0.5, 1.0)
+    assert histogram.counts == [3, 5, 6] and histogram.total == 7
+    assert histogram.sum == pytest.approx(3.75)
+    lines = Metrics().render().splitlines()
+    assert 'roomstate_database_commit_seconds_bucket{le="+Inf"} 0' in lines
 
 
 async def test_an_expired_link_or_session_is_refused_with_nothing_in_it(site: Harness) -> None:

@@ -53,7 +53,8 @@ class WalCheckpointer:
 
     def committed(self) -> None:
         """A commit happened (any thread): a checkpoint is due within ``interval``."""
-        self._due.set()
+        if not self._due.is_set():  # after every commit: setting it again takes a lock
+            self._due.set()
 
     def between_writes(self, cur: Any) -> None:
         """Run by the writer between two transactions. Commits that keep coming while this thread
