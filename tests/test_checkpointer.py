@@ -7,11 +7,10 @@ import asyncio
 import gc
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-import pytest_asyncio
 import sqlalchemy as sa
 
 from roomstate.db import RoomStore, checkpointer
@@ -27,14 +26,10 @@ def room(index: int, size: int) -> RoomSnapshot:
     )
 
 
-@pytest_asyncio.fixture
-async def store(sqlite_only: str) -> AsyncIterator[RoomStore]:
-    engine = sa.create_engine(sqlite_only)
-    s = RoomStore(engine)
-    await s.open()
-    yield s
-    await s.close()
-    engine.dispose()
+@pytest.fixture
+def db_url(sqlite_only: str) -> str:
+    """WAL checkpoints are SQLite's: conftest's ``store`` on SQLite only."""
+    return sqlite_only
 
 
 def database_file(store: RoomStore) -> str:
@@ -99,14 +94,22 @@ async def test_a_wal_that_grew_under_steady_commits_starts_over(
     assert largest < 8 * 2**20, f"the WAL grew to {largest:,} bytes"
 
 
-async def test_a_wal_file_is_cut_back_once_the_writer_is_idle(
-    store: RoomStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def idle_after(
+    store: RoomStore, monkeypatch: pytest.MonkeyPatch, seconds: float
+) -> tuple[checkpointer.WalCheckpointer, str]:
+    """The store's checkpoint thread, cutting back a -wal file past 64 KiB after ``seconds``
+    idle, and the -wal file's path."""
     monkeypatch.setattr(checkpointer, "TRUNCATE_BYTES", 64 * 1024)
     wal_checkpoints = store._checkpointer
     assert wal_checkpoints is not None
-    wal_checkpoints.interval, wal_checkpoints.idle = 0.05, 1.0
-    wal = database_file(store) + "-wal"
+    wal_checkpoints.interval, wal_checkpoints.idle = 0.05, seconds
+    return wal_checkpoints, database_file(store) + "-wal"
+
+
+async def test_a_wal_file_is_cut_back_once_the_writer_is_idle(
+    store: RoomStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wal_checkpoints, wal = idle_after(store, monkeypatch, 1.0)
     await store.replace_room(room(1, 3000))
     assert os.path.getsize(wal) > 64 * 1024
     await wait_for(lambda: wal_checkpoints.truncations == 1 and os.path.getsize(wal) == 0)
@@ -123,11 +126,7 @@ async def test_an_idle_wal_is_not_cut_back_under_a_reader_nor_does_the_writer_wa
     """A reader on an old snapshot (here another process's open read) keeps the WAL: the cut is
     tried again each idle turn, without waiting, so the writer never waits behind it; once the
     reader is done, a later idle turn cuts it with no commit in between."""
-    monkeypatch.setattr(checkpointer, "TRUNCATE_BYTES", 64 * 1024)
-    wal_checkpoints = store._checkpointer
-    assert wal_checkpoints is not None
-    wal_checkpoints.interval, wal_checkpoints.idle = 0.05, 0.5
-    wal = database_file(store) + "-wal"
+    wal_checkpoints, wal = idle_after(store, monkeypatch, 0.5)
     await store.replace_room(room(1, 3000))
     reader = sqlite3.connect(database_file(store), isolation_level=None)
     try:

@@ -19,6 +19,7 @@ the writer has been idle for a while (``idle``): a ``TRUNCATE`` checkpoint that 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -116,17 +117,14 @@ class WalCheckpointer:
         a TRUNCATE holds the write lock while it copies, so it only runs once nothing is left to
         copy, and then holds it only to cut the file."""
         try:
-            cur = self._cursor()
-            wal = self._wal_path
-            if not wal or not os.path.exists(wal) or os.path.getsize(wal) <= TRUNCATE_BYTES:
-                cur.close()
-                return True
-            busy, wal_pages, copied = cur.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            if busy or wal_pages != copied:  # a reader on an old snapshot: not all could be copied
-                cur.close()
-                return False
-            busy, _, _ = cur.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-            cur.close()
+            with contextlib.closing(self._cursor()) as cur:
+                wal = self._wal_path
+                if not wal or not os.path.exists(wal) or os.path.getsize(wal) <= TRUNCATE_BYTES:
+                    return True
+                busy, wal_pages, copied = cur.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                if busy or wal_pages != copied:  # a reader on an old snapshot: not all could be copied
+                    return False
+                busy, _, _ = cur.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
             if busy:
                 return False
             self.truncations += 1
