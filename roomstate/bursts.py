@@ -44,7 +44,9 @@ class BurstWatch:
         """A state change was applied in the room (on the hot path: a timer is armed once per
         burst, and on expiry re-armed for what is left of the quiet time)."""
         now = self._clock()
-        recent = self._recent.setdefault(room_id, deque(maxlen=BURST_CHANGES))
+        recent = self._recent.get(room_id)
+        if recent is None:
+            recent = self._recent[room_id] = deque(maxlen=BURST_CHANGES)
         recent.append(now)
         if room_id in self._timers or len(recent) < BURST_CHANGES or now - recent[0] > BURST_WINDOW_SECONDS:
             return  # already armed, or not a burst

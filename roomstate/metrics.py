@@ -77,7 +77,7 @@ class Metrics:
         }
 
     def count(self, name: str, amount: float = 1, **labels: str) -> None:
-        self.counters[name][tuple(sorted(labels.items()))] += amount
+        self.counters[name][tuple(sorted(labels.items())) if labels else ()] += amount
 
     def observe(self, name: str, seconds: float) -> None:
         self.histograms[name].observe(seconds)

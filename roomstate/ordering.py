@@ -110,7 +110,8 @@ class RoomQueue:
     @staticmethod
     def _start(start: Callable[[], Awaitable[T]]) -> asyncio.Future[T]:
         try:
-            return asyncio.ensure_future(start())
+            started = start()
+            return started if isinstance(started, asyncio.Future) else asyncio.ensure_future(started)
         except Exception as error:
             failed: asyncio.Future[T] = asyncio.get_running_loop().create_future()
             failed.set_exception(error)

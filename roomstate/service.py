@@ -29,7 +29,7 @@ from .aio import sleep_unless
 from .bursts import BurstWatch
 from .caches import IdleCache
 from .config import Config
-from .db import RoomStore, StorageError
+from .db import RoomStore, StorageError, when_settled
 from .dedup import Deduplicator, EventClaim, SharedOutcome
 from .homeserver import Homeserver, HomeserverError
 from .limits import Limiter
@@ -267,7 +267,7 @@ class RoomStateService:
     def _raw(self, evt: Event | StateEvent | RawEvent) -> RawEvent:
         """The event's JSON as the homeserver sent it (from the sync that delivered it; ``{}``,
         malformed, for an event of the sync that named another room)."""
-        if isinstance(evt, Mapping):
+        if type(evt) is dict or isinstance(evt, Mapping):
             return evt
         raw = self._sync_events.get(getattr(evt, "event_id", None) or EventID(""))
         if raw is None:
@@ -381,7 +381,7 @@ class RoomStateService:
 
             self.queue_resync(room_id, "an event could not be applied", str(error)).add_done_callback(fail)
 
-        write().add_done_callback(after)
+        when_settled(write(), after)  # the outcome is set in the turn the job's result arrives in
         return outcome
 
     def _forget(self, change: MemberChange, *, record_claim: bool) -> asyncio.Future[Applied]:

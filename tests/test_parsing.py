@@ -10,7 +10,10 @@ import pytest
 from roomstate.mentions import BadUserArgument, Problem, resolve_user
 from roomstate.models import JOIN, Member
 from roomstate.parsing import (
+    EVENT_ID_RE,
+    MAX_ID_LENGTH,
     MalformedResponse,
+    is_event_id,
     is_room_id,
     is_user_id,
     iter_json_array,
@@ -149,3 +152,25 @@ def test_resolve_user_errors() -> None:
         with pytest.raises(BadUserArgument) as caught:
             resolve_user(argument, None, "@bot:x.org")
         assert caught.value.problem is problem
+
+
+def test_event_ids_are_checked_as_the_pattern_says() -> None:
+    """The ASCII shortcut of ``is_event_id`` accepts exactly what EVENT_ID_RE does."""
+    characters = [chr(code) for code in range(0x300)] + ["\u2028", "\u3000", "\ufeff", "\U0001f600"]
+    candidates = ["", "$", "$$", "x$a", "$" + "a" * (MAX_ID_LENGTH - 1), "$" + "a" * MAX_ID_LENGTH, None, 5, b"$a"]
+    for character in characters:
+        candidates += ["$ab" + character + "cd", "$" + character, character + "$ab", "$ab" + character]
+    for candidate in candidates:
+        fits = isinstance(candidate, str) and len(candidate) <= MAX_ID_LENGTH
+        expected = fits and EVENT_ID_RE.fullmatch(candidate) is not None
+        assert is_event_id(candidate) is expected, repr(candidate)
+
+
+def test_ids_checked_again_give_the_same_answer() -> None:
+    """User and room IDs are checked once and remembered (a small cache): a repeat is answered
+    the same, and a malformed ID never passes for a valid one."""
+    for _ in range(2):
+        assert is_user_id("@a:x.org") and is_room_id(ROOM)
+        assert not is_user_id("@a b:x.org") and not is_room_id("!r x:x.org")
+        assert not is_user_id(ROOM) and not is_room_id("@a:x.org")
+        assert not is_user_id(["@a:x.org"]) and not is_room_id(None)

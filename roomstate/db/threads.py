@@ -48,13 +48,15 @@ class Transaction:
     def __init__(self, cur: Cursor, dialect: Dialect, on_refused: RefusedRowHandler | None = None) -> None:
         self.cur = cur
         self.dialect = dialect
+        self._translate = None if dialect.is_sqlite else dialect.sql  # SQLite takes the store's SQL as it is
         self.on_refused = on_refused
         self.hooks: list[Callable[[], None]] = []
         self.deferred: list[tuple[str, tuple[Any, ...]]] = []
 
     def execute(self, sql: str, params: tuple[Any, ...] = ()) -> Cursor:
-        self.cur.execute(self.dialect.sql(sql), params)
-        return self.cur
+        cur = self.cur
+        cur.execute(sql if self._translate is None else self._translate(sql), params)
+        return cur
 
     def execute_in(self, sql: str, values: Iterable[Any], params: tuple[Any, ...] = ()) -> list[Any]:
         """All rows of ``sql`` (a query with ``{marks}`` inside ``IN (...)`` and any ``params``
@@ -80,6 +82,10 @@ class Transaction:
         if not self.deferred:
             return
         cur = self.cur
+        if not shared and len(self.deferred) == 1:  # one event's history row
+            cur.execute(*self.deferred[0])
+            self.deferred.clear()
+            return
         if not shared:
             for sql, group in itertools.groupby(self.deferred, key=operator.itemgetter(0)):
                 self.dialect.executemany(cur, sql, [params for _, params in group])
@@ -120,11 +126,42 @@ class Transaction:
         self.hooks.append(hook)
 
 
+class JobFuture(asyncio.Future[T]):
+    """A database job's future. ``when_settled`` callbacks run in the same turn of the loop in
+    which the job's result (or error) arrives, before its done callbacks (which asyncio runs one
+    turn later): one turn less for an outcome that is derived from the job's."""
+
+    def __init__(self, *, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop=loop)
+        self.settled_callbacks: list[Callable[[JobFuture[T]], None]] = []
+
+    def when_settled(self, callback: Callable[[JobFuture[T]], None]) -> None:
+        """Call ``callback(self)`` once the job has settled (or its future was cancelled)."""
+        self.settled_callbacks.append(callback)
+
+    def run_settled_callbacks(self) -> None:
+        callbacks, self.settled_callbacks = self.settled_callbacks, []
+        for callback in callbacks:
+            try:
+                callback(self)
+            except Exception:  # a bug in one: the other callbacks and jobs still settle
+                log.exception("A callback of a database job failed")
+
+
+def when_settled(future: asyncio.Future[T], callback: Callable[[asyncio.Future[T]], None]) -> None:
+    """``callback(future)`` once ``future`` is done: in the same turn of the loop for a database
+    job's future (``JobFuture``), else as a done callback."""
+    if isinstance(future, JobFuture):
+        future.when_settled(callback)
+    else:
+        future.add_done_callback(callback)
+
+
 class _Job(Generic[T]):
     __slots__ = ("error", "future", "hooks", "raw", "result", "single_statement", "work")
 
     def __init__(
-        self, work: Callable[[Any], T], future: asyncio.Future[T], single_statement: bool = False, raw: bool = False
+        self, work: Callable[[Any], T], future: JobFuture[T], single_statement: bool = False, raw: bool = False
     ) -> None:
         self.work = work
         self.future = future
@@ -149,21 +186,21 @@ class _DatabaseThread:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, work: Callable[[Transaction], T], single_statement: bool = False) -> asyncio.Future[T]:
+    def submit(self, work: Callable[[Transaction], T], single_statement: bool = False) -> JobFuture[T]:
         """Queue ``work`` now (FIFO); the future resolves on the loop with its result, or fails
         with StorageError."""
         if self._closed:
             raise StorageError("the roomstate database is closed")
-        future: asyncio.Future[T] = self.loop.create_future()
+        future: JobFuture[T] = JobFuture(loop=self.loop)
         self.pending += 1
         self._queue.put(_Job(work, future, single_statement))
         return future
 
-    def submit_raw(self, work: Callable[[Any], T]) -> asyncio.Future[T]:
+    def submit_raw(self, work: Callable[[Any], T]) -> JobFuture[T]:
         """Queue ``work(connection)``, run alone and outside any transaction (migrations)."""
         if self._closed:
             raise StorageError("the roomstate database is closed")
-        future: asyncio.Future[T] = self.loop.create_future()
+        future: JobFuture[T] = JobFuture(loop=self.loop)
         self.pending += 1
         self._queue.put(_Job(work, future, raw=True))
         return future
@@ -180,13 +217,11 @@ class _DatabaseThread:
 
     def _run(self) -> None:
         stop = False
+        jobs_queue = self._queue
         while not stop:
-            jobs = [self._queue.get()]
-            while len(jobs) < MAX_BATCH:
-                try:
-                    jobs.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
+            jobs = [jobs_queue.get()]
+            while len(jobs) < MAX_BATCH and not jobs_queue.empty():  # the only consumer: get cannot block
+                jobs.append(jobs_queue.get())
             batch: list[_Job[Any]] = []
             for job in jobs:
                 if job is _STOP:
@@ -260,12 +295,14 @@ class _DatabaseThread:
     def _settle(self, batch: list[_Job[Any]]) -> None:
         self.pending -= len(batch)
         for job in batch:
-            if job.future.done():  # cancelled by its caller
-                continue
-            if job.error is not None:
-                job.future.set_exception(_storage_error(job.error))
-            else:
-                job.future.set_result(job.result)
+            future = job.future
+            if not future.done():  # else cancelled by its caller
+                if job.error is not None:
+                    future.set_exception(_storage_error(job.error))
+                else:
+                    future.set_result(job.result)
+            if future.settled_callbacks:
+                future.run_settled_callbacks()
 
 
 class WriterThread(_DatabaseThread):
@@ -341,7 +378,7 @@ class WriterThread(_DatabaseThread):
                     self._on_commit(time.perf_counter() - started)
         except Exception as error:
             self._fail_all(batch, error)
-        if all(job.error is not None for job in batch):
+        if batch[-1].error is not None and all(job.error is not None for job in batch):
             self._drop_broken_connection(batch[-1].error)
         for job in batch:
             for hook in job.hooks:
