@@ -358,7 +358,9 @@ class RoomStateService:
         """Run ``write`` (which queues a database job). If the write fails, the room is queued
         for a resync, and the returned outcome carries the error (for the caller to report) once
         that request is stored (or, failing that, remembered in memory)."""
-        outcome: asyncio.Future[Applied] = asyncio.get_running_loop().create_future()
+        job = write()
+        # (the job's loop is the running one; asking asyncio for it costs a getpid() system call)
+        outcome: asyncio.Future[Applied] = job.get_loop().create_future()
 
         def after(done: asyncio.Future[Applied]) -> None:
             if done.cancelled():
@@ -381,7 +383,7 @@ class RoomStateService:
 
             self.queue_resync(room_id, "an event could not be applied", str(error)).add_done_callback(fail)
 
-        when_settled(write(), after)  # the outcome is set in the turn the job's result arrives in
+        when_settled(job, after)  # the outcome is set in the turn the job's result arrives in
         return outcome
 
     def _forget(self, change: MemberChange, *, record_claim: bool) -> asyncio.Future[Applied]:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from roomstate.db import RoomStore, when_settled
-from roomstate.db.threads import StorageError, Transaction
+from roomstate.db.threads import MAX_BATCH, StorageError, Transaction
 
 
 def _scalar(txn: Transaction, value: int) -> int:
@@ -65,3 +68,38 @@ async def test_any_other_future_gets_a_done_callback() -> None:
     plain.set_result(3)
     await asyncio.sleep(0)
     assert seen == [3]
+
+
+async def test_jobs_reach_the_thread_together_at_the_end_of_the_loops_turn(store: RoomStore) -> None:
+    """Submitted jobs are handed over when the loop's turn ends: woken earlier, the thread would
+    only wait for the GIL. Everything submitted in one turn runs as one group commit."""
+    assert store._writer is not None
+    ran = threading.Event()
+    transactions: list[int] = []
+
+    def job(txn: Transaction) -> None:
+        transactions.append(id(txn))
+        ran.set()
+
+    futures = [store._writer.submit(job) for _ in range(3)]
+    assert not ran.wait(0.05)  # the loop's turn has not ended: nothing was handed over yet
+    await asyncio.gather(*futures)
+    assert ran.is_set() and len(transactions) == 3 and len(set(transactions)) == 1
+
+
+async def test_a_turns_jobs_beyond_a_group_commit_go_into_the_next(store: RoomStore) -> None:
+    assert store._writer is not None
+    transactions: list[int] = []
+    futures = [store._writer.submit(lambda txn: transactions.append(id(txn))) for _ in range(MAX_BATCH + 5)]
+    await asyncio.gather(*futures)
+    assert len(transactions) == MAX_BATCH + 5
+    assert [transactions.count(txn) for txn in dict.fromkeys(transactions)] == [MAX_BATCH, 5]
+
+
+async def test_closing_hands_over_what_this_turn_submitted(tmp_path: Path) -> None:
+    store = RoomStore(sa.create_engine(f"sqlite:///{tmp_path / 'a.db'}"))
+    await store.open()
+    assert store._writer is not None
+    last = store._writer.submit(lambda txn: _scalar(txn, 11))
+    await store.close()
+    assert last.done() and last.result() == 11
