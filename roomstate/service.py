@@ -150,7 +150,7 @@ class RoomStateService:
         self.queue = RoomQueue()
         self.metrics = metrics or Metrics()
         self.dedup = Deduplicator(store, self.queue, logger, self.metrics)
-        store.on_commit = lambda seconds: self.metrics.observe("roomstate_database_commit_seconds", seconds)
+        store.on_commit = self.metrics.histograms["roomstate_database_commit_seconds"].observe  # after every commit
         self.fetches = Limiter(lambda: self.config.sync_concurrency)
         self.repairer = Repairer(store, config, self.sync_room, self.spawn)
         self.bursts = BurstWatch(self._check_after_burst)
@@ -300,9 +300,7 @@ class RoomStateService:
             room_id,
             lambda: self._applying(
                 room_id,
-                lambda: self.store.apply_member(
-                    change, record_claim=record_claim, queue_if_untracked=not outside_joined_room
-                ),
+                self.store.apply_member(change, record_claim=record_claim, queue_if_untracked=not outside_joined_room),
             ),
         )
 
@@ -328,7 +326,7 @@ class RoomStateService:
             change.room_id,
             lambda: self._applying(
                 change.room_id,
-                lambda: self.store.apply_room_info(
+                self.store.apply_room_info(
                     change, record_claim=record_claim, queue_if_untracked=not outside_joined_room
                 ),
             ),
@@ -354,11 +352,10 @@ class RoomStateService:
     def _claim_matches(claim: EventClaim | None, room_id: RoomID, event_id: EventID) -> bool:
         return claim is None or (claim.room_id, claim.event_id) == (room_id, event_id)
 
-    def _applying(self, room_id: RoomID, write: Callable[[], asyncio.Future[Applied]]) -> asyncio.Future[Applied]:
-        """Run ``write`` (which queues a database job). If the write fails, the room is queued
-        for a resync, and the returned outcome carries the error (for the caller to report) once
+    def _applying(self, room_id: RoomID, job: asyncio.Future[Applied]) -> asyncio.Future[Applied]:
+        """The outcome of a database ``job`` that applies an event. If the write fails, the room
+        is queued for a resync, and the outcome carries the error (for the caller to report) once
         that request is stored (or, failing that, remembered in memory)."""
-        job = write()
         # (the job's loop is the running one; asking asyncio for it costs a getpid() system call)
         outcome: asyncio.Future[Applied] = job.get_loop().create_future()
 
@@ -410,7 +407,7 @@ class RoomStateService:
 
         future = self._applying(
             change.room_id,
-            lambda: self.store.forget_room(change.room_id, because_of=change.event_id if record_claim else None),
+            self.store.forget_room(change.room_id, because_of=change.event_id if record_claim else None),
         )
         future.add_done_callback(forgotten)
         return future
@@ -420,8 +417,7 @@ class RoomStateService:
         full, in this position of the room's order."""
         try:
             outcome = await self._applying(
-                change.room_id,
-                lambda: self.store.apply_member(change, record_claim=record_claim, queue_if_untracked=True),
+                change.room_id, self.store.apply_member(change, record_claim=record_claim, queue_if_untracked=True)
             )
         except Exception:
             return None  # queued for a resync; the handler's wrapper reports the event
@@ -558,7 +554,7 @@ class RoomStateService:
             if not done.cancelled() and done.exception() is None and done.result() is Applied.APPLIED:
                 self.log.info("The bot is no longer in %s; forgot the room", room_id)
 
-        future = self._applying(room_id, lambda: self.store.forget_room(room_id))
+        future = self._applying(room_id, self.store.forget_room(room_id))
         future.add_done_callback(forgotten)
         return future
 

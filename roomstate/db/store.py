@@ -394,13 +394,13 @@ class RoomStore(HistoryStore, AlertStore, WebStore):
                 )
                 if old is None:
                     self.user_index.add(txn, user_nid, room_nid)
-            new_joined, new_invited = _counts(None if member.membership == LEAVE else member.membership)
-            old_joined, old_invited = _counts(old_membership)
-            if (new_joined, new_invited) != (old_joined, old_invited):  # a rename changes no count
+            joined = (member.membership == JOIN) - (old_membership == JOIN)
+            invited = (member.membership == INVITE) - (old_membership == INVITE)
+            if joined or invited:  # a rename changes no count
                 txn.execute(
                     "UPDATE roomstate_room_info SET joined_count = joined_count + ?,"
                     " invited_count = invited_count + ?, updated_at = ? WHERE room_nid = ?",
-                    (new_joined - old_joined, new_invited - old_invited, now, room_nid),
+                    (joined, invited, now, room_nid),
                 )
             if self.history_enabled:
                 renamed = member.membership != LEAVE and (None if old is None else old[1]) != member.displayname

@@ -136,16 +136,17 @@ class JobFuture(asyncio.Future[T]):
     which the job's result (or error) arrives, before its done callbacks (which asyncio runs one
     turn later): one turn less for an outcome that is derived from the job's."""
 
-    def __init__(self, *, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(loop=loop)
-        self.settled_callbacks: list[Callable[[JobFuture[T]], None]] = []
+    settled_callbacks: list[Callable[[JobFuture[T]], None]] | None = None  # (no __init__ of its own: cheaper)
 
     def when_settled(self, callback: Callable[[JobFuture[T]], None]) -> None:
         """Call ``callback(self)`` once the job has settled (or its future was cancelled)."""
-        self.settled_callbacks.append(callback)
+        if self.settled_callbacks is None:
+            self.settled_callbacks = [callback]
+        else:
+            self.settled_callbacks.append(callback)
 
     def run_settled_callbacks(self) -> None:
-        callbacks, self.settled_callbacks = self.settled_callbacks, []
+        callbacks, self.settled_callbacks = self.settled_callbacks or [], None
         for callback in callbacks:
             try:
                 callback(self)
