@@ -25,8 +25,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
-from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
+from typing import Any, Concatenate, NamedTuple, ParamSpec, Protocol, TypeVar
 
 from mautrix.types import EventID, RoomID
 
@@ -53,9 +52,9 @@ class RoomEvent(Protocol):
 E = TypeVar("E", bound=RoomEvent)
 
 
-@dataclass(frozen=True, slots=True)
-class EventClaim:
-    """Permission to apply one event, recorded by the store together with the change."""
+class EventClaim(NamedTuple):
+    """Permission to apply one event, recorded by the store together with the change (a tuple:
+    one is made for every live event)."""
 
     room_id: RoomID
     event_id: EventID

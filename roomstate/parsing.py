@@ -98,6 +98,8 @@ def _string(value: Any) -> str | None:
     if not isinstance(value, str):
         return None
     text: str = value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if text.isascii():  # (no surrogates: nothing to encode to find out)
+        return text
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -119,7 +121,7 @@ def _timestamp(value: Any) -> int | None:
 
 def _content(raw: Mapping[str, Any]) -> Mapping[str, Any] | None:
     content = raw.get("content")
-    return content if isinstance(content, Mapping) else None
+    return content if type(content) is dict or isinstance(content, Mapping) else None
 
 
 # ---- events -----------------------------------------------------------------------------------

@@ -350,7 +350,7 @@ class RoomStateService:
 
     @staticmethod
     def _claim_matches(claim: EventClaim | None, room_id: RoomID, event_id: EventID) -> bool:
-        return claim is None or (claim.room_id, claim.event_id) == (room_id, event_id)
+        return claim is None or (claim.event_id == event_id and claim.room_id == room_id)
 
     def _applying(self, room_id: RoomID, job: asyncio.Future[Applied]) -> asyncio.Future[Applied]:
         """The outcome of a database ``job`` that applies an event. If the write fails, the room

@@ -165,6 +165,34 @@ async def test_an_event_in_an_untracked_room_is_claimed_and_the_room_queued(stor
     assert await store.resync_queue() == []  # a successful sync leaves the queue
 
 
+async def test_an_event_of_a_user_not_in_the_cache_finds_the_stored_user(store: RoomStore, db: Database) -> None:
+    """A user the interner has not cached (a restart, a first sync) is found with the room and
+    the membership in one lookup: the same user row, never a second one; a user first seen in a
+    room the bot does not track is not stored at all."""
+    await store.replace_room(snapshot(["@a:x", "@b:x"]))
+    users_before = db.scalar("SELECT COUNT(*) FROM roomstate_users")
+    store.interner.users.clear()
+    assert await store.apply_member(change("@a:x", LEAVE, "$1"), record_claim=True, queue_if_untracked=True) is (
+        Applied.APPLIED
+    )
+    assert await store.apply_member(change("@n:x", JOIN, "$2", "N"), record_claim=True, queue_if_untracked=True) is (
+        Applied.APPLIED
+    )
+    store.interner.users.clear()
+    assert await store.apply_member(change("@n:x", JOIN, "$3", "M"), record_claim=True, queue_if_untracked=True) is (
+        Applied.APPLIED
+    )
+    assert await members(store) == {"@b:x": (JOIN, "B:X"), "@n:x": (JOIN, "M")}
+    assert db.scalar("SELECT COUNT(*) FROM roomstate_users") == users_before + 1
+    room = await store.room(ROOM)
+    assert room is not None and room.joined_count == 2
+    outcome = await store.apply_member(
+        change("@z:x", JOIN, "$4", room_id="!u:x"), record_claim=True, queue_if_untracked=True
+    )
+    assert outcome is Applied.NOT_TRACKED
+    assert db.scalar("SELECT COUNT(*) FROM roomstate_users WHERE user_id = '@z:x'") == 0
+
+
 async def test_a_resync_asked_for_after_a_snapshot_was_fetched_still_runs(store: RoomStore) -> None:
     fetched_at = int(time.time() * 1000) - 5_000  # the snapshot was requested 5 s ago
     await store.queue_resync("!u:x", "asked for while that snapshot was on its way")

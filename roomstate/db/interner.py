@@ -42,6 +42,21 @@ class Interner:
         txn.after_commit(lambda: self.rooms.put(room_id, found))
         return nid
 
+    def cached_user(self, user_id: UserID) -> int | None:
+        """The user's nid if it is in the cache (no lookup)."""
+        return self.users.get(user_id)
+
+    def found_user(self, txn: Transaction, user_id: UserID, nid: int | None) -> int:
+        """The user's nid, given what a lookup of ``user_id`` in this transaction found
+        (``None``: not stored yet, so it is stored now); cached once the transaction commits."""
+        if nid is None:
+            nid = txn.dialect.insert_returning_id(
+                txn.cur, txn.dialect.sql("INSERT INTO roomstate_users (user_id) VALUES (?)"), (user_id,), "user_nid"
+            )
+        found = int(nid)
+        txn.after_commit(lambda: self.users.put(user_id, found))
+        return found
+
     def user(self, txn: Transaction, user_id: UserID) -> int:
         nid = self.users.get(user_id)
         if nid is not None:
@@ -49,18 +64,10 @@ class Interner:
         if txn.dialect.is_sqlite:  # insert first: one statement for a new user
             txn.execute("INSERT INTO roomstate_users (user_id) VALUES (?) ON CONFLICT DO NOTHING", (user_id,))
             if txn.cur.rowcount == 1:
-                nid = int(txn.cur.lastrowid)
-        if nid is None:  # PostgreSQL looks up first: a conflicting insert would still use up a serial
-            row = txn.execute("SELECT user_nid FROM roomstate_users WHERE user_id = ?", (user_id,)).fetchone()
-            if row is not None:
-                nid = int(row[0])
-            else:
-                nid = txn.dialect.insert_returning_id(
-                    txn.cur, txn.dialect.sql("INSERT INTO roomstate_users (user_id) VALUES (?)"), (user_id,), "user_nid"
-                )
-        found = nid
-        txn.after_commit(lambda: self.users.put(user_id, found))
-        return nid
+                return self.found_user(txn, user_id, txn.cur.lastrowid)
+        # (PostgreSQL looks up first: a conflicting insert would still use up a serial)
+        row = txn.execute("SELECT user_nid FROM roomstate_users WHERE user_id = ?", (user_id,)).fetchone()
+        return self.found_user(txn, user_id, None if row is None else row[0])
 
     def known_users(self, txn: Transaction, user_ids: Iterable[str]) -> dict[str, int]:
         """The nids of users already stored (from the cache, the rest in batched lookups)."""

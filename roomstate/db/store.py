@@ -127,6 +127,12 @@ _TRACKED_AND_MEMBER = (
     "SELECT m.membership, m.displayname FROM roomstate_room_info i LEFT JOIN roomstate_memberships m"
     " ON m.room_nid = i.room_nid AND m.user_nid = ? WHERE i.room_nid = ?"
 )
+_TRACKED_USER_AND_MEMBER = (  # for a user not in the interner's cache: no row if the room is not tracked
+    "SELECT u.user_nid, m.membership, m.displayname FROM roomstate_room_info i"
+    " LEFT JOIN roomstate_users u ON u.user_id = ?"
+    " LEFT JOIN roomstate_memberships m ON m.room_nid = i.room_nid AND m.user_nid = u.user_nid"
+    " WHERE i.room_nid = ?"
+)
 
 
 def _claim(txn: Transaction, room_nid: int, event_id: EventID, ts: int) -> bool:
@@ -369,12 +375,19 @@ class RoomStore(HistoryStore, AlertStore, WebStore):
             assert room_nid is not None
             if record_claim and not _claim(txn, room_nid, change.event_id, now):
                 return Applied.DUPLICATE
-            user_nid = self.interner.user(txn, member.user_id)
-            row = txn.execute(_TRACKED_AND_MEMBER, (user_nid, room_nid)).fetchone()
+            user_nid = self.interner.cached_user(member.user_id)
+            if user_nid is not None:
+                row = txn.execute(_TRACKED_AND_MEMBER, (user_nid, room_nid)).fetchone()
+            else:  # the user's ID, the room's and the membership in one lookup
+                row = txn.execute(_TRACKED_USER_AND_MEMBER, (member.user_id, room_nid)).fetchone()
+                if row is not None:
+                    user_nid = self.interner.found_user(txn, member.user_id, row[0])
+                    row = row[1:]
             if row is None:
                 if queue_if_untracked:
                     _queue_resync(txn, room_nid, "event in an untracked room", None, now, now)
                 return Applied.NOT_TRACKED
+            assert user_nid is not None
             old = None if row[0] is None else (row[0], row[1])
             old_membership = row[0]
             if member.membership == LEAVE:
