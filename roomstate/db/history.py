@@ -133,11 +133,12 @@ class Recorder:
         displayname: str | None,
         sender_nid: int | None,
         reason: str | None,
-        event_id: EventID,
+        event_id: tuple[bytes | None, str | None],
         origin_ms: int | None,
     ) -> None:
         """Append one transition an event made (``displayname`` only when it changed, the sender
-        only when not the user). The hot path of every member event: kept lean."""
+        only when not the user; ``event_id`` as ``pack_event_id`` gives it, which the caller can
+        do before the transaction). The hot path of every member event: kept lean."""
         clock = self.clock
         if clock.last is None:
             clock.next(txn)
@@ -146,7 +147,7 @@ class Recorder:
         offset = None
         if origin_ms is not None:  # the sender's clock, in whole seconds from ours
             offset = max(-(2**31), min(2**31 - 1, ((origin_ms << COUNTER_BITS) - seq + _HALF_SECOND) // _SECOND))
-        event_hash, other_id = pack_event_id(event_id)
+        event_hash, other_id = event_id
         txn.defer(
             self._insert or self._prepare(txn),
             (

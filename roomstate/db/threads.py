@@ -344,6 +344,7 @@ class WriterThread(_DatabaseThread):
         between_writes: Callable[[Any], None] | None = None,
     ) -> None:
         self._cur: Any = None
+        self._txn: Transaction | None = None
         self._between_writes = between_writes  # run with the cursor before each transaction
         self._begin = dialect.begin_write()
         self._on_refused = on_refused
@@ -368,7 +369,11 @@ class WriterThread(_DatabaseThread):
             self._drop_broken_connection(error)
             self._deliver(batch)
             return
-        txn = Transaction(cur, self.dialect, self._on_refused)
+        txn = self._txn
+        if txn is None or txn.cur is not cur:
+            txn = self._txn = Transaction(cur, self.dialect, self._on_refused)
+        else:  # (one for all batches on the same cursor)
+            txn.deferred.clear()
         isolate = len(batch) > 1
         for job in batch:
             savepoint = isolate and not (job.single_statement and self.dialect.is_sqlite)
