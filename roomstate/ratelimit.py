@@ -43,7 +43,7 @@ class RateLimiter:
         bucket = self._buckets.get(user_id)
         if bucket is None:
             bucket = _Bucket(tokens=float(limit), updated=now)
-            self._buckets.put(user_id, bucket)
+        self._buckets.put(user_id, bucket)  # used now, exactly (a read refreshes only now and then)
         bucket.tokens = min(float(limit), bucket.tokens + (now - bucket.updated) * limit / period)
         bucket.updated = now
         if bucket.tokens >= 1:

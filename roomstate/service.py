@@ -371,7 +371,8 @@ class RoomStateService:
                 elif result is Applied.APPLIED:
                     self.bursts.changed(room_id)
                     self.metrics.count("roomstate_state_changes_total")
-                outcome.set_result(result)
+                if not outcome.done():  # (cancelled by its caller, e.g. at shutdown)
+                    outcome.set_result(result)
                 return
 
             def fail(_: asyncio.Future[None]) -> None:

@@ -174,3 +174,13 @@ def test_ids_checked_again_give_the_same_answer() -> None:
         assert not is_user_id("@a b:x.org") and not is_room_id("!r x:x.org")
         assert not is_user_id(ROOM) and not is_room_id("@a:x.org")
         assert not is_user_id(["@a:x.org"]) and not is_room_id(None)
+
+
+def test_ids_too_long_to_be_valid_stay_out_of_the_cache() -> None:
+    from roomstate import parsing
+
+    before = parsing._valid_user_id.cache_info().currsize, parsing._valid_room_id.cache_info().currsize
+    for n in range(50):
+        assert not is_user_id(f"@{n}" + "a" * 300 + ":x") and not is_room_id(f"!{n}" + "a" * 300 + ":x")
+    after = parsing._valid_user_id.cache_info().currsize, parsing._valid_room_id.cache_info().currsize
+    assert after == before

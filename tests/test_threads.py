@@ -11,7 +11,8 @@ import pytest
 import sqlalchemy as sa
 
 from roomstate.db import RoomStore, when_settled
-from roomstate.db.threads import MAX_BATCH, StorageError, Transaction
+from roomstate.db.dialect import Dialect
+from roomstate.db.threads import _STOP, HAND_OVER_EARLY, MAX_BATCH, StorageError, Transaction, WriterThread
 
 
 def _scalar(txn: Transaction, value: int) -> int:
@@ -92,9 +93,12 @@ async def test_a_turns_jobs_beyond_a_group_commit_go_into_the_next(store: RoomSt
     commits: list[int] = []
     ran: list[int] = []
     store.on_commit = lambda seconds: commits.append(len(ran))
-    futures = [store._writer.submit(lambda txn: ran.append(1)) for _ in range(MAX_BATCH + 5)]
+    total = 3 * MAX_BATCH + 5
+    futures = [store._writer.submit(lambda txn, n=n: ran.append(n)) for n in range(total)]
     await asyncio.gather(*futures)
-    assert commits == [MAX_BATCH, MAX_BATCH + 5]  # jobs run by each of the two commits
+    assert ran == list(range(total))  # in order, each once
+    sizes = [after - before for before, after in zip([0, *commits], commits, strict=False)]
+    assert sum(sizes) == total and max(sizes) <= MAX_BATCH and len(sizes) >= 4
 
 
 async def test_closing_hands_over_what_this_turn_submitted(tmp_path: Path) -> None:
@@ -104,3 +108,68 @@ async def test_closing_hands_over_what_this_turn_submitted(tmp_path: Path) -> No
     last = store._writer.submit(lambda txn: _scalar(txn, 11))
     await store.close()
     assert last.done() and last.result() == 11
+
+
+async def test_a_callback_raising_even_cancelled_error_does_not_keep_later_jobs_unsettled(store: RoomStore) -> None:
+    assert store._writer is not None
+    first = store._writer.submit(lambda txn: _scalar(txn, 1))
+    first.cancel()
+    when_settled(first, lambda done: done.result())  # raises CancelledError
+    second = store._writer.submit(lambda txn: _scalar(txn, 2))
+    assert await asyncio.wait_for(second, 5) == 2
+    assert store._writer.pending == 0
+
+
+async def test_a_callback_added_after_the_job_settled_still_runs(store: RoomStore) -> None:
+    assert store._writer is not None
+    job = store._writer.submit(lambda txn: _scalar(txn, 4))
+    await job
+    seen: list[int] = []
+    when_settled(job, lambda done: seen.append(done.result()))
+    await asyncio.sleep(0)
+    assert seen == [4]
+
+
+async def test_a_long_turn_hands_its_jobs_over_before_it_ends(store: RoomStore) -> None:
+    """A whole sync dispatched in one turn: the writer starts on it while the loop still works."""
+    assert store._writer is not None
+    ran = threading.Event()
+    futures = [store._writer.submit(lambda txn: ran.set()) for _ in range(HAND_OVER_EARLY)]
+    assert ran.wait(5)  # (still in the same turn of the loop)
+    await asyncio.gather(*futures)
+
+
+async def test_a_job_for_a_closed_loop_is_refused(tmp_path: Path) -> None:
+    loop = asyncio.new_event_loop()
+    loop.close()
+    writer = WriterThread("closed-loop-writer", Dialect(sa.create_engine(f"sqlite:///{tmp_path / 'a.db'}")), loop)
+    with pytest.raises(StorageError):
+        writer.submit(lambda txn: None)
+    assert writer.pending == 0
+    writer._queue.put(_STOP)
+    writer._thread.join(5)
+
+
+async def test_a_batch_whose_transaction_was_lost_commits_none_of_its_deferred_rows(store: RoomStore) -> None:
+    assert store._writer is not None
+    writer = store._writer
+    await writer.submit(lambda txn: txn.execute("CREATE TEMPORARY TABLE deferred_probe (x INTEGER)"))
+    await writer.submit(lambda txn: txn.execute("CREATE TEMPORARY TABLE direct_probe (x INTEGER)"))
+
+    def fine(txn: Transaction) -> None:
+        txn.execute("INSERT INTO direct_probe VALUES (1)")
+        txn.defer(txn.dialect.sql("INSERT INTO deferred_probe VALUES (?)"), (1,))
+
+    def loses_the_transaction(txn: Transaction) -> None:
+        txn.cur.execute("ROLLBACK")  # what the database does itself on some errors (disk full, ...)
+        raise RuntimeError("the statement failed and took the transaction with it")
+
+    outcomes = await asyncio.gather(writer.submit(fine), writer.submit(loses_the_transaction), return_exceptions=True)
+    assert all(isinstance(outcome, BaseException) for outcome in outcomes)
+    counts = await writer.submit(
+        lambda txn: [
+            _scalar(txn, txn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+            for table in ("deferred_probe", "direct_probe")
+        ]
+    )
+    assert counts == [0, 0]

@@ -59,10 +59,6 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _counts(membership: str | None) -> tuple[int, int]:
-    return int(membership == JOIN), int(membership == INVITE)
-
-
 # RoomInfo's columns, by name: the info fields events set (models.ROOM_INFO_FIELDS), then the
 # counts and times the store keeps
 _STORED_FIELDS = ("joined_count", "invited_count", "updated_at", "synced_at")

@@ -34,6 +34,7 @@ T = TypeVar("T")
 log = logging.getLogger("roomstate.db")
 
 MAX_BATCH = 1000  # jobs per group commit
+HAND_OVER_EARLY = 256  # jobs submitted in one turn of the loop that are handed over before it ends
 IN_CHUNK = 500  # values per IN (...) list
 
 
@@ -137,10 +138,13 @@ class JobFuture(asyncio.Future[T]):
     turn later): one turn less for an outcome that is derived from the job's."""
 
     settled_callbacks: list[Callable[[JobFuture[T]], None]] | None = None  # (no __init__ of its own: cheaper)
+    settled = False  # the job's thread has delivered its outcome
 
     def when_settled(self, callback: Callable[[JobFuture[T]], None]) -> None:
-        """Call ``callback(self)`` once the job has settled (or its future was cancelled)."""
-        if self.settled_callbacks is None:
+        """Call ``callback(self)`` once the job has settled (if it already has: in the next turn)."""
+        if self.settled:
+            self.get_loop().call_soon(callback, self)
+        elif self.settled_callbacks is None:
             self.settled_callbacks = [callback]
         else:
             self.settled_callbacks.append(callback)
@@ -150,7 +154,9 @@ class JobFuture(asyncio.Future[T]):
         for callback in callbacks:
             try:
                 callback(self)
-            except Exception:  # a bug in one: the other callbacks and jobs still settle
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException:  # a bug in one (even a CancelledError): the rest still settle
                 log.exception("A callback of a database job failed")
 
 
@@ -214,8 +220,14 @@ class _DatabaseThread:
 
     def _enqueue(self, job: _Job[Any]) -> None:
         if not self._outbox:
-            self.loop.call_soon(self._hand_over)
+            try:
+                self.loop.call_soon(self._hand_over)
+            except RuntimeError as error:  # the loop is closed: nothing would ever hand it over
+                self.pending -= 1
+                raise StorageError("the event loop of the roomstate database is closed") from error
         self._outbox.append(job)
+        if len(self._outbox) >= HAND_OVER_EARLY:  # a long turn (a whole sync dispatched): start on it
+            self._hand_over()
 
     def _hand_over(self) -> None:
         """Give the thread what was submitted in a turn of the loop, at once and at the end of the
@@ -327,6 +339,7 @@ class _DatabaseThread:
                     future.set_exception(_storage_error(job.error))
                 else:
                     future.set_result(job.result)
+            future.settled = True
             if future.settled_callbacks:
                 future.run_settled_callbacks()
 
@@ -375,6 +388,7 @@ class WriterThread(_DatabaseThread):
         else:  # (one for all batches on the same cursor)
             txn.deferred.clear()
         isolate = len(batch) > 1
+        lost = False  # the transaction itself failed
         for job in batch:
             savepoint = isolate and not (job.single_statement and self.dialect.is_sqlite)
             txn.hooks = job.hooks
@@ -398,9 +412,12 @@ class WriterThread(_DatabaseThread):
                 except Exception as rollback_error:  # the transaction itself is gone
                     log.warning("Rolling back a failed job failed: %s", rollback_error)
                     self._fail_all(batch, error)
+                    lost = True
                     break
         try:
-            if len(batch) == 1 and batch[0].error is not None:
+            if lost:  # rolled back already: nothing of the batch (not its deferred rows) may commit
+                pass
+            elif len(batch) == 1 and batch[0].error is not None:
                 cur.execute("ROLLBACK")
             else:
                 txn.run_deferred(shared=isolate)
