@@ -6,9 +6,9 @@ is queued while the thread is busy runs as one group commit: one transaction, ea
 own savepoint, so a failing job is rolled back alone and every job gets its own result.
 
 The jobs of one turn of the loop are handed to the thread together when the turn ends, and a
-job's result reaches the loop in one turn (``JobFuture.when_settled``): each wake-up of a thread
-that then has to wait for the GIL is a second sleep and wake-up, which on a small virtual machine
-cost more than the Python around an event (the awaited member event took 17% less time).
+job's result reaches the loop in one turn (``JobFuture.when_settled``): a thread woken while the
+loop still holds the GIL sleeps again until it is released, and on a small virtual machine that
+second sleep and wake-up cost more than the Python around an event (docs/performance.md).
 
 ``ReaderThread`` answers queries on a second connection, so that a long write (a 100k-member
 sync) does not hold up ``!rooms``; with SQLite's WAL and PostgreSQL's MVCC a reader sees the last
@@ -200,8 +200,8 @@ class _DatabaseThread:
         self._thread.start()
 
     def submit(self, work: Callable[[Transaction], T], single_statement: bool = False) -> JobFuture[T]:
-        """Queue ``work`` now (FIFO); the future resolves on the loop with its result, or fails
-        with StorageError."""
+        """Queue ``work`` (FIFO; the thread gets it when this turn of the loop ends); the future
+        resolves on the loop with its result, or fails with StorageError."""
         if self._closed:
             raise StorageError("the roomstate database is closed")
         future: JobFuture[T] = JobFuture(loop=self.loop)
