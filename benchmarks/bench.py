@@ -250,20 +250,27 @@ async def one_by_one(report: Report, work: Workdir, count: int, reps: int) -> No
         mautrix=theirs,
         ratio=ours / theirs,
     )
-    ours, theirs = median(waits["roomstate"]) / count, median(waits["mautrix"]) / count
-    # each round times every system once, back to back: the spread of the rounds' ratios shows how
-    # much of a difference the machine's noise alone makes
-    rounds = sorted(m / r for r, m in zip(waits["roomstate"], waits["mautrix"], strict=True))
-    report.add(
-        "  the same, each waiting for its commit before the next",
-        f"{ours * 1e6:.0f} us/event = {theirs / ours:.2f}x mautrix speed ({theirs * 1e6:.0f} us;"
-        f" rounds {rounds[0]:.2f}-{rounds[-1]:.2f}x)",
-        ">= 1.0x (issue 14)",
-        roomstate=ours,
-        mautrix=theirs,
-        ratio=theirs / ours,
-        round_ratios=rounds,
-    )
+    theirs = median(waits["mautrix"]) / count
+
+    def against_mautrix(name: str, path: str, target: str) -> float:
+        """Report ``name``'s awaited event against mautrix, with the spread of the rounds' ratios
+        (each round times every system once, back to back: how much the machine's noise alone
+        makes)."""
+        measured = median(waits[name]) / count
+        rounds = sorted(m / r for r, m in zip(waits[name], waits["mautrix"], strict=True))
+        report.add(
+            path,
+            f"{measured * 1e6:.0f} us/event = {theirs / measured:.2f}x mautrix speed ({theirs * 1e6:.0f} us;"
+            f" rounds {rounds[0]:.2f}-{rounds[-1]:.2f}x)",
+            target,
+            roomstate=measured,
+            mautrix=theirs,
+            ratio=theirs / measured,
+            round_ratios=rounds,
+        )
+        return measured
+
+    ours = against_mautrix("roomstate", "  the same, each waiting for its commit before the next", ">= 1.0x (issue 14)")
 
     def against_floor(floor: EventFloor, measured: float) -> None:
         least = median(waits[floor.name]) / count
@@ -277,15 +284,7 @@ async def one_by_one(report: Report, work: Workdir, count: int, reps: int) -> No
         )
 
     against_floor(floors[0], ours)
-    without = median(waits[bare.name]) / count
-    report.add(
-        "    the same without history",
-        f"{without * 1e6:.0f} us/event = {theirs / without:.2f}x mautrix speed",
-        "(history.retention_days: 0)",
-        roomstate=without,
-        mautrix=theirs,
-        ratio=theirs / without,
-    )
+    without = against_mautrix(bare.name, "    the same without history", "(history.retention_days: 0)")
     against_floor(floors[1], without)
 
 

@@ -119,9 +119,14 @@ def _timestamp(value: Any) -> int | None:
     return value
 
 
+def is_mapping(value: Any) -> TypeGuard[Mapping[str, Any]]:
+    """A JSON object (a plain dict first: asking ``Mapping`` costs four times as much)."""
+    return type(value) is dict or isinstance(value, Mapping)
+
+
 def _content(raw: Mapping[str, Any]) -> Mapping[str, Any] | None:
     content = raw.get("content")
-    return content if type(content) is dict or isinstance(content, Mapping) else None
+    return content if is_mapping(content) else None
 
 
 # ---- events -----------------------------------------------------------------------------------
@@ -129,7 +134,7 @@ def _content(raw: Mapping[str, Any]) -> Mapping[str, Any] | None:
 
 def member_from_state(raw: Any) -> Member | None:
     """The Member an m.room.member state event describes, or None if it is malformed."""
-    if not (type(raw) is dict or isinstance(raw, Mapping)) or raw.get("type") != "m.room.member":
+    if not is_mapping(raw) or raw.get("type") != "m.room.member":
         return None
     user_id = raw.get("state_key")
     content = _content(raw)

@@ -267,7 +267,7 @@ class RoomStateService:
     def _raw(self, evt: Event | StateEvent | RawEvent) -> RawEvent:
         """The event's JSON as the homeserver sent it (from the sync that delivered it; ``{}``,
         malformed, for an event of the sync that named another room)."""
-        if type(evt) is dict or isinstance(evt, Mapping):
+        if parsing.is_mapping(evt):
             return evt
         raw = self._sync_events.get(getattr(evt, "event_id", None) or EventID(""))
         if raw is None:

@@ -588,6 +588,23 @@ async def test_history_keeps_v4_event_ids(store: tuple[RoomStore, FakeTime], db:
     assert db.rows("SELECT LENGTH(event_hash), event_id FROM roomstate_history") == [(32, None)]
 
 
+async def test_an_event_submitted_just_before_history_comes_on_keeps_its_event_id(
+    store: tuple[RoomStore, FakeTime],
+) -> None:
+    """The event ID is packed when the event is submitted if history is on, else in the job if
+    history came on meanwhile (the job runs once the loop's turn ends)."""
+    s, _ = store
+    await s.replace_room(RoomSnapshot(RoomInfo(ROOM), (Member(ALICE, JOIN),)))
+    s.history_enabled = False
+    applied = s.apply_member(
+        MemberChange(ROOM, "$late:x", Member(BOB, JOIN), BOB, None, 1_000), record_claim=True, queue_if_untracked=True
+    )
+    s.history_enabled = True  # (in the same turn: before the job runs)
+    assert await applied is Applied.APPLIED
+    [entry] = await s.user_history(BOB, 5)
+    assert entry.event_id == "$late:x"
+
+
 async def test_blocks_are_cut_alike_in_sql_and_python(store: tuple[RoomStore, FakeTime], db: Database) -> None:
     s, _ = store
     await s.replace_room(RoomSnapshot(RoomInfo(ROOM), tuple(Member(f"@c{i}:x", JOIN) for i in range(3_000))))

@@ -365,7 +365,8 @@ class RoomStore(HistoryStore, AlertStore, WebStore):
         ``queue_if_untracked`` the room goes into the resync queue (in the same transaction)."""
         now = now_ms()
         member = change.member
-        packed_event_id = history.pack_event_id(change.event_id)  # (here, not in the writer's turn)
+        # (packed here, not in the writer's turn; if history is turned on meanwhile, there)
+        packed_event_id = history.pack_event_id(change.event_id) if self.history_enabled else None
 
         def job(txn: Transaction) -> Applied:
             room_nid = self.interner.room(txn, change.room_id)
@@ -424,7 +425,7 @@ class RoomStore(HistoryStore, AlertStore, WebStore):
                     (member.displayname or "") if renamed else None,
                     sender_nid,
                     change.reason,
-                    packed_event_id,
+                    packed_event_id or history.pack_event_id(change.event_id),
                     change.origin_ts,
                 )
             return Applied.APPLIED
