@@ -29,7 +29,7 @@ from .aio import sleep_unless
 from .bursts import BurstWatch
 from .caches import IdleCache
 from .config import Config
-from .db import RoomStore, StorageError, when_settled
+from .db import RoomStore, Settled, StorageError
 from .dedup import Deduplicator, EventClaim, SharedOutcome
 from .homeserver import Homeserver, HomeserverError
 from .limits import Limiter
@@ -300,7 +300,9 @@ class RoomStateService:
             room_id,
             lambda: self._applying(
                 room_id,
-                self.store.apply_member(change, record_claim=record_claim, queue_if_untracked=not outside_joined_room),
+                lambda settled: self.store.apply_member(
+                    change, record_claim=record_claim, queue_if_untracked=not outside_joined_room, settled=settled
+                ),
             ),
         )
 
@@ -326,8 +328,8 @@ class RoomStateService:
             change.room_id,
             lambda: self._applying(
                 change.room_id,
-                self.store.apply_room_info(
-                    change, record_claim=record_claim, queue_if_untracked=not outside_joined_room
+                lambda settled: self.store.apply_room_info(
+                    change, record_claim=record_claim, queue_if_untracked=not outside_joined_room, settled=settled
                 ),
             ),
         )
@@ -352,12 +354,16 @@ class RoomStateService:
     def _claim_matches(claim: EventClaim | None, room_id: RoomID, event_id: EventID) -> bool:
         return claim is None or (claim.event_id == event_id and claim.room_id == room_id)
 
-    def _applying(self, room_id: RoomID, job: asyncio.Future[Applied]) -> asyncio.Future[Applied]:
-        """The outcome of a database ``job`` that applies an event. If the write fails, the room
-        is queued for a resync, and the outcome carries the error (for the caller to report) once
-        that request is stored (or, failing that, remembered in memory)."""
-        # (the job's loop is the running one; asking asyncio for it costs a getpid() system call)
-        outcome: asyncio.Future[Applied] = job.get_loop().create_future()
+    def _applying(
+        self, room_id: RoomID, submit: Callable[[Settled], asyncio.Future[Applied]]
+    ) -> asyncio.Future[Applied]:
+        """The outcome of the database job that ``submit(settled)`` queues to apply an event. If
+        the write fails, the room is queued for a resync, and the outcome carries the error (for
+        the caller to report) once that request is stored (or, failing that, remembered in
+        memory). The outcome is set in the turn of the loop in which the job's result arrives,
+        by ``settled``, which the store registers before it hands the job to its thread."""
+        # (the running loop; asking asyncio for it costs a getpid() system call)
+        outcome: asyncio.Future[Applied] = self.store.loop.create_future()
 
         def after(done: asyncio.Future[Applied]) -> None:
             if done.cancelled():
@@ -381,7 +387,7 @@ class RoomStateService:
 
             self.queue_resync(room_id, "an event could not be applied", str(error)).add_done_callback(fail)
 
-        when_settled(job, after)  # the outcome is set in the turn the job's result arrives in
+        submit(after)
         return outcome
 
     def _forget(self, change: MemberChange, *, record_claim: bool) -> asyncio.Future[Applied]:
@@ -408,7 +414,9 @@ class RoomStateService:
 
         future = self._applying(
             change.room_id,
-            self.store.forget_room(change.room_id, because_of=change.event_id if record_claim else None),
+            lambda settled: self.store.forget_room(
+                change.room_id, because_of=change.event_id if record_claim else None, settled=settled
+            ),
         )
         future.add_done_callback(forgotten)
         return future
@@ -418,7 +426,10 @@ class RoomStateService:
         full, in this position of the room's order."""
         try:
             outcome = await self._applying(
-                change.room_id, self.store.apply_member(change, record_claim=record_claim, queue_if_untracked=True)
+                change.room_id,
+                lambda settled: self.store.apply_member(
+                    change, record_claim=record_claim, queue_if_untracked=True, settled=settled
+                ),
             )
         except Exception:
             return None  # queued for a resync; the handler's wrapper reports the event
@@ -555,7 +566,7 @@ class RoomStateService:
             if not done.cancelled() and done.exception() is None and done.result() is Applied.APPLIED:
                 self.log.info("The bot is no longer in %s; forgot the room", room_id)
 
-        future = self._applying(room_id, self.store.forget_room(room_id))
+        future = self._applying(room_id, lambda settled: self.store.forget_room(room_id, settled=settled))
         future.add_done_callback(forgotten)
         return future
 

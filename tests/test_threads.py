@@ -71,21 +71,38 @@ async def test_any_other_future_gets_a_done_callback() -> None:
     assert seen == [3]
 
 
-async def test_jobs_reach_the_thread_together_at_the_end_of_the_loops_turn(store: RoomStore) -> None:
-    """Submitted jobs are handed over when the loop's turn ends: woken earlier, the thread would
-    only wait for the GIL. Everything submitted in one turn runs as one group commit."""
+async def test_jobs_reach_a_busy_thread_together_at_the_end_of_the_loops_turn(store: RoomStore) -> None:
+    """A job submitted while the thread is idle goes to it at once; what follows in the same turn
+    of the loop is handed over when the turn ends (woken earlier, the thread would only wait for
+    the GIL), all of it as one group commit."""
     assert store._writer is not None
-    ran = threading.Event()
+    first, rest = threading.Event(), threading.Event()
     commits: list[float] = []
     store.on_commit = commits.append
-
-    def job(txn: Transaction) -> None:
-        ran.set()
-
-    futures = [store._writer.submit(job) for _ in range(3)]
-    assert not ran.wait(0.05)  # the loop's turn has not ended: nothing was handed over yet
+    futures = [store._writer.submit(lambda txn: first.set())]
+    futures += [store._writer.submit(lambda txn: rest.set()) for _ in range(3)]
+    assert first.wait(5)  # (still in the same turn of the loop)
+    assert not rest.wait(0.05)  # the turn has not ended: the later jobs were not handed over yet
     await asyncio.gather(*futures)
-    assert ran.is_set() and len(commits) == 1
+    assert rest.is_set() and len(commits) <= 2  # (the first may have been joined by the rest)
+
+
+async def test_a_job_submitted_after_the_thread_went_idle_goes_at_once(store: RoomStore) -> None:
+    assert store._writer is not None
+    await store._writer.submit(lambda txn: None)
+    ran = threading.Event()
+    job = store._writer.submit(lambda txn: ran.set())
+    assert ran.wait(5) and store._writer.pending == 1  # run, its result not yet back on the loop
+    await job
+
+
+async def test_a_settled_callback_given_with_the_job_runs_before_done_callbacks(store: RoomStore) -> None:
+    assert store._writer is not None
+    order: list[object] = []
+    job = store._writer.submit(lambda txn: _scalar(txn, 5), settled=lambda done: order.append(done.result()))
+    job.add_done_callback(lambda done: order.append("done callback"))
+    assert await job == 5
+    assert order == [5, "done callback"]
 
 
 async def test_a_turns_jobs_beyond_a_group_commit_go_into_the_next(store: RoomStore) -> None:
@@ -164,8 +181,13 @@ async def test_a_batch_whose_transaction_was_lost_commits_none_of_its_deferred_r
         txn.cur.execute("ROLLBACK")  # what the database does itself on some errors (disk full, ...)
         raise RuntimeError("the statement failed and took the transaction with it")
 
-    outcomes = await asyncio.gather(writer.submit(fine), writer.submit(loses_the_transaction), return_exceptions=True)
-    assert all(isinstance(outcome, BaseException) for outcome in outcomes)
+    # the first job goes to the idle thread at once (alone, or with the others if it was not
+    # taken yet); the other two are handed over together at the end of the turn: one batch
+    first = writer.submit(lambda txn: None)
+    outcomes = await asyncio.gather(
+        first, writer.submit(fine), writer.submit(loses_the_transaction), return_exceptions=True
+    )
+    assert all(isinstance(outcome, BaseException) for outcome in outcomes[1:])
     counts = await writer.submit(
         lambda txn: [
             _scalar(txn, txn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])

@@ -45,11 +45,13 @@ from .dialect import Dialect
 from .history_store import HistoryStore
 from .interner import Interner
 from .sync_write import replace_members
-from .threads import ReaderThread, Transaction, WriterThread
+from .threads import JobFuture, ReaderThread, Transaction, WriterThread
 from .user_index import MEMBERSHIPS_OF_USER, UserIndex, of_user
 from .web_store import WebStore
 
 T = TypeVar("T")
+# (see WriterThread.submit: called in the turn of the loop in which an applying job's result arrives)
+Settled = Callable[[JobFuture[Applied]], None]
 
 CLEANUP_CHUNK = 2_000  # processed-event rows deleted per transaction
 BIG_FIRST_SYNC = 20_000  # members of a first sync written with a small page cache (Dialect.big_write)
@@ -271,9 +273,20 @@ class RoomStore(HistoryStore, AlertStore, WebStore):
         assert self._writer is not None, "RoomStore.open_soon() was not called"
         return self._writer.submit_raw(lambda conn: None)
 
-    def _write(self, work: Callable[[Transaction], T], single_statement: bool = False) -> asyncio.Future[T]:
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the store was opened on (its futures' loop)."""
         assert self._writer is not None, "RoomStore.open_soon() was not called"
-        return self._writer.submit(work, single_statement)
+        return self._writer.loop
+
+    def _write(
+        self,
+        work: Callable[[Transaction], T],
+        single_statement: bool = False,
+        settled: Callable[[JobFuture[T]], None] | None = None,
+    ) -> asyncio.Future[T]:
+        assert self._writer is not None, "RoomStore.open_soon() was not called"
+        return self._writer.submit(work, single_statement, settled)
 
     def _read(self, work: Callable[[Transaction], T]) -> asyncio.Future[T]:
         assert self._reader is not None, "RoomStore.open_soon() was not called"
@@ -357,12 +370,13 @@ class RoomStore(HistoryStore, AlertStore, WebStore):
     # ---- state changes ----------------------------------------------------------------------
 
     def apply_member(
-        self, change: MemberChange, *, record_claim: bool, queue_if_untracked: bool
+        self, change: MemberChange, *, record_claim: bool, queue_if_untracked: bool, settled: Settled | None = None
     ) -> asyncio.Future[Applied]:
         """Store one member's new membership (a ``leave`` deletes the row), keeping the room's
         counts in step. With ``record_claim``, the event is claimed in the same transaction and a
         duplicate changes nothing. In an untracked room nothing is stored; with
-        ``queue_if_untracked`` the room goes into the resync queue (in the same transaction)."""
+        ``queue_if_untracked`` the room goes into the resync queue (in the same transaction).
+        ``settled``: see ``WriterThread.submit``."""
         now = now_ms()
         member = change.member
         # (packed here, not in the writer's turn; if history is turned on meanwhile, there)
@@ -430,13 +444,13 @@ class RoomStore(HistoryStore, AlertStore, WebStore):
                 )
             return Applied.APPLIED
 
-        return self._write(job)
+        return self._write(job, settled=settled)
 
     def apply_room_info(
-        self, change: RoomInfoChange, *, record_claim: bool, queue_if_untracked: bool
+        self, change: RoomInfoChange, *, record_claim: bool, queue_if_untracked: bool, settled: Settled | None = None
     ) -> asyncio.Future[Applied]:
-        """Set some RoomInfo fields of a tracked room (same claim/untracked rules as
-        ``apply_member``)."""
+        """Set some RoomInfo fields of a tracked room (same claim/untracked rules and ``settled``
+        as ``apply_member``)."""
         now = now_ms()
         fields = [name for name, _ in change.changes]
         values = tuple(value for _, value in change.changes)
@@ -458,7 +472,7 @@ class RoomStore(HistoryStore, AlertStore, WebStore):
             )
             return Applied.APPLIED if txn.cur.rowcount else Applied.UNCHANGED
 
-        return self._write(job)
+        return self._write(job, settled=settled)
 
     def replace_room(
         self, snapshot: RoomSnapshot, *, covered_events: Sequence[EventID] = (), fetched_at_ms: int | None = None
@@ -505,9 +519,12 @@ class RoomStore(HistoryStore, AlertStore, WebStore):
 
         return self._write(job)
 
-    def forget_room(self, room_id: RoomID, *, because_of: EventID | None = None) -> asyncio.Future[Applied]:
+    def forget_room(
+        self, room_id: RoomID, *, because_of: EventID | None = None, settled: Settled | None = None
+    ) -> asyncio.Future[Applied]:
         """Delete a room's info and members (not its nid nor its processed events), claiming
-        the event it happens ``because_of`` in the same transaction (a duplicate changes nothing)."""
+        the event it happens ``because_of`` in the same transaction (a duplicate changes nothing).
+        ``settled``: see ``WriterThread.submit``."""
         now = now_ms()
 
         def job(txn: Transaction) -> Applied:
@@ -522,7 +539,7 @@ class RoomStore(HistoryStore, AlertStore, WebStore):
                 self.recorder.stop_tracking(txn, room_nid)
             return Applied.APPLIED
 
-        return self._write(job)
+        return self._write(job, settled=settled)
 
     def _row_refused(self, txn: Transaction, sql: str, params: tuple[Any, ...]) -> None:
         """A history row the database refused leaves a hole in its room's history: from that row

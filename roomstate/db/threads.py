@@ -5,10 +5,13 @@ order and run in that order (FIFO is what keeps each room's events in delivery o
 is queued while the thread is busy runs as one group commit: one transaction, each job inside its
 own savepoint, so a failing job is rolled back alone and every job gets its own result.
 
-The jobs of one turn of the loop are handed to the thread together when the turn ends, and a
-job's result reaches the loop in one turn (``JobFuture.when_settled``): a thread woken while the
-loop still holds the GIL sleeps again until it is released, and on a small virtual machine that
-second sleep and wake-up cost more than the Python around an event (docs/performance.md).
+A job submitted while the thread is idle is handed over at once (the caller registers what
+runs on its result before, with ``settled``, so the loop soon waits and lets go of the GIL); the
+jobs of a turn of the loop in which the thread has work are handed over together when the turn
+ends. A job's result reaches the loop in one turn (``JobFuture.when_settled``). A thread woken
+while the loop still runs Python sleeps again until the GIL is released, and on a small virtual
+machine that second sleep and wake-up cost more than the Python around an event; so does one more
+turn of the loop (docs/performance.md).
 
 ``ReaderThread`` answers queries on a second connection, so that a long write (a 100k-member
 sync) does not hold up ``!rooms``; with SQLite's WAL and PostgreSQL's MVCC a reader sees the last
@@ -199,12 +202,20 @@ class _DatabaseThread:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, work: Callable[[Transaction], T], single_statement: bool = False) -> JobFuture[T]:
-        """Queue ``work`` (FIFO; the thread gets it when this turn of the loop ends); the future
-        resolves on the loop with its result, or fails with StorageError."""
+    def submit(
+        self,
+        work: Callable[[Transaction], T],
+        single_statement: bool = False,
+        settled: Callable[[JobFuture[T]], None] | None = None,
+    ) -> JobFuture[T]:
+        """Queue ``work`` (FIFO; see ``_enqueue`` for when the thread gets it); the future
+        resolves on the loop with its result, or fails with StorageError. ``settled`` is its
+        first ``when_settled`` callback, registered before the job is queued."""
         if self._closed:
             raise StorageError("the roomstate database is closed")
         future: JobFuture[T] = JobFuture(loop=self.loop)
+        if settled is not None:
+            future.settled_callbacks = [settled]
         self.pending += 1
         self._enqueue(_Job(work, future, single_statement))
         return future
@@ -219,6 +230,14 @@ class _DatabaseThread:
         return future
 
     def _enqueue(self, job: _Job[Any]) -> None:
+        """To the thread at once if it is idle (nothing to gather the job with: handing it over
+        at the end of the turn would only cost the loop one more turn), else when the turn ends."""
+        if self.pending == 1:  # (this job: nothing else in the outbox or on the thread)
+            if self.loop.is_closed():  # nothing would ever deliver its result
+                self.pending -= 1
+                raise StorageError("the event loop of the roomstate database is closed")
+            self._queue.put([job])
+            return
         if not self._outbox:
             try:
                 self.loop.call_soon(self._hand_over)
@@ -230,9 +249,9 @@ class _DatabaseThread:
             self._hand_over()
 
     def _hand_over(self) -> None:
-        """Give the thread what was submitted in a turn of the loop, at once and at the end of the
-        turn: woken while the loop still runs Python, the thread would wait for the GIL (a second
-        sleep and wake-up per job, the most expensive part of a hand-off)."""
+        """Give the thread what was submitted in a turn of the loop while it had work, at once
+        and at the end of the turn: woken while the loop still runs Python, the thread would wait
+        for the GIL (a second sleep and wake-up per job, the most expensive part of a hand-off)."""
         jobs, self._outbox = self._outbox, []
         if jobs:
             self._queue.put(jobs)
