@@ -29,7 +29,7 @@ from .aio import sleep_unless
 from .bursts import BurstWatch
 from .caches import IdleCache
 from .config import Config
-from .db import RoomStore, Settled, StorageError
+from .db import Intercept, JobFuture, RoomStore, StorageError
 from .dedup import Deduplicator, EventClaim, SharedOutcome
 from .homeserver import Homeserver, HomeserverError
 from .limits import Limiter
@@ -300,8 +300,8 @@ class RoomStateService:
             room_id,
             lambda: self._applying(
                 room_id,
-                lambda settled: self.store.apply_member(
-                    change, record_claim=record_claim, queue_if_untracked=not outside_joined_room, settled=settled
+                lambda intercept: self.store.apply_member(
+                    change, record_claim=record_claim, queue_if_untracked=not outside_joined_room, intercept=intercept
                 ),
             ),
         )
@@ -328,8 +328,8 @@ class RoomStateService:
             change.room_id,
             lambda: self._applying(
                 change.room_id,
-                lambda settled: self.store.apply_room_info(
-                    change, record_claim=record_claim, queue_if_untracked=not outside_joined_room, settled=settled
+                lambda intercept: self.store.apply_room_info(
+                    change, record_claim=record_claim, queue_if_untracked=not outside_joined_room, intercept=intercept
                 ),
             ),
         )
@@ -355,40 +355,30 @@ class RoomStateService:
         return claim is None or (claim.event_id == event_id and claim.room_id == room_id)
 
     def _applying(
-        self, room_id: RoomID, submit: Callable[[Settled], asyncio.Future[Applied]]
+        self, room_id: RoomID, submit: Callable[[Intercept[Applied]], asyncio.Future[Applied]]
     ) -> asyncio.Future[Applied]:
-        """The outcome of the database job that ``submit(settled)`` queues to apply an event. If
-        the write fails, the room is queued for a resync, and the outcome carries the error (for
-        the caller to report) once that request is stored (or, failing that, remembered in
-        memory). The outcome is set in the turn of the loop in which the job's result arrives,
-        by ``settled``, which the store registers before it hands the job to its thread."""
-        # (the running loop; asking asyncio for it costs a getpid() system call)
-        outcome: asyncio.Future[Applied] = self.store.loop.create_future()
+        """The outcome of the database job that ``submit(intercept)`` queues to apply an event:
+        the job's own future. If the write fails, the room is queued for a resync, and the future
+        carries the error (for the caller to report) once that request is stored (or, failing
+        that, remembered in memory)."""
 
-        def after(done: asyncio.Future[Applied]) -> None:
-            if done.cancelled():
-                outcome.cancel()
-                return
-            error = done.exception()
+        def applied(job: JobFuture[Applied], result: Applied | None, error: BaseException | None) -> bool:
             if error is None:
-                result = done.result()
                 if result is Applied.NOT_TRACKED:
                     self.repairer.wake()
                 elif result is Applied.APPLIED:
                     self.bursts.changed(room_id)
                     self.metrics.count("roomstate_state_changes_total")
-                if not outcome.done():  # (cancelled by its caller, e.g. at shutdown)
-                    outcome.set_result(result)
-                return
+                return False
 
             def fail(_: asyncio.Future[None]) -> None:
-                if not outcome.done():
-                    outcome.set_exception(error)
+                if not job.done():  # (cancelled by its caller, e.g. at shutdown)
+                    job.set_exception(error)
 
             self.queue_resync(room_id, "an event could not be applied", str(error)).add_done_callback(fail)
+            return True
 
-        submit(after)
-        return outcome
+        return submit(applied)
 
     def _forget(self, change: MemberChange, *, record_claim: bool) -> asyncio.Future[Applied]:
         removed = change.sender != self.bot_user_id and self.observer is not None
@@ -414,8 +404,8 @@ class RoomStateService:
 
         future = self._applying(
             change.room_id,
-            lambda settled: self.store.forget_room(
-                change.room_id, because_of=change.event_id if record_claim else None, settled=settled
+            lambda intercept: self.store.forget_room(
+                change.room_id, because_of=change.event_id if record_claim else None, intercept=intercept
             ),
         )
         future.add_done_callback(forgotten)
@@ -427,8 +417,8 @@ class RoomStateService:
         try:
             outcome = await self._applying(
                 change.room_id,
-                lambda settled: self.store.apply_member(
-                    change, record_claim=record_claim, queue_if_untracked=True, settled=settled
+                lambda intercept: self.store.apply_member(
+                    change, record_claim=record_claim, queue_if_untracked=True, intercept=intercept
                 ),
             )
         except Exception:
@@ -566,7 +556,7 @@ class RoomStateService:
             if not done.cancelled() and done.exception() is None and done.result() is Applied.APPLIED:
                 self.log.info("The bot is no longer in %s; forgot the room", room_id)
 
-        future = self._applying(room_id, lambda settled: self.store.forget_room(room_id, settled=settled))
+        future = self._applying(room_id, lambda intercept: self.store.forget_room(room_id, intercept=intercept))
         future.add_done_callback(forgotten)
         return future
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from roomstate.db import RoomStore, when_settled
+from roomstate.db import JobFuture, RoomStore
 from roomstate.db.dialect import Dialect
 from roomstate.db.threads import _STOP, HAND_OVER_EARLY, MAX_BATCH, StorageError, Transaction, WriterThread
 
@@ -19,56 +19,73 @@ def _scalar(txn: Transaction, value: int) -> int:
     return int(txn.execute("SELECT ?", (value,)).fetchone()[0])
 
 
-async def test_settled_callbacks_run_when_the_result_arrives_before_done_callbacks(store: RoomStore) -> None:
-    """An outcome derived in ``when_settled`` is ready in the turn of the loop the job's result
-    arrives in; done callbacks (and a task awaiting the job) only run in the next turn."""
+async def test_an_intercept_sees_the_result_in_its_turn_before_done_callbacks(store: RoomStore) -> None:
+    """An outcome derived in the job's ``intercept`` is ready in the turn of the loop the job's
+    result arrives in; done callbacks (and a task awaiting the job) only run in the next turn."""
     assert store._writer is not None
-    job = store._writer.submit(lambda txn: _scalar(txn, 7))
     order: list[object] = []
+
+    def intercept(job: JobFuture[int], result: int | None, error: BaseException | None) -> bool:
+        order.append(("intercepted", result, error, job.done()))
+        return False
+
+    job = store._writer.submit(lambda txn: _scalar(txn, 7), intercept=intercept)
     job.add_done_callback(lambda done: order.append("done callback"))
-    when_settled(job, lambda done: order.append(("settled", done.result())))
     assert await job == 7
-    assert order == [("settled", 7), "done callback"]
+    assert order == [("intercepted", 7, None, False), "done callback"]
 
 
-async def test_a_failing_job_and_a_failing_callback_still_settle_the_rest(
+async def test_an_intercept_gets_a_storage_error_and_may_resolve_the_future_later(store: RoomStore) -> None:
+    assert store._writer is not None
+    seen: list[BaseException | None] = []
+    later = asyncio.get_running_loop().create_future()
+
+    def intercept(job: JobFuture[object], result: object, error: BaseException | None) -> bool:
+        seen.append(error)
+        later.add_done_callback(lambda _: job.set_exception(RuntimeError("reported once the resync is queued")))
+        return True
+
+    failing = store._writer.submit(
+        lambda txn: txn.execute("SELECT * FROM no_such_table").fetchall(), intercept=intercept
+    )
+    assert await store._writer.submit(lambda txn: _scalar(txn, 1)) == 1
+    assert not failing.done()  # the intercept took it over
+    later.set_result(None)
+    with pytest.raises(RuntimeError, match="once the resync"):
+        await failing
+    assert len(seen) == 1 and isinstance(seen[0], StorageError)
+
+
+async def test_a_failing_intercept_still_resolves_its_future_and_the_rest(
     store: RoomStore, caplog: pytest.LogCaptureFixture
 ) -> None:
     assert store._writer is not None
-    failing = store._writer.submit(lambda txn: txn.execute("SELECT * FROM no_such_table").fetchall())
-    seen: list[str] = []
 
-    def broken(done: asyncio.Future[object]) -> None:
-        raise RuntimeError("a bug in a callback")
+    def broken(job: JobFuture[int], result: int | None, error: BaseException | None) -> bool:
+        raise asyncio.CancelledError  # a bug, even this one
 
-    when_settled(failing, broken)
-    when_settled(failing, lambda done: seen.append(type(done.exception()).__name__))
-    after = store._writer.submit(lambda txn: _scalar(txn, 8))
     with caplog.at_level(logging.ERROR, logger="roomstate.db"):
-        with pytest.raises(StorageError):
-            await failing
-        assert await after == 8
-    assert seen == ["StorageError"]
-    assert "A callback of a database job failed" in caplog.text
+        first = store._writer.submit(lambda txn: _scalar(txn, 8), intercept=broken)
+        after = store._writer.submit(lambda txn: _scalar(txn, 9))
+        assert await asyncio.wait_for(first, 5) == 8
+        assert await asyncio.wait_for(after, 5) == 9
+    assert "The intercept of a database job failed" in caplog.text
+    assert store._writer.pending == 0
 
 
-async def test_a_cancelled_job_future_still_runs_its_settled_callbacks(store: RoomStore) -> None:
+async def test_a_cancelled_job_future_is_still_intercepted(store: RoomStore) -> None:
+    """The caller gave up waiting; the write happened all the same, and its outcome is seen."""
     assert store._writer is not None
-    job = store._writer.submit(lambda txn: _scalar(txn, 9))
-    seen: list[bool] = []
-    when_settled(job, lambda done: seen.append(done.cancelled()))
+    seen: list[tuple[int | None, bool]] = []
+
+    def intercept(job: JobFuture[int], result: int | None, error: BaseException | None) -> bool:
+        seen.append((result, job.cancelled()))
+        return False
+
+    job = store._writer.submit(lambda txn: _scalar(txn, 10), intercept=intercept)
     job.cancel()
-    assert await store._writer.submit(lambda txn: _scalar(txn, 10)) == 10
-    assert seen == [True]
-
-
-async def test_any_other_future_gets_a_done_callback() -> None:
-    plain: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-    seen: list[int] = []
-    when_settled(plain, lambda done: seen.append(done.result()))
-    plain.set_result(3)
-    await asyncio.sleep(0)
-    assert seen == [3]
+    assert await store._writer.submit(lambda txn: _scalar(txn, 11)) == 11
+    assert seen == [(10, True)]
 
 
 async def test_jobs_reach_a_busy_thread_together_at_the_end_of_the_loops_turn(store: RoomStore) -> None:
@@ -96,15 +113,6 @@ async def test_a_job_submitted_after_the_thread_went_idle_goes_at_once(store: Ro
     await job
 
 
-async def test_a_settled_callback_given_with_the_job_runs_before_done_callbacks(store: RoomStore) -> None:
-    assert store._writer is not None
-    order: list[object] = []
-    job = store._writer.submit(lambda txn: _scalar(txn, 5), settled=lambda done: order.append(done.result()))
-    job.add_done_callback(lambda done: order.append("done callback"))
-    assert await job == 5
-    assert order == [5, "done callback"]
-
-
 async def test_a_turns_jobs_beyond_a_group_commit_go_into_the_next(store: RoomStore) -> None:
     assert store._writer is not None
     commits: list[int] = []
@@ -125,26 +133,6 @@ async def test_closing_hands_over_what_this_turn_submitted(tmp_path: Path) -> No
     last = store._writer.submit(lambda txn: _scalar(txn, 11))
     await store.close()
     assert last.done() and last.result() == 11
-
-
-async def test_a_callback_raising_even_cancelled_error_does_not_keep_later_jobs_unsettled(store: RoomStore) -> None:
-    assert store._writer is not None
-    first = store._writer.submit(lambda txn: _scalar(txn, 1))
-    first.cancel()
-    when_settled(first, lambda done: done.result())  # raises CancelledError
-    second = store._writer.submit(lambda txn: _scalar(txn, 2))
-    assert await asyncio.wait_for(second, 5) == 2
-    assert store._writer.pending == 0
-
-
-async def test_a_callback_added_after_the_job_settled_still_runs(store: RoomStore) -> None:
-    assert store._writer is not None
-    job = store._writer.submit(lambda txn: _scalar(txn, 4))
-    await job
-    seen: list[int] = []
-    when_settled(job, lambda done: seen.append(done.result()))
-    await asyncio.sleep(0)
-    assert seen == [4]
 
 
 async def test_a_long_turn_hands_its_jobs_over_before_it_ends(store: RoomStore) -> None:

@@ -1,6 +1,6 @@
 """Storage layer: the plugin's tables, on DBAPI connections taken from maubot's SQLAlchemy engine."""
 
-from .store import RoomStore, Settled
-from .threads import StorageError, when_settled
+from .store import RoomStore
+from .threads import Intercept, JobFuture, StorageError
 
-__all__ = ["RoomStore", "Settled", "StorageError", "when_settled"]
+__all__ = ["Intercept", "JobFuture", "RoomStore", "StorageError"]

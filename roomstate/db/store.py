@@ -45,13 +45,11 @@ from .dialect import Dialect
 from .history_store import HistoryStore
 from .interner import Interner
 from .sync_write import replace_members
-from .threads import JobFuture, ReaderThread, Transaction, WriterThread
+from .threads import Intercept, ReaderThread, Transaction, WriterThread
 from .user_index import MEMBERSHIPS_OF_USER, UserIndex, of_user
 from .web_store import WebStore
 
 T = TypeVar("T")
-# (see WriterThread.submit: called in the turn of the loop in which an applying job's result arrives)
-Settled = Callable[[JobFuture[Applied]], None]
 
 CLEANUP_CHUNK = 2_000  # processed-event rows deleted per transaction
 BIG_FIRST_SYNC = 20_000  # members of a first sync written with a small page cache (Dialect.big_write)
@@ -283,10 +281,10 @@ class RoomStore(HistoryStore, AlertStore, WebStore):
         self,
         work: Callable[[Transaction], T],
         single_statement: bool = False,
-        settled: Callable[[JobFuture[T]], None] | None = None,
+        intercept: Intercept[T] | None = None,
     ) -> asyncio.Future[T]:
         assert self._writer is not None, "RoomStore.open_soon() was not called"
-        return self._writer.submit(work, single_statement, settled)
+        return self._writer.submit(work, single_statement, intercept)
 
     def _read(self, work: Callable[[Transaction], T]) -> asyncio.Future[T]:
         assert self._reader is not None, "RoomStore.open_soon() was not called"
@@ -370,13 +368,18 @@ class RoomStore(HistoryStore, AlertStore, WebStore):
     # ---- state changes ----------------------------------------------------------------------
 
     def apply_member(
-        self, change: MemberChange, *, record_claim: bool, queue_if_untracked: bool, settled: Settled | None = None
+        self,
+        change: MemberChange,
+        *,
+        record_claim: bool,
+        queue_if_untracked: bool,
+        intercept: Intercept[Applied] | None = None,
     ) -> asyncio.Future[Applied]:
         """Store one member's new membership (a ``leave`` deletes the row), keeping the room's
         counts in step. With ``record_claim``, the event is claimed in the same transaction and a
         duplicate changes nothing. In an untracked room nothing is stored; with
         ``queue_if_untracked`` the room goes into the resync queue (in the same transaction).
-        ``settled``: see ``WriterThread.submit``."""
+        ``intercept``: see ``WriterThread.submit``."""
         now = now_ms()
         member = change.member
         # (packed here, not in the writer's turn; if history is turned on meanwhile, there)
@@ -444,12 +447,17 @@ class RoomStore(HistoryStore, AlertStore, WebStore):
                 )
             return Applied.APPLIED
 
-        return self._write(job, settled=settled)
+        return self._write(job, intercept=intercept)
 
     def apply_room_info(
-        self, change: RoomInfoChange, *, record_claim: bool, queue_if_untracked: bool, settled: Settled | None = None
+        self,
+        change: RoomInfoChange,
+        *,
+        record_claim: bool,
+        queue_if_untracked: bool,
+        intercept: Intercept[Applied] | None = None,
     ) -> asyncio.Future[Applied]:
-        """Set some RoomInfo fields of a tracked room (same claim/untracked rules and ``settled``
+        """Set some RoomInfo fields of a tracked room (same claim/untracked rules and ``intercept``
         as ``apply_member``)."""
         now = now_ms()
         fields = [name for name, _ in change.changes]
@@ -472,7 +480,7 @@ class RoomStore(HistoryStore, AlertStore, WebStore):
             )
             return Applied.APPLIED if txn.cur.rowcount else Applied.UNCHANGED
 
-        return self._write(job, settled=settled)
+        return self._write(job, intercept=intercept)
 
     def replace_room(
         self, snapshot: RoomSnapshot, *, covered_events: Sequence[EventID] = (), fetched_at_ms: int | None = None
@@ -520,11 +528,11 @@ class RoomStore(HistoryStore, AlertStore, WebStore):
         return self._write(job)
 
     def forget_room(
-        self, room_id: RoomID, *, because_of: EventID | None = None, settled: Settled | None = None
+        self, room_id: RoomID, *, because_of: EventID | None = None, intercept: Intercept[Applied] | None = None
     ) -> asyncio.Future[Applied]:
         """Delete a room's info and members (not its nid nor its processed events), claiming
         the event it happens ``because_of`` in the same transaction (a duplicate changes nothing).
-        ``settled``: see ``WriterThread.submit``."""
+        ``intercept``: see ``WriterThread.submit``."""
         now = now_ms()
 
         def job(txn: Transaction) -> Applied:
@@ -539,7 +547,7 @@ class RoomStore(HistoryStore, AlertStore, WebStore):
                 self.recorder.stop_tracking(txn, room_nid)
             return Applied.APPLIED
 
-        return self._write(job, settled=settled)
+        return self._write(job, intercept=intercept)
 
     def _row_refused(self, txn: Transaction, sql: str, params: tuple[Any, ...]) -> None:
         """A history row the database refused leaves a hole in its room's history: from that row

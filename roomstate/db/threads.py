@@ -6,9 +6,9 @@ is queued while the thread is busy runs as one group commit: one transaction, ea
 own savepoint, so a failing job is rolled back alone and every job gets its own result.
 
 A job submitted while the thread is idle is handed over at once (the caller registers what
-runs on its result before, with ``settled``, so the loop soon waits and lets go of the GIL); the
-jobs of a turn of the loop in which the thread has work are handed over together when the turn
-ends. A job's result reaches the loop in one turn (``JobFuture.when_settled``). A thread woken
+runs on its result before, with ``intercept``, so the loop soon waits and lets go of the GIL);
+the jobs of a turn of the loop in which the thread has work are handed over together when the turn
+ends. A job's result reaches the loop in one turn (``JobFuture.intercept``). A thread woken
 while the loop still runs Python sleeps again until the GIL is released, and on a small virtual
 machine that second sleep and wake-up cost more than the Python around an event; so does one more
 turn of the loop (docs/performance.md).
@@ -135,41 +135,17 @@ class Transaction:
         self.hooks.append(hook)
 
 
+# Called on the loop with a job's future and its result or error (a StorageError for the
+# driver's), before the future is resolved; True: it resolves the future itself, later.
+Intercept = Callable[["JobFuture[T]", Any, "BaseException | None"], bool]
+
+
 class JobFuture(asyncio.Future[T]):
-    """A database job's future. ``when_settled`` callbacks run in the same turn of the loop in
-    which the job's result (or error) arrives, before its done callbacks (which asyncio runs one
-    turn later): one turn less for an outcome that is derived from the job's."""
+    """A database job's future. Its ``intercept`` (see ``submit``) sees the job's result in the
+    turn of the loop in which it arrives, before anything awaiting the future does: an outcome
+    derived from the job's needs no future of its own, nor one more turn."""
 
-    settled_callbacks: list[Callable[[JobFuture[T]], None]] | None = None  # (no __init__ of its own: cheaper)
-    settled = False  # the job's thread has delivered its outcome
-
-    def when_settled(self, callback: Callable[[JobFuture[T]], None]) -> None:
-        """Call ``callback(self)`` once the job has settled (if it already has: in the next turn)."""
-        if self.settled:
-            self.get_loop().call_soon(callback, self)
-        elif self.settled_callbacks is None:
-            self.settled_callbacks = [callback]
-        else:
-            self.settled_callbacks.append(callback)
-
-    def run_settled_callbacks(self) -> None:
-        callbacks, self.settled_callbacks = self.settled_callbacks or [], None
-        for callback in callbacks:
-            try:
-                callback(self)
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException:  # a bug in one (even a CancelledError): the rest still settle
-                log.exception("A callback of a database job failed")
-
-
-def when_settled(future: asyncio.Future[T], callback: Callable[[asyncio.Future[T]], None]) -> None:
-    """``callback(future)`` once ``future`` is done: in the same turn of the loop for a database
-    job's future (``JobFuture``), else as a done callback."""
-    if isinstance(future, JobFuture):
-        future.when_settled(callback)
-    else:
-        future.add_done_callback(callback)
+    intercept: Intercept[T] | None = None  # (no __init__ of its own: cheaper)
 
 
 class _Job(Generic[T]):
@@ -206,16 +182,17 @@ class _DatabaseThread:
         self,
         work: Callable[[Transaction], T],
         single_statement: bool = False,
-        settled: Callable[[JobFuture[T]], None] | None = None,
+        intercept: Intercept[T] | None = None,
     ) -> JobFuture[T]:
         """Queue ``work`` (FIFO; see ``_enqueue`` for when the thread gets it); the future
-        resolves on the loop with its result, or fails with StorageError. ``settled`` is its
-        first ``when_settled`` callback, registered before the job is queued."""
+        resolves on the loop with its result, or fails with StorageError. ``intercept(future,
+        result, error)`` is called first, in the turn the result arrives in; if it returns True,
+        it resolves the future itself (an exception it raises is logged, and the future resolved)."""
         if self._closed:
             raise StorageError("the roomstate database is closed")
         future: JobFuture[T] = JobFuture(loop=self.loop)
-        if settled is not None:
-            future.settled_callbacks = [settled]
+        if intercept is not None:
+            future.intercept = intercept
         self.pending += 1
         self._enqueue(_Job(work, future, single_statement))
         return future
@@ -353,14 +330,14 @@ class _DatabaseThread:
         self.pending -= len(batch)
         for job in batch:
             future = job.future
+            error = None if job.error is None else _storage_error(job.error)
+            if future.intercept is not None and _intercepted(future, job.result, error):
+                continue
             if not future.done():  # else cancelled by its caller
-                if job.error is not None:
-                    future.set_exception(_storage_error(job.error))
+                if error is not None:
+                    future.set_exception(error)
                 else:
                     future.set_result(job.result)
-            future.settled = True
-            if future.settled_callbacks:
-                future.run_settled_callbacks()
 
 
 class WriterThread(_DatabaseThread):
@@ -481,6 +458,19 @@ class ReaderThread(_DatabaseThread):
                 job.error = error
                 self._drop_broken_connection(error)
         self._deliver(batch)
+
+
+def _intercepted(future: JobFuture[Any], result: Any, error: BaseException | None) -> bool:
+    """Run the future's intercept; a bug in it (even a CancelledError) leaves the future to be
+    resolved as usual, and the rest of the batch still settles."""
+    assert future.intercept is not None
+    try:
+        return future.intercept(future, result, error)
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException:
+        log.exception("The intercept of a database job failed")
+        return False
 
 
 def _storage_error(error: BaseException) -> BaseException:
