@@ -592,14 +592,17 @@ async def test_an_event_submitted_just_before_history_comes_on_keeps_its_event_i
     store: tuple[RoomStore, FakeTime],
 ) -> None:
     """The event ID is packed when the event is submitted if history is on, else in the job if
-    history came on meanwhile (the job runs once the loop's turn ends)."""
+    history came on meanwhile (the writer has a job already, so this one is handed over when the
+    loop's turn ends)."""
     s, _ = store
     await s.replace_room(RoomSnapshot(RoomInfo(ROOM), (Member(ALICE, JOIN),)))
     s.history_enabled = False
+    busy = s.flush()  # (to the idle writer at once)
     applied = s.apply_member(
         MemberChange(ROOM, "$late:x", Member(BOB, JOIN), BOB, None, 1_000), record_claim=True, queue_if_untracked=True
     )
     s.history_enabled = True  # (in the same turn: before the job runs)
+    await busy
     assert await applied is Applied.APPLIED
     [entry] = await s.user_history(BOB, 5)
     assert entry.event_id == "$late:x"

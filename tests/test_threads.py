@@ -130,29 +130,37 @@ async def test_closing_hands_over_what_this_turn_submitted(tmp_path: Path) -> No
     store = RoomStore(sa.create_engine(f"sqlite:///{tmp_path / 'a.db'}"))
     await store.open()
     assert store._writer is not None
-    last = store._writer.submit(lambda txn: _scalar(txn, 11))
+    first = store._writer.submit(lambda txn: _scalar(txn, 10))  # to the idle thread at once
+    last = store._writer.submit(lambda txn: _scalar(txn, 11))  # waits for the end of the turn
     await store.close()
-    assert last.done() and last.result() == 11
+    assert first.result() == 10 and last.done() and last.result() == 11
 
 
 async def test_a_long_turn_hands_its_jobs_over_before_it_ends(store: RoomStore) -> None:
     """A whole sync dispatched in one turn: the writer starts on it while the loop still works."""
     assert store._writer is not None
     ran = threading.Event()
-    futures = [store._writer.submit(lambda txn: ran.set()) for _ in range(HAND_OVER_EARLY)]
+    futures = [store._writer.submit(lambda txn: None)]  # (to the idle thread at once)
+    futures += [store._writer.submit(lambda txn: ran.set()) for _ in range(HAND_OVER_EARLY)]
     assert ran.wait(5)  # (still in the same turn of the loop)
     await asyncio.gather(*futures)
 
 
 async def test_a_job_for_a_closed_loop_is_refused(tmp_path: Path) -> None:
     loop = asyncio.new_event_loop()
-    loop.close()
     writer = WriterThread("closed-loop-writer", Dialect(sa.create_engine(f"sqlite:///{tmp_path / 'a.db'}")), loop)
-    with pytest.raises(StorageError):
+    writer.submit(lambda txn: None)  # to the idle thread at once; its result never reaches the loop
+    loop.close()
+    with pytest.raises(StorageError):  # (the thread has a job: this one would wait for the turn's end)
         writer.submit(lambda txn: None)
-    assert writer.pending == 0
-    writer._queue.put(_STOP)
-    writer._thread.join(5)
+    assert writer.pending == 1
+    idle = WriterThread("closed-loop-writer-2", Dialect(sa.create_engine(f"sqlite:///{tmp_path / 'b.db'}")), loop)
+    with pytest.raises(StorageError):  # (an idle thread: it would get the job at once)
+        idle.submit(lambda txn: None)
+    assert idle.pending == 0
+    for thread in (writer, idle):
+        thread._queue.put(_STOP)
+        thread._thread.join(5)
 
 
 async def test_a_batch_whose_transaction_was_lost_commits_none_of_its_deferred_rows(store: RoomStore) -> None:

@@ -271,12 +271,6 @@ class RoomStore(HistoryStore, AlertStore, WebStore):
         assert self._writer is not None, "RoomStore.open_soon() was not called"
         return self._writer.submit_raw(lambda conn: None)
 
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        """The event loop the store was opened on (its futures' loop)."""
-        assert self._writer is not None, "RoomStore.open_soon() was not called"
-        return self._writer.loop
-
     def _write(
         self,
         work: Callable[[Transaction], T],

@@ -135,17 +135,18 @@ class Transaction:
         self.hooks.append(hook)
 
 
-# Called on the loop with a job's future and its result or error (a StorageError for the
-# driver's), before the future is resolved; True: it resolves the future itself, later.
-Intercept = Callable[["JobFuture[T]", Any, "BaseException | None"], bool]
-
-
 class JobFuture(asyncio.Future[T]):
     """A database job's future. Its ``intercept`` (see ``submit``) sees the job's result in the
     turn of the loop in which it arrives, before anything awaiting the future does: an outcome
     derived from the job's needs no future of its own, nor one more turn."""
 
     intercept: Intercept[T] | None = None  # (no __init__ of its own: cheaper)
+
+
+# Called on the loop with a job's future and its result or error (a StorageError for the
+# driver's), before the future is resolved; True: it resolves the future itself, later (and, as
+# the future may be resolved meanwhile, e.g. cancelled, only if it is not done by then).
+Intercept = Callable[[JobFuture[T], Any, BaseException | None], bool]
 
 
 class _Job(Generic[T]):
@@ -187,7 +188,8 @@ class _DatabaseThread:
         """Queue ``work`` (FIFO; see ``_enqueue`` for when the thread gets it); the future
         resolves on the loop with its result, or fails with StorageError. ``intercept(future,
         result, error)`` is called first, in the turn the result arrives in; if it returns True,
-        it resolves the future itself (an exception it raises is logged, and the future resolved)."""
+        it resolves the future itself (an exception it raises is logged, and the future resolved
+        at once: whatever it arranged for later must check ``done()``)."""
         if self._closed:
             raise StorageError("the roomstate database is closed")
         future: JobFuture[T] = JobFuture(loop=self.loop)
