@@ -298,11 +298,11 @@ class RoomStateService:
                 return self.queue.run(room_id, lambda: self._own_join(change, record_claim=record_claim))
         return self.queue.submit(
             room_id,
-            lambda: self._applying(
-                room_id,
-                lambda intercept: self.store.apply_member(
-                    change, record_claim=record_claim, queue_if_untracked=not outside_joined_room, intercept=intercept
-                ),
+            lambda: self.store.apply_member(
+                change,
+                record_claim=record_claim,
+                queue_if_untracked=not outside_joined_room,
+                intercept=self._applying(room_id),
             ),
         )
 
@@ -326,11 +326,11 @@ class RoomStateService:
             self.log.info("%s was upgraded to %s", change.room_id, upgraded)
         outcome = self.queue.submit(
             change.room_id,
-            lambda: self._applying(
-                change.room_id,
-                lambda intercept: self.store.apply_room_info(
-                    change, record_claim=record_claim, queue_if_untracked=not outside_joined_room, intercept=intercept
-                ),
+            lambda: self.store.apply_room_info(
+                change,
+                record_claim=record_claim,
+                queue_if_untracked=not outside_joined_room,
+                intercept=self._applying(change.room_id),
             ),
         )
         if upgraded and self.observer is not None and not outside_joined_room:
@@ -354,11 +354,9 @@ class RoomStateService:
     def _claim_matches(claim: EventClaim | None, room_id: RoomID, event_id: EventID) -> bool:
         return claim is None or (claim.event_id == event_id and claim.room_id == room_id)
 
-    def _applying(
-        self, room_id: RoomID, submit: Callable[[Intercept[Applied]], asyncio.Future[Applied]]
-    ) -> asyncio.Future[Applied]:
-        """The outcome of the database job that ``submit(intercept)`` queues to apply an event:
-        the job's own future. If the write fails, the room is queued for a resync, and the future
+    def _applying(self, room_id: RoomID) -> Intercept[Applied]:
+        """The intercept of a database job that applies an event in the room, whose future is
+        the event's outcome. If the write fails, the room is queued for a resync, and the future
         carries the error (for the caller to report) once that request is stored (or, failing
         that, remembered in memory)."""
 
@@ -378,7 +376,7 @@ class RoomStateService:
             self.queue_resync(room_id, "an event could not be applied", str(error)).add_done_callback(fail)
             return True
 
-        return submit(applied)
+        return applied
 
     def _forget(self, change: MemberChange, *, record_claim: bool) -> asyncio.Future[Applied]:
         removed = change.sender != self.bot_user_id and self.observer is not None
@@ -402,11 +400,10 @@ class RoomStateService:
             if done.result() is not Applied.DUPLICATE and removed and room_before is not None and observer:
                 observer.bot_removed(change, room_before)
 
-        future = self._applying(
+        future = self.store.forget_room(
             change.room_id,
-            lambda intercept: self.store.forget_room(
-                change.room_id, because_of=change.event_id if record_claim else None, intercept=intercept
-            ),
+            because_of=change.event_id if record_claim else None,
+            intercept=self._applying(change.room_id),
         )
         future.add_done_callback(forgotten)
         return future
@@ -415,11 +412,8 @@ class RoomStateService:
         """The bot joined (or changed its profile): a room it does not track yet is synced in
         full, in this position of the room's order."""
         try:
-            outcome = await self._applying(
-                change.room_id,
-                lambda intercept: self.store.apply_member(
-                    change, record_claim=record_claim, queue_if_untracked=True, intercept=intercept
-                ),
+            outcome = await self.store.apply_member(
+                change, record_claim=record_claim, queue_if_untracked=True, intercept=self._applying(change.room_id)
             )
         except Exception:
             return None  # queued for a resync; the handler's wrapper reports the event
@@ -556,7 +550,7 @@ class RoomStateService:
             if not done.cancelled() and done.exception() is None and done.result() is Applied.APPLIED:
                 self.log.info("The bot is no longer in %s; forgot the room", room_id)
 
-        future = self._applying(room_id, lambda intercept: self.store.forget_room(room_id, intercept=intercept))
+        future = self.store.forget_room(room_id, intercept=self._applying(room_id))
         future.add_done_callback(forgotten)
         return future
 

@@ -211,18 +211,14 @@ class _DatabaseThread:
     def _enqueue(self, job: _Job[Any]) -> None:
         """To the thread at once if it is idle (nothing to gather the job with: handing it over
         at the end of the turn would only cost the loop one more turn), else when the turn ends."""
+        if self.loop.is_closed():  # nothing would ever hand it over or deliver its result
+            self.pending -= 1
+            raise StorageError("the event loop of the roomstate database is closed")
         if self.pending == 1:  # (this job: nothing else in the outbox or on the thread)
-            if self.loop.is_closed():  # nothing would ever deliver its result
-                self.pending -= 1
-                raise StorageError("the event loop of the roomstate database is closed")
             self._queue.put([job])
             return
         if not self._outbox:
-            try:
-                self.loop.call_soon(self._hand_over)
-            except RuntimeError as error:  # the loop is closed: nothing would ever hand it over
-                self.pending -= 1
-                raise StorageError("the event loop of the roomstate database is closed") from error
+            self.loop.call_soon(self._hand_over)
         self._outbox.append(job)
         if len(self._outbox) >= HAND_OVER_EARLY:  # a long turn (a whole sync dispatched): start on it
             self._hand_over()
