@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run the side-by-side benchmark (numbers only; asserts nothing about speed).
 #   scripts/bench.sh               full run under SQLAlchemy 2.x and 1.3.24; redraws docs/full-sync.png
-#                                  and docs/restart-cost.png; the web view's page times
+#                                  and docs/restart-cost.png; the web view's page times; the floors of
+#                                  the awaited event (benchmarks/floor_variants.py)
 #   scripts/bench.sh --quick       small sizes, SQLAlchemy 2.x only, under two minutes (CI runs it)
 #   scripts/bench.sh --postgres postgresql://...   also on that PostgreSQL database (it is wiped)
 # Results are also written to .bench/*.json.
@@ -27,5 +28,7 @@ echo "== restarts (SQLAlchemy 2.x)"
 "$VENVS/bench/bin/python" -m benchmarks.restarts --json .bench/restarts.json --plot docs/restart-cost.png
 echo "== web view: server time per page (SQLAlchemy 2.x)"
 "$VENVS/bench/bin/python" -m benchmarks.web --json .bench/web.json
+echo "== the awaited member event: roomstate, its floor, a merged schema's floor, mautrix (SQLAlchemy 2.x)"
+"$VENVS/bench/bin/python" -m benchmarks.floor_variants
 echo "== SQLAlchemy 1.3.24 (maubot's Docker image)"
 "$VENVS/sa13/bin/python" -m benchmarks.bench --json .bench/sa13.json --only sync,events,postgres "$@"
