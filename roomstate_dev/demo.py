@@ -2,7 +2,8 @@
 
     scripts/demo.sh [--port 8008] [--users 2] [--dir .demo]   (sets up the virtualenvs, then runs this)
 
-Prints the homeserver URL and the credentials, then runs until Ctrl-C; stops everything it started.
+Prints the homeserver URL and the credentials, then runs until Ctrl-C; stops everything it started
+(and, at start, whatever a demo that was killed left running).
 More users: `--users 5`, or register them while it runs with Synapse's own tool:
     .venvs/synapse/bin/register_new_matrix_user -c .demo/synapse/homeserver.yaml http://127.0.0.1:8008
 """
@@ -10,6 +11,7 @@ More users: `--users 5`, or register them while it runs with Synapse's own tool:
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import signal
 import socket
@@ -23,7 +25,10 @@ from .servers import ROOT, ServerFailed, Synapse
 
 
 def port_is_free(port: int) -> bool:
+    """Whether nothing listens on the port (connections of a server just stopped, still in
+    TIME_WAIT, do not count: the servers bind with SO_REUSEADDR too)."""
     with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:
@@ -33,6 +38,54 @@ def port_is_free(port: int) -> bool:
 
 def step(text: str) -> None:
     print(f"== {text}", flush=True)
+
+
+PIDS = "servers.pids"  # the process groups a demo started, for the next start if it was killed
+
+
+def stop_leftovers(directory: Path, patience: float = 15) -> list[int]:
+    """Stop the servers a demo in ``directory`` started and never stopped (it was killed, e.g. with
+    SIGKILL: the servers run in sessions of their own and outlive it). Each process group in its
+    PID file whose leader still runs with ``directory`` in its command line gets SIGTERM, then
+    SIGKILL after ``patience`` seconds; a PID reused by another program is left alone. Returns the
+    PIDs stopped."""
+    record = directory / PIDS
+    try:
+        pids = [int(word) for word in record.read_text().split()]
+    except (OSError, ValueError):
+        return []
+    stopped = []
+    for pid in pids:
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # gone
+        if str(directory) not in command:
+            continue
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            continue
+        stopped.append(pid)
+    deadline = time.monotonic() + patience
+    for pid in stopped:
+        while _running(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _running(pid):
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    record.unlink(missing_ok=True)
+    return stopped
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"  # (a zombie has exited; its parent has not collected it yet)
 
 
 def main() -> None:
@@ -45,6 +98,10 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=2, help="how many people to register (default 2)")
     parser.add_argument("--password", default="roomstate-demo", help="their password")
     args = parser.parse_args()
+    args.dir = args.dir.resolve()  # as the servers' command lines name it
+    stopped = stop_leftovers(args.dir)
+    if stopped:
+        step(f"stopped the servers a killed demo had left running (PIDs {', '.join(map(str, stopped))})")
     if not port_is_free(args.port):
         sys.exit(
             f"Port {args.port} on 127.0.0.1 is in use (another homeserver or demo?). "
@@ -55,6 +112,7 @@ def main() -> None:
 
     shutil.rmtree(args.dir, ignore_errors=True)
     synapse = Synapse(args.dir / "synapse", port=args.port)
+    synapse.process.pid_record = args.dir / PIDS
     bot = None
     try:
         step(f"starting Synapse on http://127.0.0.1:{args.port} (first start: ~20 s)")
@@ -76,6 +134,7 @@ def main() -> None:
             plugin_config={"admins": [demo.user_id]},
             web_port=args.web_port,
         )
+        bot.process.pid_record = args.dir / PIDS
         bot.start(wait_for_first_sync=False)
         step("creating a room with everyone and the bot")
         room = demo.create_room(
@@ -122,6 +181,7 @@ Press Ctrl-C to stop.""",
         if bot is not None:
             bot.stop()
         synapse.stop()
+        (args.dir / PIDS).unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

@@ -77,6 +77,7 @@ class Process:
     def __init__(self, name: str, args: list[str], cwd: Path, log: Path, env: dict[str, str] | None = None) -> None:
         self.name, self.args, self.cwd, self.log, self.env = name, args, cwd, log, env
         self.proc: subprocess.Popen | None = None
+        self.pid_record: Path | None = None  # a file the PID is appended to once started
 
     def start(self) -> None:
         log_file = open(self.log, "ab")  # noqa: SIM115 - open for the life of the process
@@ -89,6 +90,9 @@ class Process:
             start_new_session=True,
         )
         log_file.close()
+        if self.pid_record is not None:
+            with open(self.pid_record, "a") as record:
+                record.write(f"{self.proc.pid}\n")
 
     @property
     def pid(self) -> int | None:
