@@ -33,7 +33,14 @@ sys.path.insert(0, str(ROOT))
 from benchmarks import data, first_syncs  # noqa: E402
 from benchmarks import history as history_bench  # noqa: E402
 from benchmarks.common import Report, Workdir, interleaved, median, ms, percentile  # noqa: E402
-from benchmarks.peers import EventFloor, Mautrix, RawSqlite, Roomstate, SchemaFloor  # noqa: E402
+from benchmarks.peers import (  # noqa: E402
+    EventFloor,
+    Mautrix,
+    RawSqlite,
+    Roomstate,
+    SchemaFloor,
+    awaited_one_by_one,
+)
 
 
 async def open_systems(work: Workdir, tag: str, raw: bool = True) -> list[Any]:
@@ -224,11 +231,7 @@ async def one_by_one(report: Report, work: Workdir, count: int, reps: int) -> No
         return time.perf_counter() - started
 
     async def latency(system: Any, rep: int) -> float:
-        events = data.member_events(room, count, seed=100 + rep)
-        started = time.perf_counter()
-        for raw in events:
-            await system.member_event_committed(raw)
-        return time.perf_counter() - started
+        return await awaited_one_by_one(system, room, count, seed=100 + rep)
 
     # the awaited path also without history (history.retention_days: 0), and the floors of both
     bare = Roomstate(

@@ -21,12 +21,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import time
 from typing import Any
 
 from . import data
 from .common import Workdir, interleaved, median
-from .peers import EventFloor, Mautrix, Roomstate
+from .peers import EventFloor, Mautrix, Roomstate, awaited_one_by_one
 
 ROOM = "!events:bench.example"
 
@@ -47,10 +46,7 @@ async def one_run(work: Workdir, run: int, rounds: int, events: int) -> dict[str
         await system.full_sync(system.prepare(ROOM, data.members(2_000, seed=3)))
 
     async def latency(system: Any, rep: int) -> float:
-        started = time.perf_counter()
-        for raw in data.member_events(ROOM, events, seed=100 + rep):
-            await system.member_event_committed(raw)
-        return (time.perf_counter() - started) / events
+        return await awaited_one_by_one(system, ROOM, events, seed=100 + rep) / events
 
     times = await interleaved(rounds, systems, latency)
     for system in systems:

@@ -30,10 +30,20 @@ from roomstate.homeserver import HomeserverError
 from roomstate.queries import RoomQueries
 from roomstate.service import RoomStateService
 
+from . import data
 from .data import Member
 
 BOT = "@bot:bench.example"
 FLOOR_SCHEMA = "roomstate_bench_floor"  # SchemaFloor's own schema, dropped when it closes
+
+
+async def awaited_one_by_one(system: Any, room_id: str, count: int, seed: int) -> float:
+    """Seconds ``system`` takes for ``count`` member events, each awaited until committed."""
+    events = data.member_events(room_id, count, seed=seed)
+    started = time.perf_counter()
+    for raw in events:
+        await system.member_event_committed(raw)
+    return time.perf_counter() - started
 
 
 def sqlite_bytes(path: str, tables: tuple[str, ...]) -> int:

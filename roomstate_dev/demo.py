@@ -46,7 +46,7 @@ PIDS = "servers.pids"  # the process groups a demo started, for the next start i
 def stop_leftovers(directory: Path, patience: float = 15) -> list[int]:
     """Stop the servers a demo in ``directory`` started and never stopped (it was killed, e.g. with
     SIGKILL: the servers run in sessions of their own and outlive it). Each process group in its
-    PID file whose leader still runs with ``directory`` in its command line gets SIGTERM, then
+    PID file whose leader still runs with a file in ``directory`` in its command line gets SIGTERM, then
     SIGKILL after ``patience`` seconds; a PID reused by another program is left alone. Returns the
     PIDs stopped."""
     record = directory / PIDS
@@ -60,7 +60,7 @@ def stop_leftovers(directory: Path, patience: float = 15) -> list[int]:
             command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue  # gone
-        if str(directory) not in command:
+        if f"{directory}{os.sep}" not in command:  # (not a sibling directory with the same prefix)
             continue
         try:
             os.killpg(pid, signal.SIGTERM)

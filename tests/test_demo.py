@@ -31,13 +31,14 @@ def test_a_killed_demo_s_servers_are_stopped_at_the_next_start(
 ) -> None:
     ours = _server("-c", str(tmp_path / "synapse" / "homeserver.yaml"))
     other = _server("someone else's program")  # a PID in the file that now belongs to another program
-    servers += [ours, other]
-    (tmp_path / PIDS).write_text(f"{ours.pid}\n{other.pid}\n")
+    sibling = _server("-c", f"{tmp_path}2/homeserver.yaml")  # another demo's, in a directory named alike
+    servers += [ours, other, sibling]
+    (tmp_path / PIDS).write_text(f"{ours.pid}\n{other.pid}\n{sibling.pid}\n")
 
     assert stop_leftovers(tmp_path) == [ours.pid]
 
     assert ours.wait(10) == -15  # SIGTERM: a server shuts down cleanly
-    assert other.poll() is None
+    assert other.poll() is None and sibling.poll() is None
     assert not (tmp_path / PIDS).exists()
 
 
@@ -48,7 +49,7 @@ def test_one_that_ignores_sigterm_is_killed(tmp_path: Path, servers: list[subpro
             "-c",
             "import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(flush=True);"
             " time.sleep(120)",
-            str(tmp_path),
+            str(tmp_path / "bot" / "config.yaml"),
         ],
         start_new_session=True,
         stdout=subprocess.PIPE,

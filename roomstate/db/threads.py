@@ -329,7 +329,8 @@ class _DatabaseThread:
         for job in batch:
             future = job.future
             error = None if job.error is None else _storage_error(job.error)
-            if future.intercept is not None and _intercepted(future, job.result, error):
+            intercept = future.intercept
+            if intercept is not None and _intercepted(intercept, future, job.result, error):
                 continue
             if not future.done():  # else cancelled by its caller
                 if error is not None:
@@ -458,12 +459,11 @@ class ReaderThread(_DatabaseThread):
         self._deliver(batch)
 
 
-def _intercepted(future: JobFuture[Any], result: Any, error: BaseException | None) -> bool:
+def _intercepted(intercept: Intercept[Any], future: JobFuture[Any], result: Any, error: BaseException | None) -> bool:
     """Run the future's intercept; a bug in it (even a CancelledError) leaves the future to be
     resolved as usual, and the rest of the batch still settles."""
-    assert future.intercept is not None
     try:
-        return future.intercept(future, result, error)
+        return intercept(future, result, error)
     except (SystemExit, KeyboardInterrupt):
         raise
     except BaseException:
