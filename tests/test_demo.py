@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from roomstate_dev.demo import PIDS, stop_leftovers
+from roomstate_dev.demo import PIDS, port_is_free, stop_leftovers
 
 
 def _server(*args: str) -> subprocess.Popen[bytes]:
@@ -69,3 +70,19 @@ def test_nothing_to_stop(tmp_path: Path) -> None:
     assert stop_leftovers(tmp_path) == []
     (tmp_path / PIDS).write_text("999999999\n")  # no such process
     assert stop_leftovers(tmp_path) == []
+
+
+def test_a_port_is_free_despite_a_stopped_servers_connections_in_time_wait() -> None:
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # (as servers bind)
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    assert not port_is_free(port)  # listening
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = server.accept()
+    accepted.close()  # the server's side closes first: its port keeps a connection in TIME_WAIT
+    client.recv(1)
+    client.close()
+    server.close()
+    assert port_is_free(port)
