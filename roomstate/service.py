@@ -752,10 +752,11 @@ class RoomStateService:
         """Delete history past the retention (all of it when history is off), in small chunks;
         index what the user index does not hold yet."""
         retention = self.config.history_retention_seconds
+        claims_since = time.time() - self.config.retention_seconds  # a member event's claim is its row
         if retention <= 0:
-            deleted = await self.store.clear_history()
+            deleted = await self.store.clear_history(keep_claims_since=claims_since)
         else:
-            deleted = await self.store.delete_history_before(time.time() - retention)
+            deleted = await self.store.delete_history_before(time.time() - retention, keep_claims_since=claims_since)
             await self.store.index_history()
         if deleted:
             self.log.info("Deleted %d membership history rows past the retention", deleted)

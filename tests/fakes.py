@@ -8,7 +8,9 @@ raw JSON so tests can deliver them to the plugin the way a /sync would.
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
+import hashlib
 import itertools
 import json
 import re
@@ -63,6 +65,7 @@ class FakeHomeserver:
         self.failures: list[Failure] = []
         self.slow: list[tuple[str, float]] = []  # (path pattern, seconds)
         self._ids = itertools.count(1)
+        self.old_event_ids = False  # event IDs as rooms v1-v3 have them, not hashes (see _event_id)
         self._last_ts = 0  # the senders' clocks: now (at least a millisecond after the last event)
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
@@ -106,6 +109,13 @@ class FakeHomeserver:
 
     # ---- room state -------------------------------------------------------------------------
 
+    def _event_id(self, number: int) -> str:
+        """A room v4+ event ID (the hash of the event: here of its number), or with
+        ``old_event_ids`` one of rooms v1-v3 (``$local:server``)."""
+        if self.old_event_ids:
+            return f"$e{number}:fake.test"
+        return "$" + base64.urlsafe_b64encode(hashlib.sha256(str(number).encode()).digest()).decode().rstrip("=")
+
     def new_event(
         self, room_id: str, type_: str, sender: str, content: dict[str, Any], state_key: str | None = None
     ) -> Event:
@@ -114,7 +124,7 @@ class FakeHomeserver:
             "room_id": room_id,
             "sender": sender,
             "content": content,
-            "event_id": f"$e{next(self._ids)}:fake.test",
+            "event_id": self._event_id(next(self._ids)),
             "origin_server_ts": self._now_ms(),
             "unsigned": {},
         }

@@ -22,7 +22,7 @@ from ruamel.yaml import YAML
 
 from roomstate import RoomStateBot
 from roomstate.config import Config
-from roomstate.db import schema
+from roomstate.db import history, schema
 
 from .fakes import Event, FakeHomeserver
 
@@ -154,6 +154,12 @@ class Database:
         )
 
     def processed(self, room_id: str) -> set[str]:
+        """The events claimed in the room: their ``roomstate_processed_events`` rows, and the member
+        events whose history row is their claim."""
+        return self.claimed_apart(room_id) | self.claimed_in_history(room_id)
+
+    def claimed_apart(self, room_id: str) -> set[str]:
+        """The events with a ``roomstate_processed_events`` row."""
         return {
             r[0]
             for r in self.rows(
@@ -162,6 +168,15 @@ class Database:
                 room=room_id,
             )
         }
+
+    def claimed_in_history(self, room_id: str) -> set[str]:
+        """The events whose history row claims them (their ID's hash in the unique index)."""
+        rows = self.rows(
+            "SELECT h.event_hash FROM roomstate_history h JOIN roomstate_rooms r ON r.room_nid = h.room_nid"
+            " WHERE r.room_id = :room AND h.event_hash IS NOT NULL",
+            room=room_id,
+        )
+        return {str(history.unpack_event_id(bytes(row[0]), None)) for row in rows}
 
     def resync_queue(self) -> dict[str, int]:
         """room_id -> attempts, for rooms waiting for a resync."""

@@ -126,6 +126,22 @@ async def test_live_change_of_history_retention(harness: Harness, db: Database) 
     assert answer.splitlines()[1].startswith("• joined “Design”")
 
 
+async def test_history_turned_off_keeps_the_claims_of_its_rows(harness: Harness, db: Database) -> None:
+    """A member event's claim is its history row: deleting the history (turned off) keeps the
+    claims the dedup retention still needs, so the old event replayed is still skipped."""
+    await harness.start()
+    await harness.setup_room()
+    join = harness.hs.member(ROOM, CAROL, "join")
+    await harness.deliver(join)
+    assert join["event_id"] in db.claimed_in_history(ROOM)
+    await update(harness, history__retention_days=0)
+    await eventually(lambda: db.scalar("SELECT COUNT(*) FROM roomstate_history") == 0, what="history deleted")
+    assert join["event_id"] in db.claimed_apart(ROOM)
+    await harness.deliver(harness.hs.member(ROOM, CAROL, "leave"))
+    await harness.deliver(join)
+    assert CAROL not in harness.db.joined(ROOM)
+
+
 async def test_live_change_of_intervals(harness: Harness, db: Database) -> None:
     await harness.start(**{"dedup.cleanup_interval_minutes": 600, "dedup.retention_hours": 1})
     await harness.setup_room()

@@ -122,8 +122,9 @@ class Recorder:
         self._since: dict[int, list[int]] = {}  # room_nid -> [rows since its checkpoint, rows due]
         self._unindexed: int | None = None  # rows not in the user index yet
         self._insert: str | None = None  # _INSERT in the driver's paramstyle
+        self._claim: str | None = None  # the same, as an event's claim (nothing on a conflict)
 
-    def record(
+    def append(
         self,
         txn: Transaction,
         room_nid: int,
@@ -135,10 +136,17 @@ class Recorder:
         reason: str | None,
         event_id: tuple[bytes | None, str | None],
         origin_ms: int | None,
-    ) -> None:
+        *,
+        claim: bool = False,
+    ) -> bool:
         """Append one transition an event made (``displayname`` only when it changed, the sender
         only when not the user; ``event_id`` as ``pack_event_id`` gives it, which the caller can
-        do before the transaction). The hot path of every member event: kept lean."""
+        do before the transaction), before the change itself is written; ``appended`` follows it.
+
+        With ``claim`` (an event ID that is a hash), the row is the event's dedup claim: it is
+        inserted now, and False means the room already has a row of this event (a replay), so
+        nothing was written. Otherwise the row is deferred to the commit and True returned. The hot
+        path of every member event: kept lean."""
         clock = self.clock
         if clock.last is None:
             clock.next(txn)
@@ -148,22 +156,29 @@ class Recorder:
         if origin_ms is not None:  # the sender's clock, in whole seconds from ours
             offset = max(-(2**31), min(2**31 - 1, ((origin_ms << COUNTER_BITS) - seq + _HALF_SECOND) // _SECOND))
         event_hash, other_id = event_id
-        txn.defer(
-            self._insert or self._prepare(txn),
-            (
-                room_nid,
-                seq,
-                user_nid,
-                CODES[membership],
-                CODES[previous],
-                sender_nid,
-                offset,
-                displayname,
-                reason,
-                event_hash,
-                other_id,
-            ),
+        row = (
+            room_nid,
+            seq,
+            user_nid,
+            CODES[membership],
+            CODES[previous],
+            sender_nid,
+            offset,
+            displayname,
+            reason,
+            event_hash,
+            other_id,
         )
+        if claim:
+            cur = txn.cur  # (the statement is in the driver's paramstyle already)
+            cur.execute(self._claim or self._prepare_claim(txn), row)
+            return cur.rowcount == 1
+        txn.defer(self._insert or self._prepare(txn), row)
+        return True
+
+    def appended(self, txn: Transaction, room_nid: int) -> None:
+        """Count the row ``append`` added, once the change is written (a checkpoint it makes due
+        holds the change)."""
         since = self._since.get(room_nid)
         if (
             since is None
@@ -183,6 +198,10 @@ class Recorder:
     def _prepare(self, txn: Transaction) -> str:
         self._insert = txn.dialect.sql(_INSERT)
         return self._insert
+
+    def _prepare_claim(self, txn: Transaction) -> str:
+        self._claim = txn.dialect.sql(_INSERT + " ON CONFLICT DO NOTHING")
+        return self._claim
 
     def record_resync(
         self, txn: Transaction, room_nid: int, changes: Sequence[tuple[int, str, str, str | None]]
@@ -290,7 +309,8 @@ class Recorder:
             count = txn.execute(
                 "SELECT COUNT(*) FROM roomstate_history WHERE room_nid = ? AND seq > ?", (room_nid, latest[0])
             ).fetchone()
-            # (the rows just recorded are deferred to the commit: not counted by the query)
+            # (rows deferred to the commit are not counted by the query; a claim's row, inserted at
+            # once, is counted twice: a trigger, due one row early at most)
             since = self._since[room_nid] = [int(count[0]) + rows, _threshold(checkpoints.member_count(txn, latest[1]))]
         if since[0] >= since[1]:
             self.checkpoint(txn, room_nid)
@@ -304,6 +324,28 @@ class Recorder:
             self._unindexed += rows
         if self._unindexed >= INDEX_BATCH_ROWS:
             self.index_users(txn)
+
+
+def keep_claims(txn: Transaction, since: int, upto: int, room_nid: int | None, limit: int) -> int | None:
+    """Copy the dedup claims held by history rows (an event's row is its claim: db/store.py) with
+    ``since <= seq <= upto`` (of one room, or of all) into ``roomstate_processed_events``, up to
+    ``limit`` of them, before those rows are deleted: a claim lives as long as the dedup retention
+    says, whatever history's own. Returns the seq to go on from, or None when done."""
+    where, params = ("room_nid = ? AND ", (room_nid,)) if room_nid is not None else ("", ())
+    rows = txn.execute(
+        f"SELECT room_nid, seq, event_hash FROM roomstate_history WHERE {where}seq >= ? AND seq <= ?"
+        " AND event_hash IS NOT NULL ORDER BY seq LIMIT ?",
+        (*params, since, upto, limit),
+    ).fetchall()
+    if rows:  # (rare: only history kept for less time than the claims; the driver's own executemany)
+        txn.cur.executemany(
+            txn.dialect.sql(
+                "INSERT INTO roomstate_processed_events (room_nid, event_id, processed_ts) VALUES (?, ?, ?)"
+                " ON CONFLICT DO NOTHING"
+            ),
+            [(int(nid), unpack_event_id(digest, None), int(seq) >> COUNTER_BITS) for nid, seq, digest in rows],
+        )
+    return int(rows[-1][1]) + 1 if len(rows) == limit else None
 
 
 def _threshold(members: int) -> int:

@@ -252,13 +252,15 @@ class HistoryStore:
         history.INDEX_BATCH_ROWS rows). Resolves to how many."""
         return self._write(lambda txn: self.recorder.index_users(txn))
 
-    async def delete_history_before(self, cutoff_s: float) -> int:
+    async def delete_history_before(self, cutoff_s: float, *, keep_claims_since: float | None = None) -> int:
         """Delete the history older than ``cutoff_s`` (Unix seconds): room by room, in chunks of
         at most CHUNK rows a transaction (see checkpoints.compact), then the user index of the
-        days before. Touches only rooms with something to delete. Returns how many rows."""
+        days before. Touches only rooms with something to delete. The dedup claims of rows from
+        ``keep_claims_since`` on are kept (``history.keep_claims``). Returns how many rows."""
         cutoff = history.seq_at(cutoff_s)
         deleted = 0
         for room_nid in await self._read(lambda txn: checkpoints.rooms_to_compact(txn, cutoff)):
+            await self._keep_claims(keep_claims_since, cutoff, room_nid)
             while count := await self._write(
                 functools.partial(checkpoints.compact, room_nid=room_nid, cutoff=cutoff, limit=CHUNK)
             ):
@@ -271,13 +273,25 @@ class HistoryStore:
             pass
         return deleted
 
-    async def clear_history(self) -> int:
+    async def _keep_claims(self, since_s: float | None, upto: int, room_nid: int | None) -> None:
+        """Copy the claims of rows about to be deleted (seq up to ``upto``) that are younger than
+        ``since_s`` (None: none), in chunks."""
+        since: int | None = None if since_s is None else history.seq_at(since_s)
+        while since is not None and since <= upto:
+            since = await self._write(
+                functools.partial(history.keep_claims, since=since, upto=upto, room_nid=room_nid, limit=CHUNK)
+            )
+
+    async def clear_history(self, *, keep_claims_since: float | None = None) -> int:
         """Delete all history (it was turned off), in bounded chunks; stops if it is turned on
-        again meanwhile. Returns how many rows."""
+        again meanwhile. The dedup claims of rows from ``keep_claims_since`` on are kept first.
+        Returns how many rows."""
 
         def chunk(table: str, key: str) -> Callable[[Transaction], int]:
             return lambda txn: 0 if self.history_enabled else _delete_chunk(txn, table, key)
 
+        if not self.history_enabled:
+            await self._keep_claims(keep_claims_since, history.LAST_SEQ, None)
         deleted = 0
         while count := await self._write(chunk("roomstate_history", "room_nid, seq")):
             deleted += count

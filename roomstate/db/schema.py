@@ -15,8 +15,9 @@ from .migrations.v3 import ddl as history_ddl
 from .migrations.v4 import ddl as position_ddl
 from .migrations.v5 import ddl as web_ddl
 from .migrations.v6 import ddl as user_index_ddl
+from .migrations.v7 import ddl as claims_in_history_ddl
 
-VERSION = 6
+VERSION = 7
 
 _SERIAL = {"sqlite": "INTEGER", "postgresql": "SERIAL"}
 _CLUSTERED = {"sqlite": " WITHOUT ROWID", "postgresql": ""}
@@ -91,6 +92,8 @@ def ddl(dialect: str) -> list[str]:
         *web_ddl(dialect),
         # The user → room index, in batches (user_index.py); v6 wrote it.
         *user_index_ddl(dialect),
+        # A member event's history row is its dedup claim (apply_member); v7 wrote the index.
+        *claims_in_history_ddl(dialect),
     ]
 
 

@@ -118,17 +118,26 @@ def _room_from_row(row: Sequence[Any]) -> RoomInfo:
 # ---- write jobs (run on the writer thread) ---------------------------------------------------
 
 
-# The room's info row (is it tracked?) and the user's membership in it, in one statement.
+# The room's info row (is it tracked?) and the user's membership in it, in one statement; with
+# _CLAIMED, also whether the event was claimed outside the history (see apply_member).
 _TRACKED_AND_MEMBER = (
-    "SELECT m.membership, m.displayname FROM roomstate_room_info i LEFT JOIN roomstate_memberships m"
+    "SELECT m.membership, m.displayname{claimed} FROM roomstate_room_info i LEFT JOIN roomstate_memberships m"
     " ON m.room_nid = i.room_nid AND m.user_nid = ? WHERE i.room_nid = ?"
 )
 _TRACKED_USER_AND_MEMBER = (  # for a user not in the interner's cache: no row if the room is not tracked
-    "SELECT u.user_nid, m.membership, m.displayname FROM roomstate_room_info i"
+    "SELECT u.user_nid, m.membership, m.displayname{claimed} FROM roomstate_room_info i"
     " LEFT JOIN roomstate_users u ON u.user_id = ?"
     " LEFT JOIN roomstate_memberships m ON m.room_nid = i.room_nid AND m.user_nid = u.user_nid"
     " WHERE i.room_nid = ?"
 )
+_CLAIMED = ", EXISTS (SELECT 1 FROM roomstate_processed_events WHERE room_nid = ? AND event_id = ?)"
+_MEMBER_LOOKUPS = {  # (user cached, claim checked) -> SQL
+    (cached, checked): (_TRACKED_AND_MEMBER if cached else _TRACKED_USER_AND_MEMBER).format(
+        claimed=_CLAIMED if checked else ""
+    )
+    for cached in (True, False)
+    for checked in (True, False)
+}
 
 
 def _claim(txn: Transaction, room_nid: int, event_id: EventID, ts: int) -> bool:
@@ -158,6 +167,26 @@ def _claim_many(txn: Transaction, room_nid: int, event_ids: Sequence[str], ts: i
         " SELECT DISTINCT ?, event_id, ? FROM roomstate_staged_claims ON CONFLICT DO NOTHING",
         (room_nid, ts),
     )
+
+
+def _claim_unless_in_history(txn: Transaction, room_nid: int, event_id: EventID, digest: bytes, ts: int) -> bool:
+    """Claim an event whose change is not recorded (it changes nothing, or its room is not
+    tracked) the usual way, unless its history row already claims it (False then)."""
+    claimed = txn.execute(
+        "SELECT 1 FROM roomstate_history WHERE room_nid = ? AND event_hash = ?", (room_nid, digest)
+    ).fetchone()
+    return claimed is None and _claim(txn, room_nid, event_id, ts)
+
+
+def _claimed_in_history(txn: Transaction, room_nid: int, event_ids: Sequence[EventID]) -> list[EventID]:
+    """Those of the events whose history row claims them (see ``apply_member``)."""
+    by_digest = {digest: event_id for event_id in event_ids if (digest := history.pack_event_id(event_id)[0])}
+    rows = txn.execute_in(
+        "SELECT event_hash FROM roomstate_history WHERE room_nid = ? AND event_hash IN ({marks})",
+        list(by_digest),
+        (room_nid,),
+    )
+    return [by_digest[bytes(row[0])] for row in rows]
 
 
 def _is_tracked(txn: Transaction, room_nid: int) -> bool:
@@ -382,31 +411,63 @@ class RoomStore(HistoryStore, AlertStore, WebStore):
         def job(txn: Transaction) -> Applied:
             room_nid = self.interner.room(txn, change.room_id)
             assert room_nid is not None
-            if record_claim and not _claim(txn, room_nid, change.event_id, now):
+            recording = self.history_enabled
+            packed = (packed_event_id or history.pack_event_id(change.event_id)) if recording else None
+            # With history on, the claim of an event whose ID is a hash is its history row (one
+            # write fewer per event): the lookup checks the claims made the other way (a full
+            # sync's covered events, an unchanged event, history off, schema v6), the row's unique
+            # (room, hash) index any earlier row.
+            digest = packed[0] if record_claim and packed is not None else None
+            if record_claim and digest is None and not _claim(txn, room_nid, change.event_id, now):
                 return Applied.DUPLICATE
+            checked = digest is not None
             user_nid = self.interner.cached_user(member.user_id)
             if user_nid is not None:
-                row = txn.execute(_TRACKED_AND_MEMBER, (user_nid, room_nid)).fetchone()
+                params: tuple[Any, ...] = (user_nid, room_nid)
             else:  # the user's ID, the room's and the membership in one lookup
-                row = txn.execute(_TRACKED_USER_AND_MEMBER, (member.user_id, room_nid)).fetchone()
-                if row is not None:
-                    user_nid = self.interner.found_user(txn, member.user_id, row[0])
-                    row = row[1:]
+                params = (member.user_id, room_nid)
+            if checked:
+                params = (room_nid, change.event_id, *params)
+            row = txn.execute(_MEMBER_LOOKUPS[user_nid is not None, checked], params).fetchone()
+            if row is not None and user_nid is None:
+                user_nid = self.interner.found_user(txn, member.user_id, row[0])
+                row = row[1:]
+            if row is not None and checked and row[2]:
+                return Applied.DUPLICATE
             if row is None:
+                if digest is not None and not _claim_unless_in_history(txn, room_nid, change.event_id, digest, now):
+                    return Applied.DUPLICATE
                 if queue_if_untracked:
                     _queue_resync(txn, room_nid, "event in an untracked room", None, now, now)
                 return Applied.NOT_TRACKED
             assert user_nid is not None
             old = None if row[0] is None else (row[0], row[1])
             old_membership = row[0]
+            if (old is None and member.membership == LEAVE) or old == (member.membership, member.displayname):
+                if digest is not None and not _claim_unless_in_history(txn, room_nid, change.event_id, digest, now):
+                    return Applied.DUPLICATE
+                return Applied.UNCHANGED
+            if recording:
+                renamed = member.membership != LEAVE and (None if old is None else old[1]) != member.displayname
+                sender_nid = None if change.sender == member.user_id else self.interner.user(txn, change.sender)
+                if not self.recorder.append(
+                    txn,
+                    room_nid,
+                    user_nid,
+                    member.membership,
+                    old_membership or LEAVE,
+                    (member.displayname or "") if renamed else None,
+                    sender_nid,
+                    change.reason,
+                    packed or history.pack_event_id(change.event_id),
+                    change.origin_ts,
+                    claim=digest is not None,
+                ):
+                    return Applied.DUPLICATE
             if member.membership == LEAVE:
-                if old is None:
-                    return Applied.UNCHANGED
                 txn.execute(
                     "DELETE FROM roomstate_memberships WHERE room_nid = ? AND user_nid = ?", (room_nid, user_nid)
                 )
-            elif old is not None and (old[0], old[1]) == (member.membership, member.displayname):
-                return Applied.UNCHANGED
             else:
                 txn.execute(
                     "INSERT INTO roomstate_memberships (room_nid, user_nid, membership, displayname)"
@@ -424,21 +485,8 @@ class RoomStore(HistoryStore, AlertStore, WebStore):
                     " invited_count = invited_count + ?, updated_at = ? WHERE room_nid = ?",
                     (joined, invited, now, room_nid),
                 )
-            if self.history_enabled:
-                renamed = member.membership != LEAVE and (None if old is None else old[1]) != member.displayname
-                sender_nid = None if change.sender == member.user_id else self.interner.user(txn, change.sender)
-                self.recorder.record(
-                    txn,
-                    room_nid,
-                    user_nid,
-                    member.membership,
-                    old_membership or LEAVE,
-                    (member.displayname or "") if renamed else None,
-                    sender_nid,
-                    change.reason,
-                    packed_event_id or history.pack_event_id(change.event_id),
-                    change.origin_ts,
-                )
+            if recording:
+                self.recorder.appended(txn, room_nid)
             return Applied.APPLIED
 
         return self._write(job, intercept=intercept)
@@ -570,14 +618,16 @@ class RoomStore(HistoryStore, AlertStore, WebStore):
             room_nid = self.interner.room(txn, room_id, create=False)
             if room_nid is None or not _is_tracked(txn, room_nid):
                 return []
+            event_ids = [*(change.event_id for change in members), *(info.event_id for info in infos)]
             processed = {
                 str(row[0])
                 for row in txn.execute_in(
                     "SELECT event_id FROM roomstate_processed_events WHERE room_nid = ? AND event_id IN ({marks})",
-                    [*(change.event_id for change in members), *(info.event_id for info in infos)],
+                    event_ids,
                     (room_nid,),
                 )
             }
+            processed.update(_claimed_in_history(txn, room_nid, event_ids))
             asserted = [change for change in members if change.event_id in processed]
             stored = {
                 str(user_id): (membership, name)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import sqlalchemy as sa
 
+from roomstate.db.history import unpack_event_id
 from roomstate_dev.bots import StandaloneBot
 from roomstate_dev.browser import browser_available, headless_chromium, screenshot
 from roomstate_dev.client import MatrixUser, eventually
@@ -183,14 +184,19 @@ class BotDatabase:
         )[0][0]
 
     def processed_ids(self, room_id: str) -> set[str]:
-        return {
-            row[0]
-            for row in self.rows(
-                "SELECT p.event_id FROM roomstate_processed_events p JOIN roomstate_rooms r ON r.room_nid = p.room_nid "
-                "WHERE r.room_id = :room",
-                room=room_id,
-            )
-        }
+        """The events claimed in the room: their ``roomstate_processed_events`` rows, and the
+        member events whose history row is their claim."""
+        apart = self.rows(
+            "SELECT p.event_id FROM roomstate_processed_events p JOIN roomstate_rooms r ON r.room_nid = p.room_nid "
+            "WHERE r.room_id = :room",
+            room=room_id,
+        )
+        in_history = self.rows(
+            "SELECT h.event_hash FROM roomstate_history h JOIN roomstate_rooms r ON r.room_nid = h.room_nid "
+            "WHERE r.room_id = :room AND h.event_hash IS NOT NULL",
+            room=room_id,
+        )
+        return {row[0] for row in apart} | {str(unpack_event_id(bytes(row[0]), None)) for row in in_history}
 
 
 def wipe_postgres(url: str) -> None:

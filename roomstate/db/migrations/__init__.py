@@ -14,7 +14,7 @@ from typing import Any
 
 from .. import schema
 from ..dialect import Cursor, Dialect
-from . import v1, v2, v3, v4, v5, v6
+from . import v1, v2, v3, v4, v5, v6, v7
 
 log = logging.getLogger("roomstate.db")
 
@@ -33,6 +33,7 @@ STEPS = (
     Step(4, v4.DESCRIPTION, v4.upgrade),
     Step(5, v5.DESCRIPTION, v5.upgrade),
     Step(6, v6.DESCRIPTION, v6.upgrade),
+    Step(7, v7.DESCRIPTION, v7.upgrade),
 )
 LATEST = STEPS[-1].version
 assert LATEST == schema.VERSION, "schema.py and the migration steps disagree about the version"
