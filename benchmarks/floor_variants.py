@@ -5,11 +5,12 @@ roomstate's writes, none of its logic: ``peers.EventFloor``) shows how much of t
 alone allow. This compares, in one process, interleaved, medians of each round's ratio:
 
 - roomstate;
-- its floor on roomstate's tables (the dedup record and its time index, history and its seq
-  index, the membership, the counts, a new user);
+- its floor on roomstate's tables (the membership, the counts, a new user, and the history row
+  that is also the event's claim, with its seq index and its unique (room, event hash) index);
 - the floor of a schema roomstate does not have: the dedup record and the history row as one row
-  of one table keyed (room, seq), unique on (room, event ID), no cross-room seq index; two B-trees
-  (WAL frames) per event where today's take four;
+  of one table keyed (room, seq), unique on (room, event ID), no cross-room seq index: two B-trees
+  for what roomstate's take three (four before schema v7, when the claim was a row of its own
+  with its time index);
 - mautrix's state store.
 
 Each run creates the systems in another order (the first one created tends to be measured a few

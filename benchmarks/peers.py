@@ -276,11 +276,20 @@ class SchemaFloor:
         cur.execute("COMMIT")
 
 
+_FLOOR_LOOKUP = (
+    "SELECT m.membership, m.displayname, EXISTS (SELECT 1 FROM roomstate_processed_events WHERE room_nid = 1"
+    " AND event_id = ?) FROM roomstate_room_info i LEFT JOIN roomstate_memberships m"
+    " ON m.room_nid = i.room_nid AND m.user_nid = ? WHERE i.room_nid = 1"
+)
+
+
 class EventFloor:
     """The least one member event awaited until committed can cost with what roomstate stores for
     it (its tables, from roomstate's own SQLite DDL): the user interned (known ones from a dict),
-    the event claimed (the dedup row and its time index), the old membership read, the membership
-    written, the room's counts changed, and with ``history`` the history row (and its time index).
+    the old membership read (with ``history``, in the same statement as whether the event was
+    claimed the other way), the event claimed (with ``history`` by its history row, with the row's
+    time index and its unique (room, event hash) index; without, the dedup row and its time index),
+    the membership written, the room's counts changed.
     Raw sqlite3 on a connection roomstate's dialect opened (its PRAGMAs) and with its WAL
     checkpoint thread (so that no checkpoint runs inside a commit), one statement after another in
     one transaction, one hand-off to a database thread and one back (aiosqlite makes one each way
@@ -367,6 +376,15 @@ class EventFloor:
         return nid
 
     @staticmethod
+    def _claim_apart(conn: sqlite3.Connection, event_id: str, now: int) -> bool:
+        """The dedup row (and its time index) of an event whose history row is not its claim."""
+        return bool(
+            conn.execute(
+                "INSERT INTO roomstate_processed_events VALUES (1, ?, ?) ON CONFLICT DO NOTHING", (event_id, now)
+            ).rowcount
+        )
+
+    @staticmethod
     def prepare(room_id: str, members: list[Member]) -> list[Member]:
         return [m for m in members if m.membership != "leave"]
 
@@ -392,33 +410,47 @@ class EventFloor:
         def write(conn: sqlite3.Connection) -> None:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                if (
-                    not self.merged
-                    and not conn.execute(
-                        "INSERT INTO roomstate_processed_events VALUES (1, ?, ?) ON CONFLICT DO NOTHING",
-                        (event_id, now),
-                    ).rowcount
-                ):
+                folded = self.history and not self.merged  # roomstate's: the history row is the claim
+                if not self.history and not self._claim_apart(conn, event_id, now):
                     conn.execute("ROLLBACK")
                     return
                 nid = self._user(conn, user_id)
-                old = conn.execute(
-                    "SELECT membership, displayname FROM roomstate_memberships WHERE room_nid = 1 AND user_nid = ?",
-                    (nid,),
-                ).fetchone()
-                if (
-                    self.merged
-                    and not conn.execute(  # the claim and the history row in one
-                        "INSERT INTO roomstate_bench_events VALUES (1, ?, ?, ?, 1, 0, ?, ?) ON CONFLICT DO NOTHING",
-                        (seq, event_id, nid, displayname, hashlib.sha256(event_id.encode()).digest()),
+                if folded:  # the old membership and whether the event was claimed the other way
+                    row = conn.execute(_FLOOR_LOOKUP, (event_id, nid)).fetchone()
+                    if row[2]:
+                        conn.execute("ROLLBACK")
+                        return
+                    old = None if row[0] is None else (row[0], row[1])
+                else:
+                    old = conn.execute(
+                        "SELECT membership, displayname FROM roomstate_memberships WHERE room_nid = 1 AND user_nid = ?",
+                        (nid,),
+                    ).fetchone()
+                unchanged = old == (membership, displayname) or (old is None and membership == "leave")
+                claimed = True
+                digest = hashlib.sha256(event_id.encode()).digest()
+                if folded and unchanged:  # unless its history row claims it already
+                    claimed = conn.execute(
+                        "SELECT 1 FROM roomstate_history WHERE room_nid = 1 AND event_hash = ?", (digest,)
+                    ).fetchone() is None and self._claim_apart(conn, event_id, now)
+                elif folded:
+                    claimed = conn.execute(  # the claim and the history row in one
+                        "INSERT INTO roomstate_history (room_nid, seq, user_nid, membership, previous, displayname,"
+                        " event_hash) VALUES (1, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                        (seq, nid, 1, 0, displayname, digest),
                     ).rowcount
-                ):
+                elif self.merged:
+                    claimed = conn.execute(  # the claim and the history row in one, one table
+                        "INSERT INTO roomstate_bench_events VALUES (1, ?, ?, ?, 1, 0, ?, ?) ON CONFLICT DO NOTHING",
+                        (seq, event_id, nid, displayname, digest),
+                    ).rowcount
+                if not claimed:
                     conn.execute("ROLLBACK")
                     return
                 if membership == "leave":
                     if old is not None:
                         conn.execute("DELETE FROM roomstate_memberships WHERE room_nid = 1 AND user_nid = ?", (nid,))
-                elif old != (membership, displayname):
+                elif not unchanged:
                     conn.execute(
                         "INSERT INTO roomstate_memberships VALUES (1, ?, ?, ?) ON CONFLICT DO UPDATE SET"
                         " membership = excluded.membership, displayname = excluded.displayname",
@@ -432,12 +464,6 @@ class EventFloor:
                         "UPDATE roomstate_room_info SET joined_count = joined_count + ?,"
                         " invited_count = invited_count + ?, updated_at = ? WHERE room_nid = 1",
                         (joined, invited, now),
-                    )
-                if self.history and not self.merged:
-                    conn.execute(
-                        "INSERT INTO roomstate_history (room_nid, seq, user_nid, membership, previous, displayname,"
-                        " event_hash) VALUES (1, ?, ?, ?, ?, ?, ?)",
-                        (seq, nid, 1, 0, displayname, hashlib.sha256(event_id.encode()).digest()),
                     )
                 conn.execute("COMMIT")
             except BaseException:
