@@ -436,7 +436,8 @@ class EventFloor:
                 elif folded:
                     claimed = conn.execute(  # the claim and the history row in one
                         "INSERT INTO roomstate_history (room_nid, seq, user_nid, membership, previous, displayname,"
-                        " event_hash) VALUES (1, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                        " event_hash) VALUES (1, ?, ?, ?, ?, ?, ?)"
+                        " ON CONFLICT (room_nid, event_hash) WHERE event_hash IS NOT NULL DO NOTHING",
                         (seq, nid, 1, 0, displayname, digest),
                     ).rowcount
                 elif self.merged:

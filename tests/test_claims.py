@@ -8,9 +8,10 @@ import base64
 import hashlib
 import time
 
+import pytest
 import sqlalchemy as sa
 
-from roomstate.db import RoomStore, history, migrations, schema
+from roomstate.db import RoomStore, StorageError, history, history_store, migrations, schema
 from roomstate.db.dialect import Dialect
 from roomstate.models import JOIN, LEAVE, Applied, Member, MemberChange, RoomInfo, RoomSnapshot
 
@@ -194,3 +195,67 @@ async def test_v7_keeps_an_event_stored_twice_and_indexes_the_first(db_url: str,
     finally:
         await store.close()
         engine.dispose()
+
+
+async def test_history_turned_off_still_finds_the_claims_its_rows_hold(store: RoomStore, db: Database) -> None:
+    """Between turning history off and deleting its rows (the next cleanup), a replay is found in
+    them; once they are deleted (their claims copied), it is found among the others."""
+    await start_room(store, "@a:x")
+    join = hash_id("join")
+    assert await apply(store, "@b:x", JOIN, join) is Applied.APPLIED
+    assert await apply(store, "@b:x", LEAVE, hash_id("leave")) is Applied.APPLIED
+    await store.set_history(False)
+    assert await apply(store, "@b:x", JOIN, join) is Applied.DUPLICATE
+    assert await apply(store, "@b:x", JOIN, hash_id("rejoin")) is Applied.APPLIED  # new: applied, claimed apart
+    assert hash_id("rejoin") in db.claimed_apart(ROOM)
+    await store.clear_history(keep_claims_since=time.time() - 3600)
+    assert store.history_cleared and db.scalar("SELECT COUNT(*) FROM roomstate_history") == 0
+    assert await apply(store, "@b:x", LEAVE, hash_id("leaves again")) is Applied.APPLIED
+    assert await apply(store, "@b:x", JOIN, join) is Applied.DUPLICATE
+    assert await joined(store) == {"@a:x"}
+
+
+async def test_claims_are_copied_in_the_transaction_that_deletes_their_rows(
+    store: RoomStore, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """History turned on and off again while its rows are being deleted, chunk by chunk: the rows
+    written meanwhile lose no claim either."""
+    monkeypatch.setattr(history_store, "CHUNK", 1)
+    await start_room(store, "@a:x")
+    for number in range(3):
+        assert await apply(store, f"@u{number}:x", JOIN, hash_id(f"u{number}")) is Applied.APPLIED
+    await store.set_history(False)
+    write, toggled = store._write, []
+
+    def write_then_toggle(work, *args, **kwargs):  # type: ignore[no-untyped-def]
+        future = write(work, *args, **kwargs)
+
+        def after(done: object) -> None:  # once a first row is deleted: on, an event, off again
+            if not toggled and db.scalar("SELECT COUNT(*) FROM roomstate_history") < 3:
+                toggled.append(True)
+                store.set_history(True)
+                store.apply_member(change("@x:x", JOIN, hash_id("x")), record_claim=True, queue_if_untracked=True)
+                store.set_history(False)
+
+        future.add_done_callback(after)
+        return future
+
+    monkeypatch.setattr(store, "_write", write_then_toggle)
+    await store.clear_history(keep_claims_since=time.time() - 3600)
+    monkeypatch.setattr(store, "_write", write)
+    assert toggled and db.scalar("SELECT COUNT(*) FROM roomstate_history") == 0
+    assert db.claimed_apart(ROOM) >= {hash_id("x"), *(hash_id(f"u{number}") for number in range(3))}
+    assert await apply(store, "@x:x", LEAVE, hash_id("x leaves")) is Applied.APPLIED
+    assert await apply(store, "@x:x", JOIN, hash_id("x")) is Applied.DUPLICATE
+
+
+async def test_a_clash_of_history_keys_is_an_error_not_a_replay(store: RoomStore, db: Database) -> None:
+    """The claim's conflict target is the (room, event hash) index alone: a row that would reuse a
+    (room, seq) fails its event (the logic layer queues a resync) instead of being skipped."""
+    await start_room(store, "@a:x")
+    assert await apply(store, "@b:x", JOIN, hash_id("b")) is Applied.APPLIED
+    seq = db.scalar("SELECT MAX(seq) FROM roomstate_history")
+    store.recorder.clock.last, store.recorder.clock.now = seq - 1, lambda: 0.0  # a clock issuing that seq again
+    with pytest.raises(StorageError):
+        await apply(store, "@c:x", JOIN, hash_id("c"))
+    assert await joined(store) == {"@a:x", "@b:x"}

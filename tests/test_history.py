@@ -127,7 +127,8 @@ async def test_the_clock_resumes_after_the_user_index_watermark(store: tuple[Roo
     await s.index_history()
     await s.forget_room(ROOM)  # the bot left
     clock.now += 3600
-    await s.delete_history_before(clock.now)  # rows and checkpoints go, the index's watermark stays
+    # rows and checkpoints go, the index's watermark stays
+    await s.delete_history_before(clock.now, keep_claims_since=None)
     clock.now -= 7200  # the wall clock went back across a restart
     s.recorder = history.Recorder(now=clock)
     await s.replace_room(RoomSnapshot(RoomInfo(ROOM), (Member(ALICE, JOIN),)))
@@ -220,14 +221,14 @@ async def test_retention_compacts_the_past_into_a_base(
         moments.append(clock.now)
     cutoff = START + 15 * 86400 + 1  # between two rows, none of them a checkpoint
     expected = [await s.members_at(ROOM, moment, 0) for moment in moments[14:]]
-    await s.delete_history_before(cutoff)
+    await s.delete_history_before(cutoff, keep_claims_since=None)
     assert count(db, "history") == 30 - 15  # the rows after the cutoff
     before_base = await s.members_at(ROOM, moments[13], 0)
     assert before_base == MembersAt(ROOM, int(moments[13]), 0, 0, tracked=False, tracked_since=int(moments[14]))
     assert [await s.members_at(ROOM, moment, 0) for moment in moments[14:]] == expected
     assert len(await s.user_history("@u3:x", 5)) == 0 and len(await s.user_history("@u16:x", 5)) == 1
     await s.set_history(False)
-    await s.clear_history()
+    await s.clear_history(keep_claims_since=None)
     assert count(db, "history_blocks") == count(db, "history_checkpoints") == 0
 
 
@@ -240,7 +241,7 @@ async def test_retention_after_renames_only_keeps_the_base(
     for number in range(7):  # renames change no membership: every checkpoint has the same blocks
         clock.now += 3600
         await s.apply_member(event(BOB, JOIN, number, f"Bob {number}"), record_claim=True, queue_if_untracked=True)
-    await s.delete_history_before(clock.now - 1800)
+    await s.delete_history_before(clock.now - 1800, keep_claims_since=None)
     after = await s.members_at(ROOM, clock.now, 0)
     assert after is not None and after.tracked and after.joined_count == 2
     referenced = set()
@@ -252,7 +253,7 @@ async def test_retention_after_renames_only_keeps_the_base(
         event(CAROL, JOIN, 99), record_claim=True, queue_if_untracked=True
     )  # retention keeps working for the room
     clock.now += 3600
-    await s.delete_history_before(clock.now - 1)
+    await s.delete_history_before(clock.now - 1, keep_claims_since=None)
     assert count(db, "history") == 0 and count(db, "history_checkpoints") == 1
 
 
@@ -371,7 +372,7 @@ async def test_leaving_a_room_ends_its_history_and_retention_forgets_it(
     assert gone is not None and not gone.tracked
     was = await s.members_at(ROOM, clock.now - 61, 0)
     assert was is not None and was.joined_count == 2
-    await s.delete_history_before(clock.now)
+    await s.delete_history_before(clock.now, keep_claims_since=None)
     assert count(db, "history_checkpoints") == count(db, "history_blocks") == 0
 
 
@@ -414,7 +415,7 @@ async def test_retention_deletes_the_user_index_of_old_days(store: tuple[RoomSto
         )
     await s.index_history()
     assert count(db, "history_by_user") == 10
-    await s.delete_history_before(START + 5.5 * 86400)
+    await s.delete_history_before(START + 5.5 * 86400, keep_claims_since=None)
     assert [e.observed_at for e in await s.user_history(BOB, 100)] == [START + n * 86400 for n in range(10, 5, -1)]
     assert count(db, "history_by_user") <= 6  # the days before the cutoff's day are gone
 
@@ -499,7 +500,7 @@ async def _run_plan(db_url: str, plan: list[tuple]) -> None:
             else:
                 cutoff = clock.now - step[1]
                 forgotten_before = max(forgotten_before, cutoff)
-                await s.delete_history_before(cutoff)
+                await s.delete_history_before(cutoff, keep_claims_since=None)
             timeline.append((clock.now, dict(state)))
         joined_now = {user for user, membership in state.items() if membership == JOIN}
         for at, _ in timeline:

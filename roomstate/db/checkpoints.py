@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import sys
 from array import array
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
+from typing import Any
 
 from ..models import JOIN, LEAVE
 from .codes import CODES
@@ -301,11 +302,19 @@ def current_rows(txn: Transaction, room_nid: int) -> Generator[tuple[int, int, b
         cur.close()
 
 
-def compact(txn: Transaction, room_nid: int, cutoff: int, limit: int) -> int:
+def compact(
+    txn: Transaction,
+    room_nid: int,
+    cutoff: int,
+    limit: int,
+    before_delete: Callable[[Transaction, list[tuple[int, int, Any]]], None] | None = None,
+) -> int:
     """Forget the room's history at or before seq ``cutoff``: the membership at the last row
     before it becomes a checkpoint (the base of what is kept), then up to ``limit`` older rows
     are deleted and, once none are left, the older checkpoints with the blocks only they used (and
-    a base saying "not tracked" with nothing after it). Returns how many rows were deleted."""
+    a base saying "not tracked" with nothing after it). ``before_delete`` gets the (room_nid, seq,
+    event_hash) of the rows about to be deleted, in the same transaction. Returns how many rows
+    were deleted."""
     base = latest(txn, room_nid, cutoff)
     last_row = txn.execute(
         "SELECT MAX(seq) FROM roomstate_history WHERE room_nid = ? AND seq <= ?", (room_nid, cutoff)
@@ -319,6 +328,15 @@ def compact(txn: Transaction, room_nid: int, cutoff: int, limit: int) -> int:
             base = latest(txn, room_nid, upto)
     if upto is None:
         return 0
+    if before_delete is not None:
+        before_delete(
+            txn,
+            txn.execute(
+                "SELECT room_nid, seq, event_hash FROM roomstate_history WHERE room_nid = ? AND seq <= ?"
+                " ORDER BY seq LIMIT ?",
+                (room_nid, upto, limit),
+            ).fetchall(),
+        )
     txn.execute(
         "DELETE FROM roomstate_history WHERE room_nid = ? AND seq IN (SELECT seq FROM roomstate_history"
         " WHERE room_nid = ? AND seq <= ? ORDER BY seq LIMIT ?)",

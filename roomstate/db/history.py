@@ -200,7 +200,10 @@ class Recorder:
         return self._insert
 
     def _prepare_claim(self, txn: Transaction) -> str:
-        self._claim = txn.dialect.sql(_INSERT + " ON CONFLICT DO NOTHING")
+        # (the target named: a clash of (room, seq) is an error, never taken for a replay)
+        self._claim = txn.dialect.sql(
+            _INSERT + " ON CONFLICT (room_nid, event_hash) WHERE event_hash IS NOT NULL DO NOTHING"
+        )
         return self._claim
 
     def record_resync(
@@ -326,26 +329,25 @@ class Recorder:
             self.index_users(txn)
 
 
-def keep_claims(txn: Transaction, since: int, upto: int, room_nid: int | None, limit: int) -> int | None:
-    """Copy the dedup claims held by history rows (an event's row is its claim: db/store.py) with
-    ``since <= seq <= upto`` (of one room, or of all) into ``roomstate_processed_events``, up to
-    ``limit`` of them, before those rows are deleted: a claim lives as long as the dedup retention
-    says, whatever history's own. Returns the seq to go on from, or None when done."""
-    where, params = ("room_nid = ? AND ", (room_nid,)) if room_nid is not None else ("", ())
-    rows = txn.execute(
-        f"SELECT room_nid, seq, event_hash FROM roomstate_history WHERE {where}seq >= ? AND seq <= ?"
-        " AND event_hash IS NOT NULL ORDER BY seq LIMIT ?",
-        (*params, since, upto, limit),
-    ).fetchall()
-    if rows:  # (rare: only history kept for less time than the claims; the driver's own executemany)
+def keep_claims(txn: Transaction, rows: Sequence[tuple[int, int, Any]], *, since: int) -> None:
+    """Copy the dedup claims that these history rows (room_nid, seq, event_hash), about to be
+    deleted in this transaction, hold (an event's row is its claim: db/store.py) into
+    ``roomstate_processed_events``, those from seq ``since`` on: a claim lives as long as the
+    dedup retention says, whatever history's own. Rare: only where history is kept for less time
+    than the claims, or is turned off (the driver's own executemany)."""
+    claims = [
+        (int(nid), unpack_event_id(digest, None), int(seq) >> COUNTER_BITS)
+        for nid, seq, digest in rows
+        if digest is not None and int(seq) >= since
+    ]
+    if claims:
         txn.cur.executemany(
             txn.dialect.sql(
                 "INSERT INTO roomstate_processed_events (room_nid, event_id, processed_ts) VALUES (?, ?, ?)"
                 " ON CONFLICT DO NOTHING"
             ),
-            [(int(nid), unpack_event_id(digest, None), int(seq) >> COUNTER_BITS) for nid, seq, digest in rows],
+            claims,
         )
-    return int(rows[-1][1]) + 1 if len(rows) == limit else None
 
 
 def _threshold(members: int) -> int:

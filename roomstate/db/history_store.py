@@ -7,7 +7,7 @@ import functools
 import heapq
 import itertools
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from mautrix.types import RoomID, UserID
 
@@ -26,6 +26,7 @@ class HistoryStore:
 
     recorder: history.Recorder
     history_enabled: bool
+    history_cleared: bool  # off, and no row is left to hold a claim (db/store.py, apply_member)
 
     def _write(self, work: Callable[[Transaction], T], single_statement: bool = False) -> asyncio.Future[T]:
         raise NotImplementedError
@@ -243,6 +244,7 @@ class HistoryStore:
             # across a restart). Either way a room's history resumes only at a new checkpoint.
             self._history_is_off(txn)
             self.recorder.forget()
+            self.history_cleared = False
             self.history_enabled = enabled  # last: a failed job leaves it as it was
 
         return self._write(job)
@@ -252,17 +254,20 @@ class HistoryStore:
         history.INDEX_BATCH_ROWS rows). Resolves to how many."""
         return self._write(lambda txn: self.recorder.index_users(txn))
 
-    async def delete_history_before(self, cutoff_s: float, *, keep_claims_since: float | None = None) -> int:
+    async def delete_history_before(self, cutoff_s: float, *, keep_claims_since: float | None) -> int:
         """Delete the history older than ``cutoff_s`` (Unix seconds): room by room, in chunks of
         at most CHUNK rows a transaction (see checkpoints.compact), then the user index of the
-        days before. Touches only rooms with something to delete. The dedup claims of rows from
-        ``keep_claims_since`` on are kept (``history.keep_claims``). Returns how many rows."""
+        days before. Touches only rooms with something to delete. The dedup claims that rows from
+        ``keep_claims_since`` on hold are kept, in the transaction that deletes them (None: the
+        claims are not kept; see ``history.keep_claims``). Returns how many rows."""
         cutoff = history.seq_at(cutoff_s)
+        keep = _claims_keeper(keep_claims_since)
         deleted = 0
         for room_nid in await self._read(lambda txn: checkpoints.rooms_to_compact(txn, cutoff)):
-            await self._keep_claims(keep_claims_since, cutoff, room_nid)
             while count := await self._write(
-                functools.partial(checkpoints.compact, room_nid=room_nid, cutoff=cutoff, limit=CHUNK)
+                functools.partial(
+                    checkpoints.compact, room_nid=room_nid, cutoff=cutoff, limit=CHUNK, before_delete=keep
+                )
             ):
                 deleted += count
                 if count < CHUNK:
@@ -273,27 +278,28 @@ class HistoryStore:
             pass
         return deleted
 
-    async def _keep_claims(self, since_s: float | None, upto: int, room_nid: int | None) -> None:
-        """Copy the claims of rows about to be deleted (seq up to ``upto``) that are younger than
-        ``since_s`` (None: none), in chunks."""
-        since: int | None = None if since_s is None else history.seq_at(since_s)
-        while since is not None and since <= upto:
-            since = await self._write(
-                functools.partial(history.keep_claims, since=since, upto=upto, room_nid=room_nid, limit=CHUNK)
-            )
-
-    async def clear_history(self, *, keep_claims_since: float | None = None) -> int:
+    async def clear_history(self, *, keep_claims_since: float | None) -> int:
         """Delete all history (it was turned off), in bounded chunks; stops if it is turned on
-        again meanwhile. The dedup claims of rows from ``keep_claims_since`` on are kept first.
-        Returns how many rows."""
+        again meanwhile. Keeps claims as ``delete_history_before`` does. Returns how many rows."""
 
         def chunk(table: str, key: str) -> Callable[[Transaction], int]:
             return lambda txn: 0 if self.history_enabled else _delete_chunk(txn, table, key)
 
-        if not self.history_enabled:
-            await self._keep_claims(keep_claims_since, history.LAST_SEQ, None)
+        keep = _claims_keeper(keep_claims_since)
+
+        def history_chunk(txn: Transaction) -> int:
+            if self.history_enabled:
+                return 0
+            if keep is not None:
+                keep(txn, txn.execute(f"SELECT room_nid, seq, event_hash FROM {_FIRST_ROWS}", (CHUNK,)).fetchall())
+            txn.execute(
+                f"DELETE FROM roomstate_history WHERE (room_nid, seq) IN (SELECT room_nid, seq FROM {_FIRST_ROWS})",
+                (CHUNK,),
+            )
+            return max(txn.cur.rowcount, 0)
+
         deleted = 0
-        while count := await self._write(chunk("roomstate_history", "room_nid, seq")):
+        while count := await self._write(history_chunk):
             deleted += count
         while await self._write(chunk("roomstate_history_by_user", "day, user_nid, seq")):
             pass
@@ -308,6 +314,20 @@ class HistoryStore:
         self.recorder.forget()
         for table in ("roomstate_history_checkpoints", "roomstate_history_blocks", "roomstate_history_progress"):
             txn.execute(f"DELETE FROM {table}")
+        # (rows are left only if history was on for a while in between)
+        if txn.execute("SELECT 1 FROM roomstate_history LIMIT 1").fetchone() is None:
+            txn.after_commit(lambda: setattr(self, "history_cleared", True))
+
+
+# the history's first rows in key order (the same ones twice in one transaction: read, then deleted)
+_FIRST_ROWS = "roomstate_history ORDER BY room_nid, seq LIMIT ?"
+
+
+def _claims_keeper(since_s: float | None) -> Callable[[Transaction, list[tuple[int, int, Any]]], None] | None:
+    """What keeps the claims of history rows from ``since_s`` on as they are deleted (None: none)."""
+    if since_s is None:
+        return None
+    return functools.partial(history.keep_claims, since=history.seq_at(since_s))
 
 
 def _delete_chunk(txn: Transaction, table: str, key: str, where: str = "", params: tuple[int, ...] = ()) -> int:

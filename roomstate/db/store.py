@@ -222,6 +222,7 @@ class RoomStore(HistoryStore, AlertStore, WebStore):
         self.dialect = Dialect(engine)
         self.interner = Interner(idle_seconds=24 * 3600)
         self.history_enabled = True  # recording membership history (config history.retention_days > 0)
+        self.history_cleared = False  # history is off and its rows are deleted (writer thread)
         self.recorder = history.Recorder()  # writer thread only
         self.user_index = UserIndex()  # writer thread only
         self._writer: WriterThread | None = None
@@ -339,7 +340,9 @@ class RoomStore(HistoryStore, AlertStore, WebStore):
         return self._write(job)
 
     def release_event(self, room_id: RoomID, event_id: EventID) -> asyncio.Future[None]:
-        """Forget a claim, so that a later delivery of the event is processed again."""
+        """Forget a claim ``claim_event`` made (a command's), so that a later delivery of the
+        event is processed again. (A member event's claim may be its history row: never released,
+        since it is made with the change.)"""
 
         def job(txn: Transaction) -> None:
             room_nid = self.interner.room(txn, room_id, create=False)
@@ -412,7 +415,8 @@ class RoomStore(HistoryStore, AlertStore, WebStore):
             room_nid = self.interner.room(txn, change.room_id)
             assert room_nid is not None
             recording = self.history_enabled
-            packed = (packed_event_id or history.pack_event_id(change.event_id)) if recording else None
+            in_history = recording or not self.history_cleared  # history rows may hold claims
+            packed = (packed_event_id or history.pack_event_id(change.event_id)) if in_history else None
             # With history on, the claim of an event whose ID is a hash is its history row (one
             # write fewer per event): the lookup checks the claims made the other way (a full
             # sync's covered events, an unchanged event, history off, schema v6), the row's unique
@@ -420,6 +424,10 @@ class RoomStore(HistoryStore, AlertStore, WebStore):
             digest = packed[0] if record_claim and packed is not None else None
             if record_claim and digest is None and not _claim(txn, room_nid, change.event_id, now):
                 return Applied.DUPLICATE
+            if digest is not None and not recording:  # off, but the rows not deleted yet still claim
+                if not _claim_unless_in_history(txn, room_nid, change.event_id, digest, now):
+                    return Applied.DUPLICATE
+                digest = None
             checked = digest is not None
             user_nid = self.interner.cached_user(member.user_id)
             if user_nid is not None:
