@@ -259,3 +259,24 @@ async def test_a_clash_of_history_keys_is_an_error_not_a_replay(store: RoomStore
     with pytest.raises(StorageError):
         await apply(store, "@c:x", JOIN, hash_id("c"))
     assert await joined(store) == {"@a:x", "@b:x"}
+
+
+async def test_history_switched_on_and_off_in_the_commit_that_cleared_it(store: RoomStore, db: Database) -> None:
+    """The last step of clearing, then history on, an event, history off, all in one group commit:
+    the rows written after the clear still hold their claims."""
+    await start_room(store, "@a:x")
+    await store.set_history(False)
+    await store.clear_history(keep_claims_since=time.time() - 3600)
+    assert store.history_cleared
+    busy = store._write(lambda txn: time.sleep(0.2))  # what comes meanwhile is one group commit
+    together = [
+        store._write(store._clear_rest),
+        store.set_history(True),
+        store.apply_member(change("@b:x", JOIN, hash_id("b")), record_claim=True, queue_if_untracked=True),
+        store.set_history(False),
+    ]
+    await busy
+    assert (await asyncio.gather(*together))[2] is Applied.APPLIED
+    assert not store.history_cleared and hash_id("b") in db.claimed_in_history(ROOM)
+    assert await apply(store, "@b:x", LEAVE, hash_id("b leaves")) is Applied.APPLIED
+    assert await apply(store, "@b:x", JOIN, hash_id("b")) is Applied.DUPLICATE

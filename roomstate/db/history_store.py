@@ -27,6 +27,7 @@ class HistoryStore:
     recorder: history.Recorder
     history_enabled: bool
     history_cleared: bool  # off, and no row is left to hold a claim (db/store.py, apply_member)
+    history_switches: int  # how often set_history switched it (writer thread)
 
     def _write(self, work: Callable[[Transaction], T], single_statement: bool = False) -> asyncio.Future[T]:
         raise NotImplementedError
@@ -245,6 +246,7 @@ class HistoryStore:
             self._history_is_off(txn)
             self.recorder.forget()
             self.history_cleared = False
+            self.history_switches += 1
             self.history_enabled = enabled  # last: a failed job leaves it as it was
 
         return self._write(job)
@@ -314,9 +316,15 @@ class HistoryStore:
         self.recorder.forget()
         for table in ("roomstate_history_checkpoints", "roomstate_history_blocks", "roomstate_history_progress"):
             txn.execute(f"DELETE FROM {table}")
-        # (rows are left only if history was on for a while in between)
+        # (rows are left only if history was on for a while in between; and a switch committed
+        # with this transaction, after it, may have let more in)
         if txn.execute("SELECT 1 FROM roomstate_history LIMIT 1").fetchone() is None:
-            txn.after_commit(lambda: setattr(self, "history_cleared", True))
+            switches = self.history_switches
+            txn.after_commit(lambda: self._cleared(switches))
+
+    def _cleared(self, switches: int) -> None:
+        if switches == self.history_switches:
+            self.history_cleared = True
 
 
 # the history's first rows in key order (the same ones twice in one transaction: read, then deleted)

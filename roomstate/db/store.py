@@ -223,6 +223,7 @@ class RoomStore(HistoryStore, AlertStore, WebStore):
         self.interner = Interner(idle_seconds=24 * 3600)
         self.history_enabled = True  # recording membership history (config history.retention_days > 0)
         self.history_cleared = False  # history is off and its rows are deleted (writer thread)
+        self.history_switches = 0
         self.recorder = history.Recorder()  # writer thread only
         self.user_index = UserIndex()  # writer thread only
         self._writer: WriterThread | None = None
