@@ -280,3 +280,37 @@ async def test_history_switched_on_and_off_in_the_commit_that_cleared_it(store: 
     assert not store.history_cleared and hash_id("b") in db.claimed_in_history(ROOM)
     assert await apply(store, "@b:x", LEAVE, hash_id("b leaves")) is Applied.APPLIED
     assert await apply(store, "@b:x", JOIN, hash_id("b")) is Applied.DUPLICATE
+
+
+async def test_a_start_with_history_off_looks_in_history_only_while_rows_are_left(db_url: str) -> None:
+    engine = sa.create_engine(db_url)
+    for keeps_rows in (True, False):
+        store = RoomStore(engine)
+        store.history_enabled = keeps_rows  # the first start records a row, or nothing
+        await store.open()
+        await start_room(store, "@a:x")
+        assert await apply(store, "@b:x", JOIN, hash_id(f"b {keeps_rows}")) is Applied.APPLIED
+        await store.close()
+        store = RoomStore(engine)
+        store.history_enabled = False  # the next start: history is off
+        await store.open()
+        await store.flush()
+        assert store.history_cleared is not keeps_rows
+        await store.close()
+        drop_tables(db_url)
+    engine.dispose()
+
+
+async def test_many_claims_are_kept_in_statements_of_a_few_hundred(store: RoomStore, db: Database) -> None:
+    await start_room(store, "@a:x")
+    events = [hash_id(f"u{number}") for number in range(700)]
+    outcomes = await asyncio.gather(
+        *(
+            store.apply_member(change(f"@u{number}:x", JOIN, event_id), record_claim=True, queue_if_untracked=True)
+            for number, event_id in enumerate(events)
+        )
+    )
+    assert set(outcomes) == {Applied.APPLIED}
+    await store.set_history(False)
+    await store.clear_history(keep_claims_since=time.time() - 3600)
+    assert db.claimed_apart(ROOM) == set(events)

@@ -316,8 +316,11 @@ class HistoryStore:
         self.recorder.forget()
         for table in ("roomstate_history_checkpoints", "roomstate_history_blocks", "roomstate_history_progress"):
             txn.execute(f"DELETE FROM {table}")
-        # (rows are left only if history was on for a while in between; and a switch committed
-        # with this transaction, after it, may have let more in)
+        self._cleared_if_empty(txn)  # (rows are left only if history was on for a while in between)
+
+    def _cleared_if_empty(self, txn: Transaction) -> None:
+        """History is off: once this transaction commits, no history row holds a claim if none is
+        left now (and no switch of history committed after it in the same group let more in)."""
         if txn.execute("SELECT 1 FROM roomstate_history LIMIT 1").fetchone() is None:
             switches = self.history_switches
             txn.after_commit(lambda: self._cleared(switches))

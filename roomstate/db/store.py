@@ -251,7 +251,7 @@ class RoomStore(HistoryStore, AlertStore, WebStore):
         self._reader = ReaderThread("roomstate-db-reader", self.dialect, loop)
         version = self._writer.submit_raw(self._migrate)  # migrations manage their own transactions
         if not self.history_enabled:  # set before opening: marks the history the bot is not keeping
-            self._write(self._history_is_off).add_done_callback(_log_failure)
+            self._write(self._opened_with_history_off).add_done_callback(_log_failure)
         return version
 
     def _committed(self, seconds: float) -> None:
@@ -265,6 +265,12 @@ class RoomStore(HistoryStore, AlertStore, WebStore):
         checkpoint now, so what happens while it is off is never taken for what was recorded."""
         for room_nid in checkpoints.tracked_rooms(txn):
             self.recorder.stop_tracking(txn, room_nid)
+
+    def _opened_with_history_off(self, txn: Transaction) -> None:
+        """``_history_is_off``; and with no history row left (never kept, or deleted at an earlier
+        start), no member event needs to look there for claims."""
+        self._history_is_off(txn)
+        self._cleared_if_empty(txn)
 
     async def open(self) -> int:
         return await self.open_soon()
