@@ -50,6 +50,11 @@ class Failure:
     content_type: str = "application/json"
 
 
+def hash_event_id(text: str) -> str:
+    """A room v4+ event ID: "$" and the URL-safe base64 (unpadded) of a SHA-256 hash, of ``text``."""
+    return "$" + base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).decode().rstrip("=")
+
+
 class FakeHomeserver:
     def __init__(self, bot_user_id: str) -> None:
         self.bot_user_id = bot_user_id
@@ -110,11 +115,9 @@ class FakeHomeserver:
     # ---- room state -------------------------------------------------------------------------
 
     def _event_id(self, number: int) -> str:
-        """A room v4+ event ID (the hash of the event: here of its number), or with
-        ``old_event_ids`` one of rooms v1-v3 (``$local:server``)."""
-        if self.old_event_ids:
-            return f"$e{number}:fake.test"
-        return "$" + base64.urlsafe_b64encode(hashlib.sha256(str(number).encode()).digest()).decode().rstrip("=")
+        """A room v4+ event ID (here the hash of its number), or with ``old_event_ids`` one of
+        rooms v1-v3 (``$local:server``)."""
+        return f"$e{number}:fake.test" if self.old_event_ids else hash_event_id(str(number))
 
     def new_event(
         self, room_id: str, type_: str, sender: str, content: dict[str, Any], state_key: str | None = None

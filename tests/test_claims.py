@@ -4,8 +4,6 @@ every replay still skipped, whichever way the event was claimed first."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import time
 
 import pytest
@@ -15,14 +13,10 @@ from roomstate.db import RoomStore, StorageError, history, history_store, migrat
 from roomstate.db.dialect import Dialect
 from roomstate.models import JOIN, LEAVE, Applied, Member, MemberChange, RoomInfo, RoomSnapshot
 
+from .fakes import hash_event_id as hash_id
 from .helpers import Database, drop_tables
 
 ROOM = "!a:fake.test"
-
-
-def hash_id(name: str) -> str:
-    """A room v4+ event ID: 43 URL-safe base64 characters of a 32-byte hash."""
-    return "$" + base64.urlsafe_b64encode(hashlib.sha256(name.encode()).digest()).decode().rstrip("=")
 
 
 def change(user_id: str, membership: str, event_id: str, room_id: str = ROOM) -> MemberChange:

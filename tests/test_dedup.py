@@ -166,12 +166,17 @@ async def test_replayed_command_after_restart_does_not_run_again(harness: Harnes
     assert sum(r.endswith("/state") for r in hs.requests) == state_fetches
 
 
-async def test_replayed_member_events_after_restart_are_skipped(harness: Harness) -> None:
+@pytest.mark.parametrize("old_event_ids", [False, True], ids=["hash IDs", "rooms v1-v3 IDs"])
+async def test_replayed_member_events_after_restart_are_skipped(harness: Harness, old_event_ids: bool) -> None:
+    """Either way a member event is claimed: by its history row (a hash ID) or by its own record."""
     hs = harness.hs
+    hs.old_event_ids = old_event_ids
     await harness.start(**{"sync.on_startup": "new"})
     await harness.setup_room()
     carol_join = hs.member(ROOM, CAROL, "join")
     await harness.deliver(carol_join)
+    claims = harness.db.claimed_apart if old_event_ids else harness.db.claimed_in_history
+    assert carol_join["event_id"] in claims(ROOM)
     await harness.deliver(hs.member(ROOM, CAROL, "leave"))
     await harness.restart()
     await harness.deliver(carol_join)  # re-applying the old join would make Carol a member again

@@ -180,9 +180,9 @@ class Dialect:
         return int(cur.fetchone()[0])
 
     def executemany(self, cur: Cursor, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        """Run ``INSERT ... VALUES (...)`` (in the driver's paramstyle) for many rows: with
-        ``executemany`` on SQLite, as multi-row VALUES on PostgreSQL (psycopg2's executemany is one
-        round trip per row)."""
+        """Run ``INSERT ... VALUES (...) [ON CONFLICT ...]`` (in the driver's paramstyle) for many
+        rows: with ``executemany`` on SQLite, as multi-row VALUES on PostgreSQL (psycopg2's
+        executemany is one round trip per row)."""
         if len(rows) == 1:  # one event at a time: a plain execute is cheaper on either
             cur.execute(sql, rows[0])
             return
@@ -190,10 +190,12 @@ class Dialect:
             cur.executemany(sql, rows)
             return
         head, values = sql.rsplit(" VALUES ", 1)
+        values, close, tail = values.partition(")")  # the row's "(%s, ...)", then e.g. ON CONFLICT
+        values += close
         per_statement = max(1, 10_000 // max(1, len(rows[0])))
         for start in range(0, len(rows), per_statement):
             chunk = rows[start : start + per_statement]
-            cur.execute(f"{head} VALUES {', '.join([values] * len(chunk))}", [p for row in chunk for p in row])
+            cur.execute(f"{head} VALUES {', '.join([values] * len(chunk))}{tail}", [p for row in chunk for p in row])
 
     def create_temp_table(self, cur: Cursor, name: str, columns: str) -> None:
         """An empty session-private table (created once per connection, emptied on reuse)."""

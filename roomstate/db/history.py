@@ -329,9 +329,6 @@ class Recorder:
             self.index_users(txn)
 
 
-_CLAIMS_PER_STATEMENT = 300  # rows of one multi-row INSERT (900 parameters: within every SQLite's limit)
-
-
 def keep_claims(txn: Transaction, rows: Sequence[tuple[int, int, Any]], *, since: int) -> None:
     """Copy the dedup claims that these history rows (room_nid, seq, event_hash), about to be
     deleted in this transaction, hold (an event's row is its claim: db/store.py) into
@@ -343,15 +340,14 @@ def keep_claims(txn: Transaction, rows: Sequence[tuple[int, int, Any]], *, since
         for nid, seq, digest in rows
         if digest is not None and int(seq) >= since
     ]
-    for start in range(
-        0, len(claims), _CLAIMS_PER_STATEMENT
-    ):  # multi-row: psycopg2's executemany is a round trip a row
-        chunk = claims[start : start + _CLAIMS_PER_STATEMENT]
-        txn.execute(
-            "INSERT INTO roomstate_processed_events (room_nid, event_id, processed_ts) VALUES "
-            + ", ".join(["(?, ?, ?)"] * len(chunk))
-            + " ON CONFLICT DO NOTHING",
-            tuple(value for claim in chunk for value in claim),
+    if claims:
+        txn.dialect.executemany(
+            txn.cur,
+            txn.dialect.sql(
+                "INSERT INTO roomstate_processed_events (room_nid, event_id, processed_ts) VALUES (?, ?, ?)"
+                " ON CONFLICT DO NOTHING"
+            ),
+            claims,
         )
 
 

@@ -292,13 +292,14 @@ class HistoryStore:
         def history_chunk(txn: Transaction) -> int:
             if self.history_enabled:
                 return 0
-            if keep is not None:
-                keep(txn, txn.execute(f"SELECT room_nid, seq, event_hash FROM {_FIRST_ROWS}", (CHUNK,)).fetchall())
-            txn.execute(
-                f"DELETE FROM roomstate_history WHERE (room_nid, seq) IN (SELECT room_nid, seq FROM {_FIRST_ROWS})",
-                (CHUNK,),
-            )
-            return max(txn.cur.rowcount, 0)
+            if keep is not None:  # the rows the delete takes: the first ones in key order
+                keep(
+                    txn,
+                    txn.execute(
+                        f"SELECT room_nid, seq, event_hash FROM roomstate_history{_IN_KEY_ORDER} LIMIT ?", (CHUNK,)
+                    ).fetchall(),
+                )
+            return _delete_chunk(txn, "roomstate_history", "room_nid, seq", _IN_KEY_ORDER)
 
         deleted = 0
         while count := await self._write(history_chunk):
@@ -330,8 +331,7 @@ class HistoryStore:
             self.history_cleared = True
 
 
-# the history's first rows in key order (the same ones twice in one transaction: read, then deleted)
-_FIRST_ROWS = "roomstate_history ORDER BY room_nid, seq LIMIT ?"
+_IN_KEY_ORDER = " ORDER BY room_nid, seq"  # the history's rows: the same ones read, then deleted
 
 
 def _claims_keeper(since_s: float | None) -> Callable[[Transaction, list[tuple[int, int, Any]]], None] | None:
@@ -342,7 +342,8 @@ def _claims_keeper(since_s: float | None) -> Callable[[Transaction, list[tuple[i
 
 
 def _delete_chunk(txn: Transaction, table: str, key: str, where: str = "", params: tuple[int, ...] = ()) -> int:
-    """Delete up to CHUNK rows of ``table`` (``key``: its primary key columns); how many."""
+    """Delete up to CHUNK rows of ``table`` (``key``: its primary key columns; ``where``: a clause
+    choosing them, WHERE and/or ORDER BY); how many."""
     txn.execute(f"DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM {table}{where} LIMIT ?)", (*params, CHUNK))
     return max(txn.cur.rowcount, 0)
 

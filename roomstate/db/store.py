@@ -169,13 +169,10 @@ def _claim_many(txn: Transaction, room_nid: int, event_ids: Sequence[str], ts: i
     )
 
 
-def _claim_unless_in_history(txn: Transaction, room_nid: int, event_id: EventID, digest: bytes, ts: int) -> bool:
-    """Claim an event whose change is not recorded (it changes nothing, or its room is not
-    tracked) the usual way, unless its history row already claims it (False then)."""
-    claimed = txn.execute(
-        "SELECT 1 FROM roomstate_history WHERE room_nid = ? AND event_hash = ?", (room_nid, digest)
-    ).fetchone()
-    return claimed is None and _claim(txn, room_nid, event_id, ts)
+def _claim_unless_in_history(txn: Transaction, room_nid: int, event_id: EventID, ts: int) -> bool:
+    """Claim an event whose change is not recorded (it changes nothing, its room is not tracked,
+    or history is off) the usual way, unless a history row already claims it (False then)."""
+    return not _claimed_in_history(txn, room_nid, [event_id]) and _claim(txn, room_nid, event_id, ts)
 
 
 def _claimed_in_history(txn: Transaction, room_nid: int, event_ids: Sequence[EventID]) -> list[EventID]:
@@ -422,20 +419,22 @@ class RoomStore(HistoryStore, AlertStore, WebStore):
             room_nid = self.interner.room(txn, change.room_id)
             assert room_nid is not None
             recording = self.history_enabled
-            in_history = recording or not self.history_cleared  # history rows may hold claims
-            packed = (packed_event_id or history.pack_event_id(change.event_id)) if in_history else None
+            packed = (
+                (packed_event_id or history.pack_event_id(change.event_id))
+                if recording or not self.history_cleared  # history rows may hold claims
+                else None
+            )
             # With history on, the claim of an event whose ID is a hash is its history row (one
             # write fewer per event): the lookup checks the claims made the other way (a full
             # sync's covered events, an unchanged event, history off, schema v6), the row's unique
             # (room, hash) index any earlier row.
             digest = packed[0] if record_claim and packed is not None else None
-            if record_claim and digest is None and not _claim(txn, room_nid, change.event_id, now):
-                return Applied.DUPLICATE
             if digest is not None and not recording:  # off, but the rows not deleted yet still claim
-                if not _claim_unless_in_history(txn, room_nid, change.event_id, digest, now):
+                if not _claim_unless_in_history(txn, room_nid, change.event_id, now):
                     return Applied.DUPLICATE
-                digest = None
-            checked = digest is not None
+            elif record_claim and digest is None and not _claim(txn, room_nid, change.event_id, now):
+                return Applied.DUPLICATE
+            checked = recording and digest is not None  # the claim is the history row written below
             user_nid = self.interner.cached_user(member.user_id)
             if user_nid is not None:
                 params: tuple[Any, ...] = (user_nid, room_nid)
@@ -450,7 +449,7 @@ class RoomStore(HistoryStore, AlertStore, WebStore):
             if row is not None and checked and row[2]:
                 return Applied.DUPLICATE
             if row is None:
-                if digest is not None and not _claim_unless_in_history(txn, room_nid, change.event_id, digest, now):
+                if checked and not _claim_unless_in_history(txn, room_nid, change.event_id, now):
                     return Applied.DUPLICATE
                 if queue_if_untracked:
                     _queue_resync(txn, room_nid, "event in an untracked room", None, now, now)
@@ -459,10 +458,11 @@ class RoomStore(HistoryStore, AlertStore, WebStore):
             old = None if row[0] is None else (row[0], row[1])
             old_membership = row[0]
             if (old is None and member.membership == LEAVE) or old == (member.membership, member.displayname):
-                if digest is not None and not _claim_unless_in_history(txn, room_nid, change.event_id, digest, now):
+                if checked and not _claim_unless_in_history(txn, room_nid, change.event_id, now):
                     return Applied.DUPLICATE
                 return Applied.UNCHANGED
             if recording:
+                assert packed is not None  # (packed above whenever recording)
                 renamed = member.membership != LEAVE and (None if old is None else old[1]) != member.displayname
                 sender_nid = None if change.sender == member.user_id else self.interner.user(txn, change.sender)
                 if not self.recorder.append(
@@ -474,9 +474,9 @@ class RoomStore(HistoryStore, AlertStore, WebStore):
                     (member.displayname or "") if renamed else None,
                     sender_nid,
                     change.reason,
-                    packed or history.pack_event_id(change.event_id),
+                    packed,
                     change.origin_ts,
-                    claim=digest is not None,
+                    claim=checked,
                 ):
                     return Applied.DUPLICATE
             if member.membership == LEAVE:
