@@ -79,7 +79,7 @@ def _by_visibility(config: Config) -> str:
 
 def _resync_who(config: Config) -> str:
     level = config.resync_power_level
-    return "admins" if level is None else f"admins, and in a room who has power level {level} there"
+    return "admins" if level is None else f"admins, and anyone with power level {level} or more in the room"
 
 
 def _anyone(config: Config) -> str:
@@ -88,6 +88,10 @@ def _anyone(config: Config) -> str:
 
 def _admins(config: Config) -> str:
     return "admins"
+
+
+def _dashboard_who(config: Config) -> str:
+    return "anyone; signout all: admins"
 
 
 class ChatCommands:
@@ -359,7 +363,7 @@ COMMANDS: dict[str, Command] = {
             "dashboard",
             "[signout [all]]",
             "a one-time sign-in link to the web view, sent in a direct chat (signout: end your sessions)",
-            _anyone,
+            _dashboard_who,
             ChatCommands.dashboard,
         ),
         Command(

@@ -302,7 +302,8 @@ def resync_room(outcome: SyncOutcome) -> Reply:
 def resync_all(report: ResyncReport) -> Reply:
     if report.error:
         return reply("Could not resync: " + clean(report.error, ERROR_LIMIT) + ". Nothing was changed.")
-    header = f"Resynced {plural(len(report.synced), 'room')}: +{report.added} -{report.removed} members."
+    changes = f"+{report.added} -{report.removed} members" if report.added or report.removed else "no member changes"
+    header = f"Resynced {plural(len(report.synced), 'room')}: {changes}."
     items = [
         code(o.room_id) + ": " + diff_summary(o.diff) for o in report.synced if o.diff is not None and o.diff.changed
     ]

@@ -182,6 +182,7 @@ Press Ctrl-C to stop.""",
             bot.stop()
         synapse.stop()
         (args.dir / PIDS).unlink(missing_ok=True)
+        print("stopped: maubot and Synapse are down", flush=True)
 
 
 if __name__ == "__main__":

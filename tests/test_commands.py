@@ -187,6 +187,11 @@ async def test_resync_all_fixes_corrupted_rows_and_reports(two_rooms: Harness) -
     assert h.db.tracked() == [OPS] and h.db.room(OPS).joined_count == 4
 
 
+async def test_resync_all_without_changes_says_so(two_rooms: Harness) -> None:
+    [reply] = await two_rooms.command(OPS, ADMIN, "!resync all")
+    assert reply == "Resynced 2 rooms: no member changes."
+
+
 async def test_resync_permissions(two_rooms: Harness) -> None:
     h = two_rooms
     h.hs.state(ROOM, "m.room.power_levels", {"users": {ALICE: 100, BOB: 50}})

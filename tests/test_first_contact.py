@@ -29,12 +29,14 @@ async def test_help_lists_every_command_with_usage_and_who_may_use_it(design: Ha
             called = f"!roomstate {name}" if name == "token" else f"!{name}"  # token has no short name
             assert f"• {called}" in text, (asked, name)
         assert "!whereis @user:server — the rooms a user shares with me. Who: anyone, about rooms they are in" in text
-        assert "!resync [all] — " in text and "Who: admins, and in a room who has power level 100 there." in text
+        assert "!resync [all] — " in text
+        assert "Who: admins, and anyone with power level 100 or more in the room." in text
+        assert "sent in a direct chat (signout: end your sessions). Who: anyone; signout all: admins." in text
         assert text.endswith("Each also works as !roomstate <command>.")
     design.update_config(resync_power_level=None, visibility="admins")
     [text] = await design.command(ROOM, BOB, "!help")
     assert "!rooms [page] — the rooms I'm in, with member counts. Who: admins." in text
-    assert "Who: admins, and in a room" not in text
+    assert "Who: admins, and anyone with power level" not in text
 
 
 async def test_unknown_subcommands_get_pointed_to_help(design: Harness) -> None:
