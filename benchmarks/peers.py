@@ -428,7 +428,7 @@ class EventFloor:
                     ).fetchone()
                 unchanged = old == (membership, displayname) or (old is None and membership == "leave")
                 claimed = True
-                digest = hashlib.sha256(event_id.encode()).digest()
+                digest = hashlib.sha256(event_id.encode()).digest() if self.history else None
                 if folded and unchanged:  # unless its history row claims it already
                     claimed = conn.execute(
                         "SELECT 1 FROM roomstate_history WHERE room_nid = 1 AND event_hash = ?", (digest,)

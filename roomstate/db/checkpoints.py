@@ -302,6 +302,9 @@ def current_rows(txn: Transaction, room_nid: int) -> Generator[tuple[int, int, b
         cur.close()
 
 
+_OLDEST = " FROM roomstate_history WHERE room_nid = ? AND seq <= ? ORDER BY seq LIMIT ?"  # compact's rows
+
+
 def compact(
     txn: Transaction,
     room_nid: int,
@@ -329,17 +332,10 @@ def compact(
     if upto is None:
         return 0
     if before_delete is not None:
-        before_delete(
-            txn,
-            txn.execute(
-                "SELECT room_nid, seq, event_hash FROM roomstate_history WHERE room_nid = ? AND seq <= ?"
-                " ORDER BY seq LIMIT ?",
-                (room_nid, upto, limit),
-            ).fetchall(),
-        )
+        doomed = txn.execute(f"SELECT room_nid, seq, event_hash{_OLDEST}", (room_nid, upto, limit)).fetchall()
+        before_delete(txn, doomed)
     txn.execute(
-        "DELETE FROM roomstate_history WHERE room_nid = ? AND seq IN (SELECT seq FROM roomstate_history"
-        " WHERE room_nid = ? AND seq <= ? ORDER BY seq LIMIT ?)",
+        f"DELETE FROM roomstate_history WHERE room_nid = ? AND seq IN (SELECT seq{_OLDEST})",
         (room_nid, room_nid, upto, limit),
     )
     deleted = max(txn.cur.rowcount, 0)
